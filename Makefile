@@ -1,0 +1,67 @@
+# embedline: `make run` ingests the sample corpus; `make test` runs the test suite.
+# Both create .venv and install the locked dependencies on first use.
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export PATH := $(BIN):$(PATH)
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export TOKENIZERS_PARALLELISM := false
+SMOKE_QUERY ?= How do black holes form when massive stars collapse?
+PREFECT_PORT ?= 4200
+export PREFECT_HOME ?= $(CURDIR)/.prefect
+
+.PHONY: install run test test-slow test-all lint bench serve stop deploy worker clean lock
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade "pip>=25.1"
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps -e .
+	@touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install the locked dependencies + embedline
+
+run: install  ## dvc repro the pipeline on params.yaml, then print a summary
+	@start=$$(date +%s); \
+	dvc repro && \
+	embedline summary --query "$(SMOKE_QUERY)" --seconds $$(( $$(date +%s) - start ))
+
+test: install  ## the default (fast) test suite
+	$(BIN)/pytest -q
+
+test-slow: install  ## only the tests marked slow (Prefect server + UI, DVC experiments, crash tests)
+	$(BIN)/pytest -q -m slow || [ $$? -eq 5 ]
+
+test-all: install
+	$(BIN)/pytest -q -m "slow or not slow"
+
+lint: install
+	$(BIN)/ruff check flows tasks tests benchmarks
+	$(BIN)/mypy flows tasks
+
+bench: install  ## benchmarks on the sample corpus; results in benchmarks/results/*.json
+	$(BIN)/python -m benchmarks.run
+
+serve: install  ## a local Prefect server + UI on 127.0.0.1:$(PREFECT_PORT)
+	embedline serve --port $(PREFECT_PORT)
+
+stop:
+	embedline serve --stop
+
+deploy: install  ## create the work pool and the nightly-ingest deployment (needs `make serve`)
+	PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api embedline deploy
+
+worker: install  ## run scheduled/triggered deployment runs
+	PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api prefect worker start --pool embedline-process
+
+lock:  ## re-resolve the lock file from pyproject.toml (in a scratch venv)
+	rm -rf /tmp/embedline-lock && $(PYTHON) -m venv /tmp/embedline-lock && \
+	/tmp/embedline-lock/bin/pip install -q --upgrade "pip>=25.1" && \
+	/tmp/embedline-lock/bin/pip install -q . --group dev && \
+	/tmp/embedline-lock/bin/pip freeze --exclude embedline > requirements.lock
+
+clean:
+	rm -rf data/interim data/embeddings data/receipts data/metrics data/qdrant data/cache .prefect

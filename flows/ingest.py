@@ -1,0 +1,71 @@
+"""The `ingest` flow: preprocess -> chunk -> embed -> dedupe -> upsert (-> evaluate).
+
+The flow body is the DAG and nothing else; every stage is a thin task around a pure function in
+`tasks/`. Parameters are pydantic (`Config`), so the Prefect UI renders params.yaml as a form.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, unmapped
+
+from flows import stages
+from flows.runtime import dvc_record, embed_runner, ingest_lock, resolve_config
+from tasks.config import Config
+
+
+@flow(name="embed-fanout", log_prints=True)
+def embed_fanout(cfg: Config, root: str) -> list[dict[str, Any]]:
+    """Embed every shard (on the flow's task runner: threads by default, Dask with --runner dask)."""
+    shards = stages.plan_embed_shards(cfg, root)
+    futures = stages.embed_shard.map(unmapped(cfg), unmapped(root), shards)
+    return stages.track(futures, stages.embed_progress(len(shards)))
+
+
+@flow(name="ingest", log_prints=True)
+def ingest(
+    params: Config | None = None,
+    overrides: list[str] | None = None,
+    root: str = ".",
+    dry_run: bool = False,
+    allow_mass_delete: bool = False,
+    evaluate: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """Ingest `params.source` into the Qdrant alias `params.qdrant.collection`.
+
+    Args:
+        params: the whole configuration; default: params.yaml in `root`.
+        overrides: `section.key=value` strings applied on top (as `--set` on the CLI).
+        root: the project folder (params.yaml, data/, dvc.yaml).
+        dry_run: compute and log the sync plan; write nothing to Qdrant.
+        allow_mass_delete: let a run delete more than `qdrant.max_delete_fraction` of the set.
+        evaluate: run the evaluate stage (quality metrics) after upsert.
+    """
+    root = str(Path(root).resolve())
+    cfg = resolve_config(root, params, overrides)
+    with ingest_lock(root):
+        run: dict[str, dict[str, Any]] = {}
+        run["preprocess"] = stages.preprocess(cfg, root)
+        run["chunk"] = stages.chunk(cfg, root)
+        shard_stats = embed_fanout.with_options(task_runner=embed_runner(cfg))(cfg, root)
+        run["embed"] = stages.embed(cfg, root, shard_stats)
+        run["dedupe"] = stages.dedupe(cfg, root)
+        run["upsert"] = stages.upsert(cfg, root, dry_run, allow_mass_delete)
+        if evaluate and not dry_run:
+            run["evaluate"] = stages.evaluate(cfg, root)
+        stages.summary(cfg, run)
+        if not dry_run:
+            dvc_record(root, cfg, ran=list(run))
+    return run
+
+
+@flow(name="stage", log_prints=True)
+def stage_flow(name: str, params: Config, root: str = ".") -> dict[str, Any]:
+    """One stage as a flow run (what `embedline stage` does when a Prefect API is configured)."""
+    return stages.single_stage(name, params, str(Path(root).resolve()))
+
+
+if __name__ == "__main__":
+    ingest()

@@ -1,0 +1,183 @@
+"""Thin Prefect tasks around the pure stage functions in `tasks/`.
+
+The wrappers add only retries, timeouts, logging and UI artifacts. Inputs are a validated `Config`
+and the project root as a string: never models, clients or corpora (they break Prefect's cache keys
+and would push whole datasets through results). Caching is deliberately *not* Prefect's: artifacts
+are cached by DVC and embeddings by the content-addressed embedding cache, which survive process and
+server restarts and are keyed by content rather than by task inputs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.cache_policies import NONE
+
+from tasks.artifacts import Artifacts
+from tasks.config import Config
+from tasks.pipeline import run_stage
+from tasks.records import read_json, read_rejections
+from tasks.summary import one_line, summary_markdown
+
+
+def _art(root: str) -> Artifacts:
+    return Artifacts(Path(root))
+
+
+def _transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry only errors that a second attempt can fix (network, timeouts, rate limits)."""
+    try:
+        state.result()
+    except (ConnectionError, TimeoutError, OSError):
+        return True
+    except Exception as exc:
+        return type(exc).__name__ in {"APIConnectionError", "APITimeoutError", "RateLimitError",
+                                      "InternalServerError", "ResponseHandlingException"}
+    return False
+
+
+@task(name="preprocess", cache_policy=NONE, timeout_seconds=3600)
+def preprocess(cfg: Config, root: str) -> dict[str, Any]:
+    stats = run_stage("preprocess", cfg, _art(root))
+    get_run_logger().info(one_line("preprocess", stats))
+    rejected = read_rejections(_art(root).rejected)
+    if rejected:
+        create_table_artifact(
+            key="rejected-files",
+            table=[{"path": r.path, "reason": r.reason, "detail": r.detail} for r in rejected[:500]],
+            description=f"{len(rejected)} input files or records were rejected (first 500 shown)",
+        )
+    return stats
+
+
+@task(name="chunk", cache_policy=NONE, timeout_seconds=3600)
+def chunk(cfg: Config, root: str) -> dict[str, Any]:
+    stats = run_stage("chunk", cfg, _art(root))
+    get_run_logger().info(one_line("chunk", stats))
+    return stats
+
+
+@task(name="plan-embed-shards", cache_policy=NONE)
+def plan_embed_shards(cfg: Config, root: str) -> list[Any]:
+    from tasks.embed import plan_shards
+
+    return list(plan_shards(cfg, _art(root)))
+
+
+@task(
+    name="embed-shard",
+    cache_policy=NONE,
+    retries=3,
+    retry_delay_seconds=[5, 30, 120],
+    retry_condition_fn=_transient,
+    timeout_seconds=6 * 3600,
+)
+def embed_shard(cfg: Config, root: str, shard: Any) -> dict[str, Any]:
+    """One shard of the embed fan-out: fills the embedding cache for a row range."""
+    from tasks.embed import embed_shard as _embed_shard
+
+    return _embed_shard(cfg, _art(root), shard)
+
+
+@task(name="embed", cache_policy=NONE, timeout_seconds=3600)
+def embed(cfg: Config, root: str, shard_stats: list[dict[str, Any]]) -> dict[str, Any]:
+    """Assemble vectors.npy + manifest from the cache filled by the shards."""
+    from tasks.embed import finalize_embed
+
+    art = _art(root)
+    stats = finalize_embed(cfg, art)
+    stats["shards"] = len(shard_stats)
+    from tasks.records import write_json
+
+    write_json(art.metric("embed"), stats)
+    get_run_logger().info(one_line("embed", stats))
+    return stats
+
+
+def embed_progress(total: int) -> Any:
+    """A progress artifact and a callback that updates it (at most every 2 %)."""
+    artifact_id = create_progress_artifact(progress=0.0, key="embed-progress",
+                                           description=f"embedding {total} chunks")
+    last = [0.0]
+
+    def update(done: int, of: int) -> None:
+        pct = 100.0 * done / max(of, 1)
+        if pct - last[0] >= 2 or done >= of:
+            last[0] = pct
+            update_progress_artifact(artifact_id, progress=pct)
+
+    return update
+
+
+@task(name="dedupe", cache_policy=NONE, timeout_seconds=3600)
+def dedupe(cfg: Config, root: str) -> dict[str, Any]:
+    art = _art(root)
+    stats = run_stage("dedupe", cfg, art)
+    get_run_logger().info(one_line("dedupe", stats))
+    report = read_json(art.dedupe_report) if art.dedupe_report.exists() else {}
+    rows = [
+        {
+            "representative": str(g.get("representative", "")),
+            "size": int(g.get("size", 0)),
+            "kind": str(g.get("kind", "")),
+            "example": str(g.get("example", ""))[:160],
+        }
+        for g in report.get("examples", [])
+    ]
+    if rows:
+        create_table_artifact(key="dedupe-report", table=rows,
+                              description="duplicate groups (representative, size, kind)")
+    return stats
+
+
+@task(
+    name="upsert",
+    cache_policy=NONE,
+    retries=2,
+    retry_delay_seconds=[10, 60],
+    retry_condition_fn=_transient,
+    timeout_seconds=6 * 3600,
+)
+def upsert(cfg: Config, root: str, dry_run: bool = False, allow_mass_delete: bool = False) -> dict[str, Any]:
+    stats = run_stage("upsert", cfg, _art(root), dry_run=dry_run, allow_mass_delete=allow_mass_delete)
+    get_run_logger().info(one_line("upsert", stats))
+    return stats
+
+
+@task(name="evaluate", cache_policy=NONE, timeout_seconds=3600)
+def evaluate(cfg: Config, root: str) -> dict[str, Any]:
+    stats = run_stage("evaluate", cfg, _art(root))
+    get_run_logger().info(one_line("evaluate", stats))
+    return stats
+
+
+@task(name="summary", cache_policy=NONE)
+def summary(cfg: Config, stages: dict[str, dict[str, Any]]) -> str:
+    md = summary_markdown(cfg, stages)
+    create_markdown_artifact(key="ingest-summary", markdown=md, description="embedline ingest run")
+    return md
+
+
+def track(futures: Any, progress: Any) -> list[dict[str, Any]]:
+    """Wait for mapped futures, updating a progress callback as each completes (DAG order kept)."""
+    from prefect.futures import as_completed
+
+    for done, _ in enumerate(as_completed(list(futures)), start=1):
+        progress(done, len(futures))
+    return [f.result() for f in futures]
+
+
+@task(name="stage", cache_policy=NONE, task_run_name="{name}")
+def single_stage(name: str, cfg: Config, root: str) -> dict[str, Any]:
+    """Any one stage, run whole (the DVC path when PREFECT_API_URL is set)."""
+    stats = run_stage(name, cfg, _art(root))
+    get_run_logger().info(one_line(name, stats))
+    return stats

@@ -1,0 +1,65 @@
+"""Where each stage reads and writes its artifacts (the same paths dvc.yaml declares)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """Artifact paths under one working directory (the project root by default)."""
+
+    root: Path = Path(".")
+
+    @property
+    def interim(self) -> Path:
+        return self.root / "data" / "interim"
+
+    @property
+    def documents(self) -> Path:
+        return self.interim / "documents.parquet"
+
+    @property
+    def rejected(self) -> Path:
+        return self.interim / "rejected.jsonl"
+
+    @property
+    def chunks(self) -> Path:
+        return self.interim / "chunks.parquet"
+
+    @property
+    def embeddings(self) -> Path:
+        return self.root / "data" / "embeddings"
+
+    @property
+    def vectors(self) -> Path:
+        return self.embeddings / "vectors.npy"
+
+    @property
+    def manifest(self) -> Path:
+        return self.embeddings / "manifest.json"
+
+    @property
+    def deduped(self) -> Path:
+        return self.interim / "deduped.parquet"
+
+    @property
+    def dedupe_report(self) -> Path:
+        return self.interim / "dedupe_report.json"
+
+    @property
+    def receipt(self) -> Path:
+        return self.root / "data" / "receipts" / "upsert.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "data" / "metrics"
+
+    def metric(self, stage: str) -> Path:
+        return self.metrics / f"{stage}.json"
+
+    def resolve(self, p: str | Path) -> Path:
+        """A params path (relative to the project) resolved against this root."""
+        q = Path(p)
+        return q if q.is_absolute() else self.root / q

@@ -1,0 +1,330 @@
+"""One typed configuration for embedline.
+
+`params.yaml` is validated by :class:`Config`; every override (``--set section.key=value`` on the
+CLI, flow parameters in the Prefect UI, ``dvc exp run -S``) goes through the same model, so a bad key
+or value fails before any work with a message that names the key and the valid choices.
+
+This module also owns the *fingerprint* of a vector set: the hash of everything that decides what a
+vector means (model identity, backend, precision, prompts, dimensions, normalisation, preprocessing
+and chunking parameters). The corpus checksum is deliberately not part of it (it lives in the
+manifest), so incremental sync stays inside one vector set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PARAMS_FILE = "params.yaml"
+
+
+class ConfigError(ValueError):
+    """A params.yaml file or an override that does not validate."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class PreprocessParams(_Section):
+    """How documents are loaded and normalised before chunking."""
+
+    max_file_mb: float = Field(20.0, gt=0, description="files larger than this are rejected")
+    follow_symlinks: bool = Field(True, description="follow symlinks that stay inside the source root")
+    exclude: tuple[str, ...] = Field(
+        ("**/.*", "**/__pycache__/**"), description="glob patterns (relative to source) to skip"
+    )
+    # text / JSON loaders
+    json_text_field: str = "text"
+    json_id_field: str = "_id"
+    json_title_field: str = "title"
+    # normalisation (applied to the text that gets embedded; the display text keeps its casing)
+    unicode_form: Literal["NFKC", "NFC", "none"] = "NFKC"
+    dehyphenate: bool = True
+    lowercase: bool = False
+    lemmatize: bool = False
+    stem: Literal["none", "porter", "snowball"] = "none"
+    strip_code_comments: bool = False
+    language: str = Field("en", description="language for spaCy / NLTK helpers")
+
+
+class ChunkStrategy(StrEnum):
+    sentence = "sentence"
+    sliding = "sliding"
+    markdown = "markdown"
+    code = "code"
+    auto = "auto"  # per document: markdown for .md, code for source files, sentence otherwise
+
+
+class ChunkParams(_Section):
+    """How documents are split into chunks. Token counts use the embedding model's tokenizer."""
+
+    strategy: ChunkStrategy = ChunkStrategy.auto
+    max_tokens: int = Field(256, ge=8, le=8192, description="upper bound per chunk, special tokens included")
+    overlap_tokens: int = Field(32, ge=0)
+    min_tokens: int = Field(8, ge=1, description="merge trailing fragments smaller than this")
+    heading_prefix: bool = Field(True, description="prefix the heading path to markdown chunks' text")
+
+    @model_validator(mode="after")
+    def _overlap_smaller_than_window(self) -> ChunkParams:
+        if self.overlap_tokens >= self.max_tokens:
+            raise ValueError(
+                f"chunk.overlap_tokens ({self.overlap_tokens}) must be smaller than "
+                f"chunk.max_tokens ({self.max_tokens})"
+            )
+        return self
+
+
+class EmbedParams(_Section):
+    """Which model embeds, how, and within which provider limits."""
+
+    provider: Literal["sentence-transformers", "openai", "fake"] = "sentence-transformers"
+    model: str = Field(
+        "sentence-transformers/all-MiniLM-L6-v2",
+        description="Hugging Face id, local path, or API model name",
+    )
+    revision: str | None = Field(None, description="model revision (HF commit) when online")
+    backend: Literal["torch", "onnx", "openvino"] = "torch"
+    precision: Literal["fp32", "int8"] = "fp32"
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    batch_size: int = Field(32, ge=1, le=4096)
+    normalize: bool = True
+    dimensions: int | None = Field(None, ge=1, description="Matryoshka truncation (re-normalised)")
+    query_prompt: str = ""
+    passage_prompt: str = ""
+    # OpenAI-compatible APIs
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    tokenizer: str | None = Field(
+        None, description="tokenizer for token budgets (tiktoken encoding or HF id); default by model"
+    )
+    max_seq_tokens: int | None = Field(None, ge=8, description="model window; default from the model")
+    max_inputs_per_request: int = Field(2048, ge=1)
+    max_tokens_per_request: int = Field(300_000, ge=1)
+    requests_per_minute: float | None = Field(None, gt=0)
+    tokens_per_minute: float | None = Field(None, gt=0)
+    max_retries: int = Field(6, ge=0)
+    timeout_s: float = Field(60.0, gt=0)
+    concurrency: int = Field(2, ge=1, description="parallel requests / shards")
+    # cache
+    cache: bool = True
+    cache_path: str = "data/cache/embeddings.sqlite"
+    shard_rows: int = Field(4096, ge=1, description="chunks per embedding shard")
+
+
+class DuplicatePolicy(StrEnum):
+    """What happens to a near-duplicate chunk once its representative is chosen."""
+
+    drop = "drop"  # only the representative is stored; duplicates' ids recorded on it
+    keep_canonical = "keep_canonical"  # all stored; duplicates point to their canonical
+    link = "link"  # only the representative is stored, with duplicates' sources linked
+
+
+class DedupeParams(_Section):
+    threshold: float = Field(0.95, gt=0, le=1.0, description="cosine similarity for near-duplicates")
+    policy: DuplicatePolicy = DuplicatePolicy.link
+    method: Literal["auto", "exact", "ivf"] = "auto"
+    exact_max_rows: int = Field(50_000, ge=1, description="above this, auto uses an IVF index")
+    lexical: bool = Field(False, description="MinHash pass before embedding (skips versioned copies)")
+    lexical_threshold: float = Field(0.9, gt=0, le=1.0)
+
+
+class QdrantParams(_Section):
+    backend: Literal["edge", "local", "server"] = Field(
+        "edge", description="edge = Qdrant Edge embedded; local = qdrant-client local mode"
+    )
+    path: str = "data/qdrant"
+    url: str | None = None
+    api_key_env: str = "QDRANT_API_KEY"
+    prefer_grpc: bool = False
+    collection: str = "embedline"
+    distance: Literal["Cosine", "Dot", "Euclid"] = "Cosine"
+    on_disk: bool = False
+    quantization: Literal["none", "scalar", "binary"] = "none"
+    hnsw_m: int = Field(16, ge=0)
+    keep_versions: int = Field(2, ge=0, description="previous vector sets kept after an alias swap")
+    max_delete_fraction: float = Field(0.5, ge=0, le=1.0)
+    batch_points: int = Field(256, ge=1)
+    batch_mb: float = Field(16.0, gt=0, le=32.0, description="request size cap (Qdrant caps at 32 MB)")
+    parallel: int = Field(2, ge=1)
+    max_retries: int = Field(5, ge=0)
+    validate_sample: int = Field(32, ge=0, description="vectors read back before an alias swap")
+
+    @model_validator(mode="after")
+    def _url_means_server(self) -> QdrantParams:
+        if self.url and self.backend != "server":
+            object.__setattr__(self, "backend", "server")
+        return self
+
+
+class EvalParams(_Section):
+    dataset: str = Field("data/eval", description="BEIR-layout folder: queries.jsonl + qrels/")
+    k: tuple[int, ...] = (1, 5, 10, 100)
+    max_regression: float = Field(0.02, ge=0, le=1.0, description="allowed nDCG@10 drop vs live")
+    gate: bool = True
+    hybrid: bool = False
+    map_sample: int = Field(2000, ge=10)
+
+
+class RunParams(_Section):
+    runner: Literal["thread", "dask"] = "thread"
+    dask_address: str | None = None
+    dask_workers: int = Field(2, ge=1)
+
+
+class Config(BaseModel):
+    """The whole of params.yaml."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    source: str = "data/raw"
+    preprocess: PreprocessParams = PreprocessParams()
+    chunk: ChunkParams = ChunkParams()
+    embed: EmbedParams = EmbedParams()
+    dedupe: DedupeParams = DedupeParams()
+    qdrant: QdrantParams = QdrantParams()
+    eval: EvalParams = EvalParams()
+    run: RunParams = RunParams()
+
+    @field_validator("source")
+    @classmethod
+    def _source_not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("source must name a folder")
+        return v
+
+    # ---- fingerprints ------------------------------------------------------------------------
+    def vector_params(self) -> dict[str, Any]:
+        """Everything, besides the model's own revision, that decides what a stored vector means."""
+        e = self.embed
+        return {
+            "embed": {
+                "provider": e.provider,
+                "model": e.model,
+                "revision": e.revision,
+                "backend": e.backend,
+                "precision": e.precision,
+                "normalize": e.normalize,
+                "dimensions": e.dimensions,
+                "passage_prompt": e.passage_prompt,
+            },
+            "preprocess": _jsonable(self.preprocess),
+            "chunk": _jsonable(self.chunk),
+        }
+
+    def fingerprint(self, model_revision: str | None = None) -> str:
+        """Vector-set fingerprint; ``model_revision`` is the resolved hash of the model's weights."""
+        payload = {"params": self.vector_params(), "model_revision": model_revision}
+        return stable_hash(payload)[:16]
+
+    def params_hash(self) -> str:
+        return stable_hash(_jsonable(self))[:16]
+
+
+# ---- hashing helpers -----------------------------------------------------------------------------
+def _jsonable(model: BaseModel) -> Any:
+    return json.loads(model.model_dump_json())
+
+
+def stable_hash(obj: Any) -> str:
+    """sha256 of the canonical JSON of ``obj``."""
+    data = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(data.encode("utf-8")).hexdigest()
+
+
+# ---- loading and overrides -----------------------------------------------------------------------
+def _format_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            parent = e["loc"][:-1]
+            choices = sorted(_fields_at(parent))
+            lines.append(f"unknown key '{key}'; valid keys here: {', '.join(choices)}")
+        else:
+            lines.append(f"invalid value for '{key}': {e['msg']} (got {e.get('input')!r})")
+    return "; ".join(lines)
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    model: type[BaseModel] = Config
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None or not isinstance(field.annotation, type) or not issubclass(
+            field.annotation, BaseModel
+        ):
+            return []
+        model = field.annotation
+    return list(model.model_fields)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Parse ``section.key=value``; the value is read as YAML (so 64, true, null, [a, b] work)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like section.key=value")
+    key, raw = item.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise ConfigError(f"override {item!r} has no key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return path, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of ``data`` with dotted overrides applied (unknown keys caught at validation)."""
+    out = json.loads(json.dumps(data))
+    items = (
+        [(k.split("."), v) for k, v in overrides.items()]
+        if isinstance(overrides, dict)
+        else [parse_override(o) for o in overrides]
+    )
+    for path, value in items:
+        node = out
+        for i, part in enumerate(path[:-1]):
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            elif not isinstance(nxt, dict):
+                raise ConfigError(
+                    f"unknown key '{'.'.join(path)}': '{'.'.join(path[: i + 1])}' is not a section"
+                )
+            node = nxt
+        node[path[-1]] = value
+    return out
+
+
+def validate(data: dict[str, Any]) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+
+
+def read_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    p = Path(path)
+    if not p.exists():
+        return {}
+    data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p} must hold a mapping of sections")
+    return data
+
+
+def load_config(
+    path: str | Path | None = PARAMS_FILE,
+    overrides: list[str] | dict[str, Any] | None = None,
+) -> Config:
+    """Load params.yaml (missing file = defaults), apply overrides, validate."""
+    data = read_params(path) if path is not None else {}
+    if overrides:
+        data = apply_overrides(data, overrides)
+    return validate(data)

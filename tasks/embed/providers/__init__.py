@@ -1,0 +1,1 @@
+"""Embedding providers (imported lazily through :data:`tasks.embed.registry.PROVIDERS`)."""

@@ -1,0 +1,77 @@
+"""Providers registry keyed by ``embed.provider`` and the process-wide embedder cache.
+
+Factories import their provider module lazily, so importing :mod:`tasks.embed` never loads torch,
+a model or an HTTP client. :func:`get_embedder` builds each configuration once per process, under a
+lock, the first time it is asked for.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from tasks.config import EmbedParams
+from tasks.embed.protocol import Embedder
+
+
+def _fake(params: EmbedParams) -> Embedder:
+    from tasks.embed.providers.fake import FakeEmbedder
+
+    return FakeEmbedder(params)
+
+
+def _sentence_transformers(params: EmbedParams) -> Embedder:
+    from tasks.embed.providers.sentence_transformers import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder(params)
+
+
+def _openai(params: EmbedParams) -> Embedder:
+    from tasks.embed.providers.openai import OpenAIEmbedder
+
+    return OpenAIEmbedder(params)
+
+
+PROVIDERS: dict[str, Callable[[EmbedParams], Embedder]] = {
+    "sentence-transformers": _sentence_transformers,
+    "openai": _openai,
+    "fake": _fake,
+}
+
+# Params that do not change the embedder object (cache location, sharding) are not part of its key.
+_NOT_EMBEDDER_FIELDS = {"cache", "cache_path", "shard_rows", "concurrency"}
+
+_instances: dict[tuple[object, ...], Embedder] = {}
+_lock = threading.Lock()
+
+
+def embedder_key(params: EmbedParams) -> tuple[object, ...]:
+    return tuple(
+        (k, v) for k, v in sorted(params.model_dump().items()) if k not in _NOT_EMBEDDER_FIELDS
+    )
+
+
+def get_embedder(params: EmbedParams) -> Embedder:
+    """The embedder for ``params``: built lazily once per process, then shared (thread-safe)."""
+    key = embedder_key(params)
+    inst = _instances.get(key)
+    if inst is not None:
+        return inst
+    with _lock:
+        inst = _instances.get(key)
+        if inst is None:
+            try:
+                factory = PROVIDERS[params.provider]
+            except KeyError:
+                raise ValueError(
+                    f"unknown embed.provider {params.provider!r}; valid: {', '.join(sorted(PROVIDERS))}"
+                ) from None
+            inst = factory(params)
+            _instances[key] = inst
+        return inst
+
+
+def clear_embedders() -> None:
+    """Forget cached embedders (tests; frees models)."""
+    with _lock:
+        _instances.clear()

@@ -1,0 +1,55 @@
+"""The stage registry: one name per DAG node, one pure function per name.
+
+Both shells use it: `embedline stage NAME` (what dvc.yaml calls) and the Prefect `ingest` flow.
+Neither re-implements a stage. Functions are imported on first use, so `embedline --help` and the
+light stages do not pay for torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tasks.artifacts import Artifacts
+from tasks.config import Config
+from tasks.records import write_json
+
+StageFn = Callable[..., dict[str, Any]]
+
+# DAG order. Each value is "module:function" with the signature (cfg, art, **options) -> stats.
+STAGES: dict[str, str] = {
+    "preprocess": "tasks.preprocess:run_preprocess",
+    "chunk": "tasks.chunk:run_chunk",
+    "embed": "tasks.embed:run_embed",
+    "dedupe": "tasks.dedupe:run_dedupe",
+    "upsert": "tasks.upsert:run_upsert",
+    "evaluate": "tasks.evaluate:run_evaluate",
+}
+INGEST_STAGES = ("preprocess", "chunk", "embed", "dedupe", "upsert")
+
+
+class UnknownStageError(KeyError):
+    def __str__(self) -> str:
+        return f"unknown stage {self.args[0]!r}; valid stages: {', '.join(STAGES)}"
+
+
+def stage_function(name: str) -> StageFn:
+    try:
+        target = STAGES[name]
+    except KeyError:
+        raise UnknownStageError(name) from None
+    module, func = target.split(":")
+    fn: StageFn = getattr(importlib.import_module(module), func)
+    return fn
+
+
+def run_stage(name: str, cfg: Config, art: Artifacts, **options: Any) -> dict[str, Any]:
+    """Run one stage and record its stats as data/metrics/<name>.json (a DVC metric)."""
+    start = time.perf_counter()
+    stats = dict(stage_function(name)(cfg, art, **options))
+    stats.setdefault("seconds", round(time.perf_counter() - start, 3))
+    if not options.get("dry_run"):
+        write_json(art.metric(name), stats)
+    return stats

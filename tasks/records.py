@@ -1,0 +1,236 @@
+"""The nouns of the pipeline (Document, Chunk, Rejection), their identities, and their Parquet IO.
+
+Stages exchange these as files: Parquet for documents and chunks (written and read in batches, so
+memory stays bounded), JSON lines for rejections. Identity is content-derived and deterministic:
+
+- doc id        = hash(source path relative to the source root)
+- content hash  = hash(document text)
+- chunk id      = hash(doc id, chunk text hash, position)
+- point id      = uuid5(chunk id)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+POINT_NAMESPACE = uuid.UUID("6f6e1d2c-8a52-5f0e-9a3e-656d6265646c")  # "embedl" namespace
+BATCH_ROWS = 2048
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def doc_id_for(rel_path: str) -> str:
+    return sha256(Path(rel_path).as_posix())[:32]
+
+
+def content_hash(text: str) -> str:
+    return sha256(text)[:32]
+
+
+def chunk_id_for(doc_id: str, text_hash: str, position: int) -> str:
+    return sha256(f"{doc_id}:{text_hash}:{position}")[:32]
+
+
+def point_id_for(chunk_id: str) -> str:
+    return str(uuid.uuid5(POINT_NAMESPACE, chunk_id))
+
+
+@dataclass(frozen=True)
+class Document:
+    doc_id: str
+    source: str  # path relative to the source root (posix); for JSONL records: "file.jsonl#id"
+    title: str
+    text: str  # extracted, cleaned display text (chunk spans index into it)
+    content_hash: str
+    format: str  # loader name: txt, markdown, html, json, code, pdf
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    chunk_id: str
+    doc_id: str
+    source: str
+    title: str
+    text: str  # the display text of the chunk (a span of Document.text, maybe header-prefixed)
+    embed_text: str  # normalised text that is embedded (prompt not included)
+    text_hash: str  # hash of embed_text: the exact-dedupe and cache key
+    chunk_index: int
+    char_start: int
+    char_end: int
+    token_count: int
+    heading_path: tuple[str, ...] = ()
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def point_id(self) -> str:
+        return point_id_for(self.chunk_id)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    path: str
+    reason: str  # short machine-friendly kind: binary, empty, too_large, undecodable, ...
+    detail: str = ""
+
+
+# ---- Parquet schemas ---------------------------------------------------------------------------
+DOCUMENT_SCHEMA = pa.schema(
+    [
+        ("doc_id", pa.string()),
+        ("source", pa.string()),
+        ("title", pa.string()),
+        ("text", pa.large_string()),
+        ("content_hash", pa.string()),
+        ("format", pa.string()),
+        ("metadata", pa.string()),  # JSON
+    ]
+)
+
+CHUNK_SCHEMA = pa.schema(
+    [
+        ("chunk_id", pa.string()),
+        ("doc_id", pa.string()),
+        ("source", pa.string()),
+        ("title", pa.string()),
+        ("text", pa.large_string()),
+        ("embed_text", pa.large_string()),
+        ("text_hash", pa.string()),
+        ("chunk_index", pa.int32()),
+        ("char_start", pa.int64()),
+        ("char_end", pa.int64()),
+        ("token_count", pa.int32()),
+        ("heading_path", pa.list_(pa.string())),
+        ("metadata", pa.string()),  # JSON
+    ]
+)
+
+T = TypeVar("T", Document, Chunk)
+_SCHEMAS: dict[type, pa.Schema] = {Document: DOCUMENT_SCHEMA, Chunk: CHUNK_SCHEMA}
+
+
+def _to_row(rec: Document | Chunk) -> dict[str, Any]:
+    row = asdict(rec)
+    row["metadata"] = json.dumps(row.get("metadata") or {}, sort_keys=True, ensure_ascii=False)
+    if "heading_path" in row:
+        row["heading_path"] = list(row["heading_path"])
+    return row
+
+
+def _from_row(cls: type[T], row: dict[str, Any]) -> T:
+    names = {f.name for f in fields(cls)}
+    kw = {k: v for k, v in row.items() if k in names}
+    kw["metadata"] = json.loads(kw.get("metadata") or "{}")
+    if "heading_path" in kw:
+        kw["heading_path"] = tuple(kw["heading_path"] or ())
+    return cls(**kw)
+
+
+class ParquetSink:
+    """Write records to a Parquet file in row batches (atomically: tmp file + rename on close)."""
+
+    def __init__(self, path: str | Path, cls: type[Document] | type[Chunk], batch_rows: int = BATCH_ROWS):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.schema = _SCHEMAS[cls]
+        self._tmp = self.path.with_suffix(self.path.suffix + ".tmp")
+        self._writer = pq.ParquetWriter(self._tmp, self.schema, compression="zstd")
+        self._buf: list[dict[str, Any]] = []
+        self.batch_rows = batch_rows
+        self.count = 0
+
+    def write(self, rec: Document | Chunk) -> None:
+        self._buf.append(_to_row(rec))
+        self.count += 1
+        if len(self._buf) >= self.batch_rows:
+            self._flush()
+
+    def write_all(self, recs: Iterable[Document | Chunk]) -> None:
+        for r in recs:
+            self.write(r)
+
+    def _flush(self) -> None:
+        if self._buf:
+            self._writer.write_table(pa.Table.from_pylist(self._buf, schema=self.schema))
+            self._buf = []
+
+    def close(self) -> None:
+        self._flush()
+        self._writer.close()
+        os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        self._writer.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> ParquetSink:
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def iter_records(path: str | Path, cls: type[T], batch_rows: int = BATCH_ROWS) -> Iterator[T]:
+    """Stream records from a Parquet file, one row batch in memory at a time."""
+    pf = pq.ParquetFile(path)
+    for batch in pf.iter_batches(batch_size=batch_rows):
+        for row in batch.to_pylist():
+            yield _from_row(cls, row)
+
+
+def write_records(path: str | Path, cls: type[T], recs: Iterable[T]) -> int:
+    with ParquetSink(path, cls) as sink:
+        sink.write_all(recs)
+        return sink.count
+
+
+def count_rows(path: str | Path) -> int:
+    return int(pq.ParquetFile(path).metadata.num_rows)
+
+
+def write_rejections(path: str | Path, rejections: Iterable[Rejection]) -> int:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    tmp = p.with_suffix(p.suffix + ".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for r in rejections:
+            fh.write(json.dumps(asdict(r), ensure_ascii=False) + "\n")
+            n += 1
+    os.replace(tmp, p)
+    return n
+
+
+def read_rejections(path: str | Path) -> list[Rejection]:
+    p = Path(path)
+    if not p.exists():
+        return []
+    return [Rejection(**json.loads(line)) for line in p.read_text(encoding="utf-8").splitlines() if line]
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write JSON atomically with stable formatting (DVC metrics, manifests, receipts)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(p.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n")
+    os.replace(tmp, p)
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))

