@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 export PATH := $(BIN):$(PATH)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export TOKENIZERS_PARALLELISM := false
-SMOKE_QUERY ?= How do black holes form when massive stars collapse?
+SMOKE_QUERY ?= How many usable host addresses does a /27 subnet give me?
 PREFECT_PORT ?= 4200
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 

@@ -1,0 +1,211 @@
+"""An OpenAI-compatible ``POST /v1/embeddings`` server on 127.0.0.1 with fault injection.
+
+Vectors are deterministic (seeded by the text), so tests can check every output row. Every request
+is recorded (arrival time, inputs, status). Faults are scripted per test: ``server.script`` is a
+list consumed one per request (``None`` = answer normally), and policies apply to every request:
+
+* ``max_inputs`` / ``max_chars``: a larger request gets 413 (the client must split it);
+* ``api_key``: a request without ``Authorization: Bearer <api_key>`` gets 401;
+* after a 429 with ``Retry-After``, the window is recorded; a request that arrives inside any
+  window is counted in ``violations`` (and refused with another 429).
+
+Fault kinds (``Fault.kind``): ``429``, ``500``, ``401``, ``400``, ``slow`` (sleep ``delay`` s, then
+answer with no data: a client that waited that long must reject it), ``drop`` (close the connection without an answer), ``bad_count``, ``nan``, ``zero``,
+``wrong_dims``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import numpy as np
+
+
+def fake_vector(text: str, dims: int) -> np.ndarray:
+    """The server's deterministic unit vector for ``text``."""
+    seed = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")
+    v = np.random.default_rng(seed).standard_normal(dims).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+@dataclass
+class Fault:
+    kind: str
+    retry_after: float | None = None  # seconds, sent as Retry-After
+    retry_after_ms: float | None = None  # sent as retry-after-ms
+    headers: dict[str, str] = field(default_factory=dict)  # extra response headers
+    delay: float = 0.0  # for "slow"
+
+
+@dataclass
+class Record:
+    t: float  # monotonic arrival time
+    inputs: list[str]
+    status: int
+    dimensions: int | None = None
+
+
+class OpenAIFakeServer:
+    """Start with ``with OpenAIFakeServer() as srv:``; ``srv.base_url`` is ``http://127.0.0.1:P/v1``."""
+
+    def __init__(self, dims: int = 32, api_key: str | None = None):
+        self.dims = dims
+        self.api_key = api_key
+        self.script: list[Fault | None] = []
+        self.max_inputs: int | None = None
+        self.max_chars: int | None = None
+        self.records: list[Record] = []
+        self.windows: list[tuple[float, float]] = []  # (start, end) of each Retry-After window
+        self.violations: list[float] = []
+        self.success_headers: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def __enter__(self) -> OpenAIFakeServer:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *_: Any) -> None:  # keep test output quiet
+                pass
+
+            def do_POST(self) -> None:
+                server._handle(self)
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        assert self._httpd is not None
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    @property
+    def base_url(self) -> str:
+        assert self._httpd is not None
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    # -- views for assertions ------------------------------------------------------------------------
+    def ok_records(self) -> list[Record]:
+        with self._lock:
+            return [r for r in self.records if r.status == 200]
+
+    def embedded_texts(self) -> list[str]:
+        return [t for r in self.ok_records() for t in r.inputs]
+
+    # -- request handling ------------------------------------------------------------------------------
+    def _handle(self, h: BaseHTTPRequestHandler) -> None:
+        t = time.monotonic()
+        length = int(h.headers.get("Content-Length") or 0)
+        body = json.loads(h.rfile.read(length) or b"{}")
+        inputs = body.get("input")
+        inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
+        dims = body.get("dimensions") or self.dims
+        with self._lock:
+            fault = self.script.pop(0) if self.script else None
+            inside = any(start <= t < end for start, end in self.windows)
+            if inside:
+                self.violations.append(t)
+
+        def record(status: int) -> None:
+            with self._lock:
+                self.records.append(Record(t, inputs, status, body.get("dimensions")))
+
+        if h.path.rstrip("/") != "/v1/embeddings":
+            record(404)
+            return self._error(h, 404, "not found")
+        if self.api_key is not None and h.headers.get("Authorization") != f"Bearer {self.api_key}":
+            record(401)
+            return self._error(h, 401, "Incorrect API key provided")
+        if fault is not None and fault.kind == "401":
+            record(401)
+            return self._error(h, 401, "Incorrect API key provided")
+        if inside:
+            record(429)
+            return self._error(h, 429, "inside a Retry-After window", {"retry-after": "1"})
+        too_many = self.max_inputs is not None and len(inputs) > self.max_inputs
+        too_long = self.max_chars is not None and sum(len(x) for x in inputs) > self.max_chars
+        if too_many or too_long:
+            record(413)
+            return self._error(h, 413, "request too large")
+        if any(not x for x in inputs):
+            record(400)
+            return self._error(h, 400, "'$.input' is invalid: empty string")
+        if fault is not None:
+            if fault.kind == "drop":
+                record(-1)
+                h.close_connection = True
+                h.connection.shutdown(socket.SHUT_RDWR)
+                return None
+            if fault.kind == "slow":  # recorded on arrival; the late answer usually finds no client
+                record(-2)
+                time.sleep(fault.delay)
+                return self._send(h, 200, {"object": "list", "data": []}, {})
+            elif fault.kind in {"429", "500", "400"}:
+                status = int(fault.kind)
+                headers = dict(fault.headers)
+                if fault.retry_after is not None:
+                    headers["retry-after"] = f"{fault.retry_after:g}"
+                if fault.retry_after_ms is not None:
+                    headers["retry-after-ms"] = f"{fault.retry_after_ms:g}"
+                wait = fault.retry_after_ms / 1000 if fault.retry_after_ms is not None else fault.retry_after
+                if status == 429 and wait:
+                    with self._lock:
+                        self.windows.append((time.monotonic(), time.monotonic() + wait))
+                record(status)
+                return self._error(h, status, f"injected {status}", headers)
+        vectors = [fake_vector(x, dims) for x in inputs]
+        if fault is not None and fault.kind == "bad_count":
+            vectors = vectors[:-1]
+        elif fault is not None and fault.kind == "nan":
+            vectors[0] = np.full(dims, np.nan, dtype=np.float32)
+        elif fault is not None and fault.kind == "zero":
+            vectors[0] = np.zeros(dims, dtype=np.float32)
+        elif fault is not None and fault.kind == "wrong_dims":
+            vectors[0] = vectors[0][:-1]
+        data = [
+            {"object": "embedding", "index": i, "embedding": [float(x) for x in v]}
+            for i, v in enumerate(vectors)
+        ]
+        data.reverse()  # clients must restore order by index
+        record(200)
+        payload = {
+            "object": "list",
+            "data": data,
+            "model": body.get("model"),
+            "usage": {"prompt_tokens": 0, "total_tokens": 0},
+        }
+        self._send(h, 200, payload, self.success_headers)
+        return None
+
+    def _error(self, h: BaseHTTPRequestHandler, status: int, message: str,
+               headers: dict[str, str] | None = None) -> None:
+        payload = {"error": {"message": message, "type": "fake", "code": status}}
+        self._send(h, status, payload, headers or {})
+
+    @staticmethod
+    def _send(h: BaseHTTPRequestHandler, status: int, payload: Any, headers: dict[str, str]) -> None:
+        raw = json.dumps(payload).encode()
+        try:
+            h.send_response(status)
+            h.send_header("Content-Type", "application/json")
+            h.send_header("Content-Length", str(len(raw)))
+            for k, v in headers.items():
+                h.send_header(k, v)
+            h.end_headers()
+            h.wfile.write(raw)
+        except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
+            pass

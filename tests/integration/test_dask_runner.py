@@ -1,0 +1,57 @@
+"""The embed fan-out on a 2-worker Dask LocalCluster gives the same vectors and points as threads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import FAKE, make_project
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def point_ids(root: Path) -> list[str]:
+    from tasks.config import load_config
+    from tasks.records import read_json
+    from tasks.store import open_store
+
+    cfg = load_config(root / "params.yaml")
+    receipt = read_json(root / "data" / "receipts" / "upsert.json")
+    store = open_store(cfg.qdrant, root)
+    try:
+        return sorted(str(p.id) for p in store.scan(receipt["collection"]))
+    finally:
+        close = getattr(store, "close", None)
+        if close:
+            close()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.ingest import ingest
+
+    # several shards, so the fan-out really spreads over both workers
+    params = {**FAKE, "embed.shard_rows": 2, "run.dask_workers": 2}
+    thread = make_project(tmp_path_factory.mktemp("thread") / "proj", {**params, "run.runner": "thread"})
+    dask = make_project(tmp_path_factory.mktemp("dask") / "proj", {**params, "run.runner": "dask"})
+    with prefect_test_harness(server_startup_timeout=120):
+        out = {
+            "thread": ingest(root=str(thread), evaluate=False),
+            "dask": ingest(root=str(dask), evaluate=False),
+        }
+    return {"roots": {"thread": thread, "dask": dask}, **out}
+
+
+def test_dask_runner_gives_identical_vectors_and_points(runs: dict[str, Any]) -> None:
+    roots = runs["roots"]
+    vec = {k: (r / "data" / "embeddings" / "vectors.npy").read_bytes() for k, r in roots.items()}
+    assert len(vec["thread"]) > 128
+    assert vec["dask"] == vec["thread"]
+    ids = {k: point_ids(r) for k, r in roots.items()}
+    assert ids["thread"] and ids["dask"] == ids["thread"]
+    assert runs["dask"]["embed"]["shards"] == runs["thread"]["embed"]["shards"] > 1
+    assert runs["dask"]["upsert"]["points_total"] == runs["thread"]["upsert"]["points_total"]

@@ -1,0 +1,210 @@
+"""The evaluate stage and the quality gate on a tiny project (fake embedder, embedded Qdrant)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tasks.artifacts import Artifacts
+from tasks.config import Config, load_config
+from tests.conftest import FAKE, make_project
+
+pytestmark = pytest.mark.integration
+
+DOCS = {
+    "space/black_holes.md": "# Black holes\n\nA black hole forms when a massive star collapses under its own "
+    "gravity. Nothing, not even light, escapes past the event horizon of a black hole.\n",
+    "space/comets.txt": "Comets are icy bodies that grow a glowing coma and a long tail when their orbit "
+    "brings them close to the Sun, as the ice turns to gas.\n",
+    "space/moon.txt": "The Moon keeps one face toward Earth. Its craters were made by meteorite impacts "
+    "and its phases follow the lunar month of about 29.5 days.\n",
+    "kitchen/bread.txt": "Bread rises because yeast ferments sugars and releases carbon dioxide. Knead the "
+    "dough for ten minutes. Bake at 220 degrees until the crust is brown.\n",
+    "kitchen/bread_copy.txt": "Bread rises because yeast ferments sugars and releases carbon dioxide. Knead "
+    "the dough for ten minutes. Bake at 220 degrees until the crust is brown.\n",
+    "kitchen/omelette.txt": "For an omelette, whisk three eggs with salt, melt butter in a hot pan, pour in "
+    "the eggs and fold the omelette once the edges set.\n",
+    "kitchen/pasta.txt": "Boil pasta in plenty of salted water, stir it now and then, and drain it a minute "
+    "before it is fully soft so it finishes cooking in the sauce.\n",
+    "net/tcp.txt": "TCP provides reliable, ordered delivery of a byte stream between applications. It uses "
+    "a three-way handshake to open a connection and retransmits lost segments.\n",
+    "net/dns.txt": "DNS translates domain names into IP addresses. Resolvers query root, top-level domain "
+    "and authoritative name servers and cache the answers for their time to live.\n",
+    "garden/tomatoes.md": "# Growing tomatoes\n\nTomatoes need six to eight hours of sun a day. Water them "
+    "deeply at the base, and stake the plants early so the stems do not break.\n",
+    "garden/compost.txt": "Compost turns kitchen scraps and garden waste into humus. Mix green and brown "
+    "material, keep the heap moist, and turn it every few weeks to let air in.\n",
+}
+QUERIES = {
+    "q1": ("how does a black hole form from a collapsing star", {"space/black_holes.md": 2}),
+    "q2": ("why does bread dough rise with yeast", {"kitchen/bread.txt": 2, "kitchen/bread_copy.txt": 1}),
+    "q3": ("TCP three-way handshake connection", {"net/tcp.txt": 2}),
+    "q4": ("how much sun do tomatoes need", {"garden/tomatoes.md": 2}),
+    "q5": ("domain names to IP addresses resolvers", {"net/dns.txt": 2}),
+    "q6": ("comet tail and coma near the Sun", {"space/comets.txt": 2}),
+    "q7": ("how to make an omelette with eggs and butter", {"kitchen/omelette.txt": 2}),
+    "q8": ("turn the compost heap garden waste", {"garden/compost.txt": 2}),
+}
+
+
+def write_eval_set(root: Path) -> Path:
+    d = root / "data" / "eval"
+    (d / "qrels").mkdir(parents=True)
+    (d / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": q, "text": t}) + "\n" for q, (t, _) in QUERIES.items())
+    )
+    rows = ["query-id\tcorpus-id\tscore"]
+    rows += [f"{q}\t{doc}\t{g}" for q, (_, rel) in QUERIES.items() for doc, g in rel.items()]
+    (d / "qrels" / "test.tsv").write_text("\n".join(rows) + "\n")
+    return d
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Path]:
+    from tasks.store import close_stores
+
+    root = make_project(tmp_path / "proj", {**FAKE, "eval.k": [1, 5, 10], "eval.map_sample": 50}, docs=DOCS)
+    write_eval_set(root)
+    yield root
+    close_stores()
+
+
+def config(root: Path, *overrides: str) -> Config:
+    return load_config(root / "params.yaml", list(overrides))
+
+
+def ingest(cfg: Config, art: Artifacts, **upsert_options: object) -> dict[str, dict[str, object]]:
+    from tasks.pipeline import INGEST_STAGES, run_stage
+
+    stats = {}
+    for stage in INGEST_STAGES:
+        stats[stage] = run_stage(stage, cfg, art, **(upsert_options if stage == "upsert" else {}))
+    return stats
+
+
+def test_run_evaluate_reports_sane_metrics_and_writes_plots(project: Path) -> None:
+    from tasks.evaluate import run_evaluate
+
+    cfg, art = config(project), Artifacts(project)
+    ingest(cfg, art)
+    m = run_evaluate(cfg, art)
+
+    assert m["queries"] == len(QUERIES)
+    for key in ("ndcg@10", "mrr@10", "recall@1", "recall@5", "recall@10",
+                "bm25_ndcg@10", "bm25_mrr@10", "wholedoc_ndcg@10", "wholedoc_recall@10"):
+        assert 0.0 <= m[key] <= 1.0, key
+    # every query names its topic in plain words: each method finds the right document
+    assert m["ndcg@10"] > 0.7 and m["mrr@10"] > 0.7 and m["recall@10"] > 0.9
+    assert m["bm25_ndcg@10"] > 0.7 and m["wholedoc_ndcg@10"] > 0.7
+    assert m["recall@1"] <= m["recall@5"] <= m["recall@10"]
+    assert m["unknown_relevant_docs"] == 0
+    # bread_copy.txt is an exact copy of bread.txt: at least its chunk is a duplicate
+    assert m["duplicate_rate"] is not None and 0 < m["duplicate_rate"] < 0.5
+    assert m["silhouette"] is not None and -1.0 <= m["silhouette"] <= 1.0
+    assert m["map_points"] >= len(DOCS) - 1 and m["map_labels"] == 4
+    json.dumps(m)  # a JSON-able DVC metrics dict
+
+    curve = (project / "data" / "metrics" / "recall_curve.csv").read_text().splitlines()
+    assert curve[0] == "k,dense,bm25,wholedoc"
+    assert len(curve) == 1 + 10
+    dense_curve = [float(line.split(",")[1]) for line in curve[1:]]
+    assert dense_curve == sorted(dense_curve) and dense_curve[-1] == pytest.approx(m["recall@10"])
+    png = (project / "data" / "metrics" / "embedding_map.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_missing_dataset_is_a_note_not_a_failure(project: Path) -> None:
+    from tasks.evaluate import run_evaluate
+
+    m = run_evaluate(config(project, "eval.dataset=data/nowhere"), Artifacts(project))
+    assert m["queries"] == 0 and "nowhere" in m["note"]
+
+
+def test_gate_refuses_a_worse_vector_set_and_accepts_an_equal_one(project: Path) -> None:
+    from tasks.evaluate import QualityGateError, make_gate
+    from tasks.store import open_store
+
+    art = Artifacts(project)
+    good = config(project)
+    ingest(good, art)
+    store = open_store(good.qdrant, art.root)
+    live = store.get_alias(good.qdrant.collection)
+    assert live is not None
+
+    # 4-d hashed vectors: a deliberately broken vector set (new fingerprint, so a shadow)
+    bad = config(project, "embed.dimensions=4")
+    gate = make_gate(bad, art)
+    with pytest.raises(QualityGateError) as info:
+        ingest(bad, art, gate=gate)
+    msg = str(info.value)
+    assert "ndcg@10" in msg and "max_regression=0.02" in msg
+    assert info.value.shadow_score < info.value.live_score - 0.02
+    assert gate.last["gate"] == "refused"
+    assert store.get_alias(good.qdrant.collection) == live  # alias untouched
+    assert info.value.shadow in store.list_collections()  # shadow kept for inspection
+
+    # a new fingerprint with the same vectors (the fake embedder ignores the model name) passes
+    equal = config(project, "embed.model=fake-twin")
+    gate = make_gate(equal, art)
+    ingest(equal, art, gate=gate)
+    assert gate.last["gate"] == "passed"
+    assert gate.last["shadow_ndcg@10"] == pytest.approx(gate.last["live_ndcg@10"])
+    new_live = store.get_alias(good.qdrant.collection)
+    assert new_live is not None and new_live != live
+
+
+def test_gate_is_a_no_op_when_off_or_without_live_or_dataset(project: Path) -> None:
+    from tasks.evaluate import make_gate
+
+    art = Artifacts(project)
+    cfg = config(project)
+    gate = make_gate(cfg, art)
+    gate("anything", None)  # nothing live yet: nothing to compare
+    assert gate.last["gate"] == "no live collection"
+    off = make_gate(config(project, "eval.gate=false"), art)
+    off("shadow", "live")
+    assert off.last["gate"] == "off"
+    nodata = make_gate(config(project, "eval.dataset=data/nowhere"), art)
+    nodata("shadow", "live")
+    assert nodata.last["gate"].startswith("skipped")
+
+
+def test_evaluate_dataset_ingests_a_beir_corpus_into_its_own_collection(project: Path, tmp_path: Path) -> None:
+    from tasks.evaluate import evaluate_dataset
+    from tasks.evaluation import eval_collection_name
+
+    ds = tmp_path / "Tiny BEIR"
+    (ds / "qrels").mkdir(parents=True)
+    ids = {path: f"d{i}" for i, path in enumerate(sorted(DOCS))}
+    (ds / "corpus.jsonl").write_text(
+        "".join(
+            json.dumps({"_id": ids[p], "title": p.rsplit("/", 1)[-1], "text": t.replace("# ", "")}) + "\n"
+            for p, t in DOCS.items()
+        )
+    )
+    (ds / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": q, "text": t}) + "\n" for q, (t, _) in QUERIES.items())
+    )
+    rows = ["query-id\tcorpus-id\tscore"]
+    rows += [f"{q}\t{ids[d]}\t{g}" for q, (_, rel) in QUERIES.items() for d, g in rel.items()]
+    (ds / "qrels" / "test.tsv").write_text("\n".join(rows) + "\n")
+
+    workdir = project / "data" / "eval-runs" / "tiny"
+    results = evaluate_dataset(config(project), ds, workdir)
+
+    assert eval_collection_name(ds) == "eval-tiny-beir"
+    assert set(results) == {"dense", "bm25", "wholedoc"}
+    for method, m in results.items():
+        assert m["queries"] == len(QUERIES), method
+        assert m["ndcg@10"] > 0.7 and m["recall@10"] > 0.9, method
+    report = json.loads((workdir / "report.json").read_text())
+    assert report["collection"] == "eval-tiny-beir" and report["unknown_relevant_docs"] == 0
+    assert report["documents"] == len(DOCS) and report["points"] >= len(DOCS) - 1
+    assert (workdir / "qdrant").is_dir()
+    assert not (project / "data" / "qdrant").exists()  # the project's own store is not touched
+    # a second run re-ingests nothing new and scores the same
+    again = evaluate_dataset(config(project), ds, workdir)
+    assert again["dense"]["ndcg@10"] == pytest.approx(results["dense"]["ndcg@10"])

@@ -1,0 +1,253 @@
+"""The OpenAI provider against a real HTTP server on 127.0.0.1 with injected faults."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tasks.artifacts import Artifacts
+from tasks.config import Config, EmbedParams, load_config
+from tasks.embed import (
+    EmbedError,
+    EmbedInputError,
+    EmbedResponseError,
+    clear_embedders,
+    get_embedder,
+    run_embed,
+)
+from tasks.embed.cache import EmbeddingCache
+from tasks.embed.ratelimit import clear_limiters
+from tasks.embed.stage import cache_path
+from tasks.tokenize import load_token_counter
+from tests.fakes.chunks import write_chunks
+from tests.fakes.openai_server import Fault, OpenAIFakeServer, fake_vector
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+TEXTS = [f"document number {i} talks about topic {i % 7} in some detail" for i in range(23)]
+
+
+@pytest.fixture(autouse=True)
+def _fresh(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv("EMBEDLINE_TEST_KEY", "sk-test-secret")
+    clear_embedders()
+    clear_limiters()
+    yield
+    clear_embedders()
+    clear_limiters()
+
+
+@pytest.fixture
+def server() -> Iterator[OpenAIFakeServer]:
+    with OpenAIFakeServer(dims=32, api_key="sk-test-secret") as srv:
+        yield srv
+
+
+def params(srv: OpenAIFakeServer, **kw: object) -> EmbedParams:
+    base: dict[str, object] = {
+        "provider": "openai",
+        "model": "fake-embedding-model",
+        "base_url": srv.base_url,
+        "api_key_env": "EMBEDLINE_TEST_KEY",
+        "max_retries": 4,
+        "retry_initial_s": 0.02,
+        "retry_max_s": 0.1,
+        "timeout_s": 5.0,
+        "concurrency": 1,
+    }
+    base.update(kw)
+    return EmbedParams.model_validate(base)
+
+
+def expected(texts: list[str], dims: int = 32) -> np.ndarray:
+    return np.stack([fake_vector(t, dims) for t in texts])
+
+
+def stage_cfg(srv: OpenAIFakeServer, tmp_path: Path, **kw: object) -> tuple[Config, Artifacts]:
+    art = Artifacts(tmp_path)
+    embed = params(srv, cache_path=str(tmp_path / "cache.sqlite"), shard_rows=8, **kw)
+    cfg = load_config(None, {"embed": embed.model_dump(mode="json")})
+    return cfg, art
+
+
+# ---- correctness -----------------------------------------------------------------------------------
+def test_every_input_once_and_in_order(server: OpenAIFakeServer) -> None:
+    server.max_inputs = 5
+    emb = get_embedder(params(server, max_inputs_per_request=5))
+    vecs = emb.embed(TEXTS)
+    np.testing.assert_allclose(vecs, expected(TEXTS), atol=1e-6)
+    assert Counter(server.embedded_texts()) == Counter(TEXTS)
+    assert all(len(r.inputs) <= 5 for r in server.records)
+    assert len(server.records) == 5  # ceil(23 / 5), no failures
+
+
+def test_stage_embeds_unique_texts_once_and_rerun_sends_nothing(
+    server: OpenAIFakeServer, tmp_path: Path
+) -> None:
+    texts = TEXTS[:10] + TEXTS[:5]  # five exact duplicates
+    write_chunks(tmp_path / "data" / "interim" / "chunks.parquet", texts)
+    cfg, art = stage_cfg(server, tmp_path, max_inputs_per_request=4, concurrency=3)
+    first = run_embed(cfg, art)
+    assert Counter(server.embedded_texts()) == Counter(TEXTS[:10])
+    vectors = np.load(art.vectors)
+    np.testing.assert_allclose(vectors, expected(texts), atol=1e-6)
+    assert (first["unique_texts"], first["cache_misses"], first["texts_embedded"]) == (10, 10, 10)
+
+    sent = len(server.records)
+    second = run_embed(cfg, art)
+    assert len(server.records) == sent  # zero requests on a re-run
+    assert (second["cache_hits"], second["texts_embedded"]) == (10, 0)
+    assert np.load(art.vectors).tobytes() == vectors.tobytes()
+
+
+def test_dimensions_passed_through(server: OpenAIFakeServer) -> None:
+    emb = get_embedder(params(server, dimensions=16))
+    vecs = emb.embed(TEXTS[:3])
+    assert vecs.shape == (3, 16)
+    assert {r.dimensions for r in server.records} == {16}
+
+
+def test_empty_text_never_sent(server: OpenAIFakeServer) -> None:
+    with pytest.raises(EmbedInputError, match="empty"):
+        get_embedder(params(server)).embed(["fine", "  "])
+    assert server.records == []
+
+
+# ---- rate limits ------------------------------------------------------------------------------------
+def test_no_request_inside_retry_after_window(server: OpenAIFakeServer) -> None:
+    server.script = [None, Fault("429", retry_after=0.6), None, Fault("429", retry_after_ms=300)]
+    emb = get_embedder(params(server, max_inputs_per_request=2))
+    vecs = emb.embed(TEXTS[:10])
+    np.testing.assert_allclose(vecs, expected(TEXTS[:10]), atol=1e-6)
+    assert len(server.windows) == 2
+    assert server.violations == []
+    times = [r.t for r in server.records]
+    for start, end in server.windows:
+        after = [t for t in times if t > start]
+        assert after and min(after) >= end  # the next request waited for the whole window
+
+
+def test_concurrent_callers_share_the_retry_after_block(server: OpenAIFakeServer, tmp_path: Path) -> None:
+    write_chunks(tmp_path / "data" / "interim" / "chunks.parquet", TEXTS)
+    cfg, art = stage_cfg(server, tmp_path, max_inputs_per_request=2, concurrency=4)
+    server.script = [None, None, Fault("429", retry_after=0.5)]
+    run_embed(cfg, art)
+    assert Counter(server.embedded_texts()) == Counter(TEXTS)
+    start, end = server.windows[0]
+    # only requests already in flight when the 429 left the server may land in the window
+    assert all(t - start < 0.05 for t in server.violations)
+    late = [r.t for r in server.records if start + 0.05 <= r.t < end]
+    assert late == []
+
+
+def test_ratelimit_reset_headers_on_success_block(server: OpenAIFakeServer) -> None:
+    server.success_headers = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "300ms"}
+    emb = get_embedder(params(server, max_inputs_per_request=1))
+    emb.embed(TEXTS[:3])
+    times = [r.t for r in server.records]
+    assert all(b - a >= 0.29 for a, b in itertools.pairwise(times))
+
+
+def _max_excess(times: list[float], costs: list[float], per_second: float, burst: float) -> float:
+    """Largest amount by which any window [t_i, t_j] exceeds rate * span + burst."""
+    worst = -1e9
+    for i in range(len(times)):
+        used = 0.0
+        for j in range(i, len(times)):
+            used += costs[j]
+            worst = max(worst, used - (per_second * (times[j] - times[i]) + burst))
+    return worst
+
+
+def test_observed_request_and_token_rates_within_limits(server: OpenAIFakeServer) -> None:
+    rpm, tpm = 1200.0, 6000.0  # 20 requests/s, 100 tokens/s
+    p = params(server, max_inputs_per_request=1, requests_per_minute=rpm, tokens_per_minute=tpm)
+    emb = get_embedder(p)
+    counter = load_token_counter(p)
+    texts = [f"short text {i}" for i in range(24)]
+    t0 = time.monotonic()
+    emb.embed(texts)
+    elapsed = time.monotonic() - t0
+    ok = server.ok_records()
+    times = [r.t for r in ok]
+    tokens = [float(sum(counter.count(x) for x in r.inputs)) for r in ok]
+    # bursts are at most one second's worth (the buckets' capacity); allow 2 % clock slack
+    assert _max_excess(times, [1.0] * len(times), rpm / 60 * 1.02, rpm / 60) <= 1.0
+    assert _max_excess(times, tokens, tpm / 60 * 1.02, tpm / 60) <= max(tokens)
+    assert elapsed >= (sum(tokens) - tpm / 60) / (tpm / 60) * 0.95  # the token limit did bind
+
+
+# ---- transient failures -----------------------------------------------------------------------------
+@pytest.mark.parametrize("fault", [Fault("500"), Fault("drop"), Fault("slow", delay=1.5)])
+def test_transient_failures_are_retried(server: OpenAIFakeServer, fault: Fault) -> None:
+    server.script = [fault, None]
+    emb = get_embedder(params(server, timeout_s=0.5))
+    vecs = emb.embed(TEXTS[:4])
+    np.testing.assert_allclose(vecs, expected(TEXTS[:4]), atol=1e-6)
+    assert len(server.records) == 2
+    assert server.embedded_texts() == TEXTS[:4] or Counter(server.embedded_texts()) == Counter(TEXTS[:4])
+
+
+def test_retries_are_bounded(server: OpenAIFakeServer) -> None:
+    server.script = [Fault("500")] * 10
+    with pytest.raises(EmbedError, match="gave up after 3 attempts"):
+        get_embedder(params(server, max_retries=2)).embed(TEXTS[:2])
+    assert len(server.records) == 3
+
+
+# ---- oversize ---------------------------------------------------------------------------------------
+def test_413_splits_the_batch_in_halves(server: OpenAIFakeServer) -> None:
+    server.max_inputs = 3
+    emb = get_embedder(params(server, max_inputs_per_request=8))
+    vecs = emb.embed(TEXTS[:8])
+    np.testing.assert_allclose(vecs, expected(TEXTS[:8]), atol=1e-6)
+    assert Counter(server.embedded_texts()) == Counter(TEXTS[:8])
+    # 8 -> 413 -> 4 + 4; each 4 -> 413 -> 2 + 2: three refusals, four successful requests
+    assert [r.status for r in server.records].count(413) == 3
+    assert len(server.ok_records()) == 4
+    assert max(len(r.inputs) for r in server.ok_records()) <= 3
+
+
+def test_single_oversized_input_is_a_clear_error(server: OpenAIFakeServer) -> None:
+    server.max_chars = 20
+    with pytest.raises(EmbedInputError, match="too large"):
+        get_embedder(params(server)).embed(["x" * 50])
+
+
+# ---- fail fast --------------------------------------------------------------------------------------
+def test_401_fails_after_exactly_one_request(server: OpenAIFakeServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EMBEDLINE_TEST_KEY", "sk-wrong-key-value")
+    with pytest.raises(EmbedError, match="401") as err:
+        get_embedder(params(server)).embed(TEXTS[:3])
+    assert len(server.records) == 1
+    assert "sk-wrong-key-value" not in str(err.value)
+    assert "api_key_env" in str(err.value)
+
+
+def test_missing_key_without_base_url_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EMBEDLINE_TEST_KEY", raising=False)
+    with pytest.raises(EmbedError, match="EMBEDLINE_TEST_KEY"):
+        get_embedder(
+            EmbedParams.model_validate(
+                {"provider": "openai", "model": "text-embedding-3-small", "api_key_env": "EMBEDLINE_TEST_KEY"}
+            )
+        )
+
+
+@pytest.mark.parametrize("kind", ["bad_count", "nan", "zero", "wrong_dims"])
+def test_bad_responses_are_rejected_and_not_cached(server: OpenAIFakeServer, tmp_path: Path, kind: str) -> None:
+    write_chunks(tmp_path / "data" / "interim" / "chunks.parquet", TEXTS[:4])
+    cfg, art = stage_cfg(server, tmp_path, dimensions=32)
+    server.script = [Fault(kind)]
+    with pytest.raises(EmbedResponseError):
+        run_embed(cfg, art)
+    with EmbeddingCache(cache_path(cfg, art)) as cache:
+        assert cache.count() == 0
+    assert not art.vectors.exists()

@@ -1,0 +1,269 @@
+"""Prefect in production: a real server, the nightly-ingest deployment, a worker, the UI.
+
+One module-scoped server on a free loopback port (tmp PREFECT_HOME); the deployment comes from the
+project's prefect.yaml (code = this checkout) and runs are pointed at a tiny tmp project through the
+flow's `root` parameter. Runs are executed by `prefect worker start --run-once` subprocesses. The UI
+check drives Debian's Chromium through Playwright (never `playwright install`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flows.serve import WORK_POOL, ServerInfo, deploy_project, free_port, start_server, stop_server
+from tests.conftest import FAKE, TINY_DOCS, make_project
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+PROJECT = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOT = PROJECT / "tests" / "artifacts" / "flow-run.png"
+STAGES = ("preprocess", "chunk", "embed", "dedupe", "upsert")
+DEPLOYMENT = "ingest/nightly-ingest"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+# a document plus two bad inputs the preprocess stage must report (rejected-files table)
+BAD_DOCS = {"bad/blob.txt": "\x00\x01\x02binary\x00" * 20, "bad/empty.md": "   \n\n"}
+
+
+# ---- fixtures --------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerInfo]:
+    home = tmp_path_factory.mktemp("prefect-server")
+    info = ServerInfo("127.0.0.1", free_port(), home)
+    # the scheduler loop is shortened so the schedule's runs appear within seconds
+    start_server(info, timeout=180,
+                 extra_env={"PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5"})
+    try:
+        yield info
+    finally:
+        stop_server(home)
+
+
+@pytest.fixture(scope="module")
+def api(server: ServerInfo) -> Iterator[Any]:
+    """A sync Prefect client bound to the test server."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: server.api_url}), get_client(sync_client=True) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def deployment(server: ServerInfo, api: Any) -> Any:
+    deploy_project(PROJECT, server.api_url)
+    return api.read_deployment_by_name(DEPLOYMENT)
+
+
+def run_worker(server: ServerInfo, home: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """`prefect worker start --run-once`: executes the due runs of the pool, then exits."""
+    env = {**os.environ, "PREFECT_API_URL": server.api_url, "PREFECT_HOME": str(home),
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    cmd = [sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--run-once",
+           "--type", "process"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, "")
+
+
+def trigger(server: ServerInfo, **parameters: Any) -> Any:
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: server.api_url}):
+        return run_deployment(DEPLOYMENT, parameters=parameters, timeout=0)
+
+
+def run_ids(api: Any, flow_run_id: Any) -> list[Any]:
+    """The run and its subflow runs (the embed fan-out)."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    children = api.read_flow_runs(flow_run_filter=FlowRunFilter(
+        parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[flow_run_id])))
+    return [flow_run_id, *(c.id for c in children)]
+
+
+def logs_of(api: Any, flow_run_id: Any) -> list[str]:
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.sorting import LogSort
+
+    logs = api.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
+                         sort=LogSort.TIMESTAMP_ASC, limit=200)
+    return [f"{lg.level} {lg.message}" for lg in logs]
+
+
+@pytest.fixture(scope="module")
+def completed_run(server: ServerInfo, api: Any, deployment: Any,
+                  tmp_path_factory: pytest.TempPathFactory) -> Any:
+    root = make_project(tmp_path_factory.mktemp("tiny") / "proj",
+                        {**FAKE, "embed.shard_rows": 4}, docs={**TINY_DOCS, **BAD_DOCS})
+    run = trigger(server, root=str(root), evaluate=False)
+    result = run_worker(server, tmp_path_factory.mktemp("worker-home"))
+    state = api.read_flow_run(run.id).state
+    assert state is not None and state.is_completed(), (
+        f"run ended {state!r}\nworker output:\n{result.stdout[-4000:]}\nlogs:\n"
+        + "\n".join(logs_of(api, run.id)[-40:]))
+    return api.read_flow_run(run.id)
+
+
+# ---- tests -------------------------------------------------------------------------------------
+def test_server_ui_agrees_with_port(server: ServerInfo) -> None:
+    import httpx
+
+    settings = httpx.get(f"{server.ui_url}/ui-settings", timeout=10).json()
+    assert settings["api_url"] == server.api_url  # not the default :4200
+    assert (server.home / "prefect.db").exists()  # SQLite in the given PREFECT_HOME
+
+
+def test_deployment_from_prefect_yaml(deployment: Any) -> None:
+    assert deployment.work_pool_name == WORK_POOL
+    assert deployment.entrypoint == "flows/ingest.py:ingest"
+    assert [s.schedule.cron for s in deployment.schedules] == ["0 2 * * *"]
+    assert deployment.schedules[0].schedule.timezone == "UTC"
+    assert deployment.concurrency_options.collision_strategy == "ENQUEUE"
+    assert deployment.global_concurrency_limit.limit == 1
+    step = deployment.pull_steps[0]["prefect.deployments.steps.set_working_directory"]
+    assert step["directory"] == "{{ $EMBEDLINE_ROOT }}"
+    assert deployment.job_variables["env"]["EMBEDLINE_ROOT"] == str(PROJECT)
+    # the UI form renders the pydantic Config (every params.yaml section)
+    schema = deployment.parameter_openapi_schema
+    assert {"params", "overrides", "root", "dry_run"} <= set(schema["properties"])
+    assert {"embed", "chunk", "qdrant"} <= set(schema["definitions"]["Config"]["properties"])
+
+
+def test_schedule_produces_scheduled_runs(api: Any, deployment: Any) -> None:
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    deadline = time.monotonic() + 60
+    runs: list[Any] = []
+    while time.monotonic() < deadline and not runs:
+        runs = api.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])),
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
+                type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))),
+        )
+        time.sleep(1)
+    assert runs, "the scheduler created no runs for the cron schedule"
+    for r in runs:
+        assert r.auto_scheduled
+        t = r.expected_start_time
+        assert (t.hour, t.minute) == (2, 0), t
+
+
+def test_triggered_run_completes_with_artifacts(api: Any, completed_run: Any) -> None:
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
+
+    ids = run_ids(api, completed_run.id)
+    arts = api.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids)))
+    by_key = {a.key: a for a in arts if a.key}
+    assert by_key["ingest-summary"].type == "markdown"
+    assert "documents" in by_key["ingest-summary"].data
+    assert by_key["rejected-files"].type == "table"
+    rejected = json.loads(by_key["rejected-files"].data)
+    assert any("blob.txt" in row["path"] for row in rejected), rejected
+    assert by_key["dedupe-report"].type == "table"
+    assert by_key["embed-progress"].type == "progress"
+    assert float(by_key["embed-progress"].data) == pytest.approx(100.0)
+
+    tasks = api.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
+    names = {t.name for t in tasks}
+    for stage in STAGES:
+        assert any(n == stage or n.startswith(f"{stage}-") for n in names), (stage, sorted(names))
+    # each stage said what it did in one log line
+    lines = "\n".join(logs_of(api, completed_run.id))
+    for stage in STAGES:
+        assert f"{stage}: " in lines, stage
+
+
+def test_failed_run_shows_cause_and_notifies(server: ServerInfo, api: Any, deployment: Any,
+                                             tmp_path_factory: pytest.TempPathFactory) -> None:
+    from flows.serve import create_failure_automation
+
+    received: list[dict[str, Any]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("content-length", 0)))
+            received.append(json.loads(body or b"{}"))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    try:
+        create_failure_automation(server.api_url, f"http://127.0.0.1:{hook.server_port}/hook")
+        # a source with no usable document: preprocess must fail the run, clearly
+        root = make_project(tmp_path_factory.mktemp("empty") / "proj", FAKE, docs=BAD_DOCS)
+        run = trigger(server, root=str(root), evaluate=False)
+        run_worker(server, tmp_path_factory.mktemp("worker-home-2"))
+        state = api.read_flow_run(run.id).state
+        assert state is not None and state.is_failed(), state
+        lines = logs_of(api, run.id)
+        errors = [ln for ln in lines if ln.startswith("40 ingest FAILED")]
+        assert errors, "\n".join(lines)
+        assert "at stage preprocess" in errors[0]
+        assert errors[0].count("\n") == 0
+        deadline = time.monotonic() + 45
+        while time.monotonic() < deadline and not received:
+            time.sleep(0.5)
+        assert received, "the failure automation sent no notification"
+        assert "Failed" in json.dumps(received[0])
+    finally:
+        hook.shutdown()
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
+                    "(apt-get install -y chromium); Playwright's own browsers are never downloaded")
+def test_flow_run_page_in_chromium(server: ServerInfo, completed_run: Any) -> None:
+    pytest.importorskip("playwright", reason="pip install playwright (no browser download needed)")
+    from playwright.sync_api import expect, sync_playwright
+
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 1100})
+            page.goto(f"{server.ui_url}/runs/flow-run/{completed_run.id}", timeout=60_000)
+            expect(page.get_by_text(completed_run.name).first).to_be_visible(timeout=60_000)
+            page.get_by_role("tab", name="Task Runs").click()
+            for stage in STAGES:
+                expect(page.get_by_text(stage, exact=False).first).to_be_visible(timeout=30_000)
+            page.screenshot(path=str(SCREENSHOT), full_page=True)
+        finally:
+            browser.close()
+    assert SCREENSHOT.stat().st_size > 10_000

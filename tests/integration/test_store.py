@@ -1,0 +1,199 @@
+"""One store test suite, run against every backend: edge, local, and server when QDRANT_URL is set."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tasks.config import QdrantParams
+from tasks.store import (
+    CollectionNotFoundError,
+    PointRecord,
+    StoreError,
+    VectorSetMismatchError,
+    VectorSetSpec,
+    VectorStore,
+    close_stores,
+    open_store,
+)
+
+pytestmark = pytest.mark.integration
+
+DIMS = 16
+BACKENDS = [
+    "edge",
+    "local",
+    pytest.param(
+        "server",
+        marks=[
+            pytest.mark.server,
+            pytest.mark.skipif(not os.environ.get("QDRANT_URL"), reason="QDRANT_URL not set"),
+        ],
+    ),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStore]:
+    backend = request.param
+    url = os.environ.get("QDRANT_URL") if backend == "server" else None
+    params = QdrantParams.model_validate({"backend": backend, "path": str(tmp_path / "qdrant"), "url": url})
+    s = open_store(params, tmp_path)
+    yield s
+    if backend == "server":  # a shared server: remove what this test created
+        for alias, target in s.list_aliases().items():
+            if target.startswith(_PREFIX):
+                s.delete_alias(alias)
+        for name in s.list_collections():
+            if name.startswith(_PREFIX):
+                s.drop_collection(name)
+    close_stores()
+
+
+_PREFIX = f"t{uuid.uuid4().hex[:6]}"
+
+
+def _name(suffix: str) -> str:
+    return f"{_PREFIX}-{suffix}"
+
+
+def _spec(name: str, dims: int = DIMS, **meta: object) -> VectorSetSpec:
+    return VectorSetSpec(name=name, dims=dims, metadata={"fingerprint": "fp1", "model": "m1", **meta})
+
+
+def _points(n: int, seed: int = 0, start: int = 0) -> tuple[list[PointRecord], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    vecs = rng.standard_normal((n, DIMS)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    pts = [
+        PointRecord(
+            id=str(uuid.uuid5(uuid.NAMESPACE_OID, f"p{start + i}")),
+            vector=vecs[i],
+            payload={"doc_id": f"d{(start + i) % 3}", "source": f"s{start + i}.md", "text": f"t{start + i}", "n": start + i},
+        )
+        for i in range(n)
+    ]
+    return pts, vecs
+
+
+def test_ensure_is_idempotent_and_describes(store: VectorStore) -> None:
+    name = _name("a")
+    assert store.describe(name) is None
+    assert store.ensure(_spec(name)) is True
+    assert store.ensure(_spec(name)) is False
+    spec = store.describe(name)
+    assert spec is not None and spec.dims == DIMS and spec.distance == "Cosine"
+    assert spec.metadata["fingerprint"] == "fp1" and spec.metadata["model"] == "m1"
+    assert name in store.list_collections()
+
+
+def test_dims_or_model_mismatch_is_a_clear_error(store: VectorStore) -> None:
+    name = _name("b")
+    store.ensure(_spec(name))
+    with pytest.raises(VectorSetMismatchError, match="dims"):
+        store.ensure(_spec(name, dims=DIMS * 2))
+    with pytest.raises(VectorSetMismatchError, match="model"):
+        store.ensure(_spec(name, model="other"))
+
+
+def test_upsert_count_retrieve_scan_delete(store: VectorStore) -> None:
+    name = _name("c")
+    store.ensure(_spec(name))
+    pts, vecs = _points(50)
+    store.upsert(name, pts[:30])
+    store.upsert(name, pts[20:])  # overlapping ids: upsert, never duplicates
+    assert store.count(name) == 50
+
+    got = store.retrieve(name, [pts[3].id, pts[7].id, str(uuid.uuid4())], with_vectors=True)
+    assert {g.id for g in got} == {pts[3].id, pts[7].id}
+    by_id = {g.id: g for g in got}
+    assert by_id[pts[3].id].vector is not None
+    got3, got7 = by_id[pts[3].id], by_id[pts[7].id]
+    assert got3.vector is not None and got7.payload is not None
+    np.testing.assert_allclose(got3.vector, vecs[3], atol=1e-6)
+    assert got7.payload["n"] == 7
+
+    scanned = list(store.scan(name, with_payload=["n"], batch=7))
+    assert sorted(p.id for p in scanned) == sorted(p.id for p in pts)
+    assert all(p.payload is not None and set(p.payload) == {"n"} and p.vector is None for p in scanned)
+    with_vec = list(store.scan(name, with_vectors=True, batch=16))
+    assert all(p.vector is not None and p.vector.shape == (DIMS,) for p in with_vec)
+
+    store.delete(name, [p.id for p in pts[:10]])
+    assert store.count(name) == 40
+    assert store.retrieve(name, [pts[0].id]) == []
+
+
+def test_search_and_payload_filter(store: VectorStore) -> None:
+    name = _name("d")
+    store.ensure(_spec(name))
+    pts, vecs = _points(40)
+    store.upsert(name, pts)
+    hits = store.search(name, vecs[5], k=3)
+    assert hits[0].id == pts[5].id and hits[0].score == pytest.approx(1.0, abs=1e-4)
+    assert hits[0].text == "t5" and hits[0].source == "s5.md"
+    assert len(hits) == 3 and hits[0].score >= hits[1].score >= hits[2].score
+    filtered = store.search(name, vecs[5], k=5, filter={"doc_id": "d1"})
+    assert filtered and all(h.payload["doc_id"] == "d1" for h in filtered)
+    assert pts[5].id not in {h.id for h in filtered}  # doc d2
+    anyof = store.search(name, vecs[5], k=50, filter={"source": ["s1.md", "s2.md"]})
+    assert {h.source for h in anyof} == {"s1.md", "s2.md"}
+
+
+def test_alias_swap_and_drop(store: VectorStore) -> None:
+    alias, v1, v2 = _name("live"), _name("v1"), _name("v2")
+    store.ensure(_spec(v1))
+    store.ensure(_spec(v2, fingerprint="fp2"))
+    p1, vecs1 = _points(5, seed=1)
+    p2, _ = _points(7, seed=2, start=100)
+    store.upsert(v1, p1)
+    store.upsert(v2, p2)
+    assert store.get_alias(alias) is None
+    with pytest.raises(CollectionNotFoundError):
+        store.count(alias)
+    store.swap_alias(alias, v1)
+    assert store.get_alias(alias) == v1
+    assert store.count(alias) == 5
+    assert store.search(alias, vecs1[0], k=1)[0].id == p1[0].id
+    spec = store.describe(alias)
+    assert spec is not None and spec.name == v1
+    store.swap_alias(alias, v2)
+    assert store.get_alias(alias) == v2 and store.count(alias) == 7
+    assert store.list_aliases()[alias] == v2
+    assert alias not in store.list_collections()
+    with pytest.raises(StoreError):
+        store.drop_collection(v2)  # live
+    store.drop_collection(v1)
+    assert v1 not in store.list_collections() and store.describe(v1) is None
+    with pytest.raises(CollectionNotFoundError):
+        store.swap_alias(alias, _name("missing"))
+
+
+@pytest.mark.parametrize("backend", ["edge", "local"])
+def test_reopen_keeps_points_and_aliases(backend: str, tmp_path: Path) -> None:
+    params = QdrantParams.model_validate({"backend": backend, "path": str(tmp_path / "q")})
+    s = open_store(params, tmp_path)
+    s.ensure(_spec("col-1"))
+    pts, vecs = _points(20)
+    s.upsert("col-1", pts)
+    s.swap_alias("live", "col-1")
+    close_stores()
+    s2 = open_store(params, tmp_path)
+    assert s2.count("live") == 20
+    assert s2.search("live", vecs[2], k=1)[0].id == pts[2].id
+    close_stores()
+
+
+def test_delete_alias(store: VectorStore) -> None:
+    name, alias = _name("e"), _name("ealias")
+    store.ensure(_spec(name))
+    store.swap_alias(alias, name)
+    store.delete_alias(alias)
+    store.delete_alias(alias)  # idempotent
+    assert store.get_alias(alias) is None and name in store.list_collections()
+    store.drop_collection(name)

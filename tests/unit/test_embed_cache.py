@@ -1,0 +1,105 @@
+"""The content-addressed embedding cache."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import sqlite3
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tasks.config import EmbedParams
+from tasks.embed.cache import EmbeddingCache, namespace_for
+
+pytestmark = pytest.mark.unit
+
+
+def vec(i: int, dims: int = 8) -> np.ndarray:
+    return np.arange(dims, dtype=np.float32) + i
+
+
+def test_hits_misses_and_roundtrip(tmp_path: Path) -> None:
+    with EmbeddingCache(tmp_path / "c.sqlite") as cache:
+        cache.put_many("ns", [("a", vec(1)), ("b", vec(2))])
+        got = cache.get_many("ns", ["a", "b", "c", "a"])
+        assert set(got) == {"a", "b"}
+        np.testing.assert_array_equal(got["a"], vec(1))
+        assert got["b"].dtype == np.float32
+        assert (cache.hits, cache.misses) == (2, 1)  # duplicates in the query count once
+        assert cache.missing("ns", ["a", "c", "d"]) == ["c", "d"]
+        assert cache.dims("ns") == 8 and cache.dims("other") is None
+        assert cache.count("other") == 0
+
+
+def test_wal_mode_and_persistence(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    with EmbeddingCache(path) as cache:
+        cache.put_many("ns", [("a", vec(1))])
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with EmbeddingCache(path) as cache:
+        assert cache.count("ns") == 1
+
+
+def test_first_writer_wins(tmp_path: Path) -> None:
+    with EmbeddingCache(tmp_path / "c.sqlite") as cache:
+        cache.put_many("ns", [("a", vec(1))])
+        cache.put_many("ns", [("a", vec(9))])
+        np.testing.assert_array_equal(cache.get_many("ns", ["a"])["a"], vec(1))
+
+
+def test_namespace_changes_with_everything_that_changes_a_vector() -> None:
+    base = EmbedParams.model_validate({})
+    ns = namespace_for(base, "rev1")
+    assert namespace_for(base, "rev2") != ns
+    for change in [{"model": "x"}, {"backend": "onnx"}, {"precision": "int8"}, {"passage_prompt": "passage: "},
+                   {"dimensions": 64}, {"normalize": False}, {"provider": "fake"}]:
+        assert namespace_for(EmbedParams.model_validate(change), "rev1") != ns, change
+    # things that do not change a vector do not split the cache
+    for same in [{"batch_size": 8}, {"query_prompt": "query: "}, {"cache_path": "elsewhere.sqlite"}]:
+        assert namespace_for(EmbedParams.model_validate(same), "rev1") == ns, same
+
+
+def _writer(path: str, worker: int, n: int) -> None:
+    with EmbeddingCache(path, busy_timeout_ms=30_000) as cache:
+        for start in range(0, n, 10):  # many short transactions, overlapping keys across workers
+            cache.put_many("ns", [(f"k{i}", vec(i)) for i in range(start, start + 10)])
+            cache.get_many("ns", [f"k{worker}"])
+
+
+def test_concurrent_writer_processes(tmp_path: Path) -> None:
+    path = str(tmp_path / "c.sqlite")
+    EmbeddingCache(path).close()
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_writer, args=(path, w, 200)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    with EmbeddingCache(path) as cache:
+        assert cache.count("ns") == 200
+        got = cache.get_many("ns", [f"k{i}" for i in range(200)])
+        assert all(np.array_equal(got[f"k{i}"], vec(i)) for i in range(200))
+
+
+def test_concurrent_writer_threads_share_one_cache(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path / "c.sqlite")
+    errors: list[BaseException] = []
+
+    def work(w: int) -> None:
+        try:
+            for i in range(50):
+                cache.put_many("ns", [(f"t{w}-{i}", vec(i))])
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert cache.count("ns") == 200 and cache.writes == 200
+    cache.close()

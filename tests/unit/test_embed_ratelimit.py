@@ -1,0 +1,161 @@
+"""Token-bucket math, the shared limiter, and rate-limit header parsing."""
+
+from __future__ import annotations
+
+import threading
+import time
+from email.utils import format_datetime
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tasks.embed.ratelimit import (
+    RateLimiter,
+    TokenBucket,
+    clear_limiters,
+    parse_duration,
+    prefect_limit_name,
+    reset_seconds,
+    retry_after_seconds,
+    shared_limiter,
+    wait_from_headers,
+)
+
+pytestmark = pytest.mark.unit
+
+
+class FakeClock:
+    """A manual clock whose sleep advances time (no real waiting)."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, s: float) -> None:
+        self.slept.append(s)
+        self.now += s
+
+
+# ---- durations and headers --------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("6m0s", 360.0), ("1.5s", 1.5), ("20ms", 0.02), ("1h2m3s", 3723.0), ("30", 30.0), ("0.25", 0.25),
+     ("2m30.5s", 150.5), ("500us", 0.0005), (" 7s ", 7.0)],
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", [None, "", "soon", "5x", "s", "1m junk"])
+def test_parse_duration_rejects_garbage(text: str | None) -> None:
+    assert parse_duration(text) is None
+
+
+def test_retry_after_ms_wins_and_headers_are_case_insensitive() -> None:
+    assert retry_after_seconds({"Retry-After-Ms": "250", "Retry-After": "9"}) == pytest.approx(0.25)
+    assert retry_after_seconds({"RETRY-AFTER": "3"}) == 3.0
+    assert retry_after_seconds({}) is None
+
+
+def test_retry_after_http_date() -> None:
+    when = datetime.now(UTC) + timedelta(seconds=30)
+    secs = retry_after_seconds({"retry-after": format_datetime(when, usegmt=True)})
+    assert secs is not None and 28 <= secs <= 31
+
+
+def test_reset_headers_only_for_exhausted_limits() -> None:
+    h = {
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "1s",
+        "x-ratelimit-remaining-tokens": "5000",
+        "x-ratelimit-reset-tokens": "6m0s",
+    }
+    assert reset_seconds(h) == 1.0
+    assert wait_from_headers(h, is_429=False) == 1.0
+    h["x-ratelimit-remaining-tokens"] = "0"
+    assert reset_seconds(h) == 360.0
+    assert wait_from_headers({"x-ratelimit-remaining-requests": "3"}, is_429=False) is None
+
+
+def test_429_prefers_retry_after_then_resets() -> None:
+    assert wait_from_headers({"retry-after": "2", "x-ratelimit-reset-tokens": "9s"}, is_429=True) == 2.0
+    assert wait_from_headers({"x-ratelimit-reset-tokens": "20ms"}, is_429=True) == pytest.approx(0.02)
+    assert wait_from_headers({}, is_429=True) is None
+
+
+# ---- bucket math -----------------------------------------------------------------------------------
+def test_bucket_starts_with_one_second_burst_then_paces() -> None:
+    clock = FakeClock()
+    b = TokenBucket(per_minute=120, clock=clock)  # 2 per second, capacity 2
+    assert b.capacity == 2
+    assert [b.reserve(1) for _ in range(2)] == [0.0, 0.0]
+    assert b.reserve(1) == pytest.approx(0.5)
+    assert b.reserve(1) == pytest.approx(1.0)  # reservations queue up fairly
+    clock.now += 10
+    assert b.level() == pytest.approx(2.0)  # refill is capped at capacity
+
+
+def test_oversized_reservation_goes_into_debt_but_keeps_the_rate() -> None:
+    clock = FakeClock()
+    b = TokenBucket(per_minute=600, clock=clock)  # 10 per second, capacity 10
+    assert b.reserve(25) == 0.0  # a full bucket admits a request bigger than itself...
+    assert b.reserve(5) == pytest.approx(2.0)  # ...and the debt (15) + 5 is repaid at 10/s
+
+
+def test_limiter_long_run_rate_with_fake_clock() -> None:
+    clock = FakeClock()
+    lim = RateLimiter(requests_per_minute=600, tokens_per_minute=6000, clock=clock, sleep=clock.sleep)
+    start = clock.now
+    for _ in range(100):
+        lim.acquire(tokens=20)  # tokens bind: 100 tokens/s -> 5 requests/s
+    elapsed = clock.now - start
+    assert elapsed == pytest.approx((100 * 20 - 100) / 100, rel=0.01)
+
+
+def test_block_for_holds_every_caller_and_never_shortens() -> None:
+    clock = FakeClock()
+    lim = RateLimiter(clock=clock, sleep=clock.sleep)
+    lim.block_for(5)
+    lim.block_for(1)  # shorter: ignored
+    lim.acquire()
+    assert clock.now == pytest.approx(105.0)
+
+
+def test_limiter_is_thread_safe_with_real_clock() -> None:
+    lim = RateLimiter(requests_per_minute=3000)  # 50/s, burst 50
+    stamps: list[float] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        for _ in range(15):
+            lim.acquire()
+            with lock:
+                stamps.append(time.monotonic())
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # 90 requests: 50 as the initial burst, 40 more at 50/s -> at least 0.8 s
+    assert len(stamps) == 90
+    assert time.monotonic() - t0 >= 0.75
+
+
+def test_shared_limiter_is_one_per_endpoint_and_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    clear_limiters()
+    a = shared_limiter("openai", "http://x/v1", "m", 60, None)
+    assert shared_limiter("openai", "http://x/v1", "m", 60, None) is a
+    assert shared_limiter("openai", "http://y/v1", "m", 60, None) is not a
+    assert a.prefect_limit is None
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:1/api")
+    clear_limiters()
+    b = shared_limiter("openai", None, "text-embedding-3-small", 60, None)
+    assert b.prefect_limit == prefect_limit_name("openai", "text-embedding-3-small")
+    assert b.prefect_limit == "embed-openai-text-embedding-3-small"
+    clear_limiters()

@@ -1,0 +1,109 @@
+"""The sync plan is a pure diff; batching respects point and byte caps; payload hashes are stable."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tasks.store import PointRecord
+from tasks.sync import (
+    PAYLOAD_HASH,
+    batched,
+    build_payload,
+    compute_plan,
+    payload_hash,
+    point_bytes,
+    sample_ids,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def test_plan_adds_updates_deletes_unchanged() -> None:
+    desired = {"a": "1", "b": "2", "c": "3", "d": "4"}
+    existing = {"b": "2", "c": "old", "e": "5", "f": None, "d": None}
+    plan = compute_plan(desired, existing)
+    assert plan.adds == ("a",)
+    assert plan.updates == ("c", "d")  # hash differs, or the stored point has no hash (stale)
+    assert plan.deletes == ("e", "f")
+    assert plan.unchanged == 1
+    assert plan.existing == 5 and plan.desired == 4
+    assert plan.delete_fraction == pytest.approx(2 / 5)
+    assert plan.changes == 5
+    counts = plan.counts()
+    assert counts["adds"] == 1 and counts["deletes"] == 2 and counts["unchanged"] == 1
+
+
+def test_plan_empty_store_and_empty_corpus() -> None:
+    p = compute_plan({"a": "1"}, {})
+    assert p.adds == ("a",) and p.delete_fraction == 0.0
+    q = compute_plan({}, {"a": "1", "b": "2"})
+    assert q.deletes == ("a", "b") and q.delete_fraction == 1.0 and q.unchanged == 0
+
+
+hashes = st.dictionaries(st.text("abcdef", min_size=1, max_size=3), st.sampled_from(["h1", "h2", "h3"]), max_size=30)
+
+
+@given(desired=hashes, existing=hashes)
+def test_applying_the_plan_reaches_desired_and_is_then_a_noop(desired: dict, existing: dict) -> None:
+    plan = compute_plan(desired, existing)
+    store = dict(existing)
+    for k in plan.adds + plan.updates:
+        store[k] = desired[k]
+    for k in plan.deletes:
+        del store[k]
+    assert store == desired
+    again = compute_plan(desired, store)
+    assert again.changes == 0 and again.unchanged == len(desired)
+    assert set(plan.adds).isdisjoint(plan.updates)
+    assert len(plan.adds) + len(plan.updates) + plan.unchanged == len(desired)
+
+
+def _row(**kw: object) -> dict:
+    row = {
+        "text": "hello", "source": "a.md", "sources": '[{"source": "a.md"}]', "doc_id": "d", "chunk_id": "c",
+        "chunk_index": 0, "title": "A", "heading_path": ["H"], "char_start": 0, "char_end": 5,
+        "token_count": 1, "text_hash": "th", "duplicates": "[]", "is_duplicate": False, "canonical_id": "c",
+        "metadata": "{}",
+    }
+    row.update(kw)
+    return row
+
+
+def test_payload_hash_covers_every_field_but_itself() -> None:
+    base = build_payload(_row(), fingerprint="fp", model="m")
+    assert base[PAYLOAD_HASH] == payload_hash(base)
+    assert base["sources"] == [{"source": "a.md"}] and base["heading_path"] == ["H"]
+    assert "metadata" not in base
+    assert build_payload(_row(), fingerprint="fp", model="m")[PAYLOAD_HASH] == base[PAYLOAD_HASH]
+    for change in ({"text": "hello!"}, {"sources": "[]"}, {"chunk_index": 1}, {"metadata": '{"k": 1}'},
+                   {"duplicates": '[{"chunk_id": "x"}]'}, {"is_duplicate": True}):
+        assert build_payload(_row(**change), fingerprint="fp", model="m")[PAYLOAD_HASH] != base[PAYLOAD_HASH]
+    assert build_payload(_row(), fingerprint="fp2", model="m")[PAYLOAD_HASH] != base[PAYLOAD_HASH]
+
+
+def _pts(n: int, text_len: int = 10) -> list[PointRecord]:
+    v = np.zeros(4, np.float32)
+    return [PointRecord(id=str(i), vector=v, payload={"text": "x" * text_len}) for i in range(n)]
+
+
+def test_batches_cap_points_and_bytes_and_keep_order() -> None:
+    pts = _pts(10)
+    out = list(batched(pts, max_points=3, max_bytes=10**9, dims=4))
+    assert [len(b) for b in out] == [3, 3, 3, 1]
+    assert [p.id for b in out for p in b] == [p.id for p in pts]
+    one = point_bytes(pts[0].payload or {}, 4)
+    by_bytes = list(batched(pts, max_points=100, max_bytes=one * 4, dims=4))
+    assert [len(b) for b in by_bytes] == [4, 4, 2]
+    assert all(sum(point_bytes(p.payload or {}, 4) for p in b) <= one * 4 for b in by_bytes)
+    big = _pts(3, text_len=5000)
+    assert [len(b) for b in batched(big, max_points=100, max_bytes=100, dims=4)] == [1, 1, 1]
+
+
+def test_sample_ids_is_deterministic_and_spread() -> None:
+    ids = [f"{i:03d}" for i in range(100)]
+    s = sample_ids(list(reversed(ids)), 5)
+    assert s == sample_ids(ids, 5) == ["000", "025", "050", "074", "099"]
+    assert sample_ids(ids, 0) == [] and sample_ids(ids[:3], 10) == ids[:3]
