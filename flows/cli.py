@@ -146,13 +146,10 @@ def search(
             for h in hits:
                 out.print_json(json.dumps({"score": h.score, "source": h.source, "text": h.text}))
             return
-        table = Table(title=f"top {k} for {query!r}")
-        table.add_column("score", justify="right")
-        table.add_column("source")
-        table.add_column("snippet")
-        for h in hits:
-            table.add_row(f"{h.score:.3f}", h.source, " ".join(h.text.split())[:120])
-        out.print(table)
+        out.print(f"[bold]top {len(hits)} for[/bold] {query!r}")
+        for rank, h in enumerate(hits, start=1):
+            out.print(f"{rank:>2}. [cyan]{h.score:.3f}[/cyan]  [bold]{h.source}[/bold]")
+            out.print("    " + " ".join(h.text.split())[:200], highlight=False, soft_wrap=True)
 
     _guard(body)
 

@@ -81,6 +81,7 @@ class HFTokenCounter:
         from transformers import AutoTokenizer
 
         self._tok: Any = AutoTokenizer.from_pretrained(path, revision=revision)
+        self._tok.deprecation_warnings["sequence-length-is-longer-than-the-specified-maximum"] = True
         self.name = f"hf:{model}"
         self.special_tokens = int(self._tok.num_special_tokens_to_add())
         window = max_tokens or model_window(path) or int(self._tok.model_max_length)

@@ -39,7 +39,9 @@ def test_dehyphenation() -> None:
     assert dehyphenate("Anglo-\nSaxon") == "Anglo-\nSaxon"  # capitalised continuation: a compound
     assert dehyphenate("2019-\n2020") == "2019-\n2020"
     assert clean_text("the infor-\nmation age", params()) == "the information age"
-    assert clean_text("the infor-\nmation age", params(dehyphenate=False)) == "the infor-\nmation age"
+    assert (
+        clean_text("the infor-\nmation age", params(dehyphenate=False)) == "the infor-\nmation age"
+    )
 
 
 def test_code_mode_keeps_indentation_and_hyphens() -> None:
@@ -69,14 +71,19 @@ def test_lemmatize_offline_lookup() -> None:
     assert out == "The child be run to the mouse."
 
 
-@pytest.mark.parametrize(("kind", "expected"), [("porter", "run quickli"), ("snowball", "run quick")])
+@pytest.mark.parametrize(
+    ("kind", "expected"), [("porter", "run quickli"), ("snowball", "run quick")]
+)
 def test_stemmers(kind: str, expected: str) -> None:
     assert EmbedTransform(params(stem=kind))("running quickly") == expected
 
 
 def test_linguistic_transforms_skip_code() -> None:
     t = EmbedTransform(params(stem="porter", lemmatize=True))
-    assert t("running_total = compute(items)", code_language="python") == "running_total = compute(items)"
+    assert (
+        t("running_total = compute(items)", code_language="python")
+        == "running_total = compute(items)"
+    )
 
 
 def test_strip_comments_python_respects_strings() -> None:

@@ -1,0 +1,53 @@
+"""A token index of one document: the model tokenizer runs once over the text (in segments), then
+the token count of any span is two binary searches instead of another tokenizer call."""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_left
+
+from tasks.tokenize import TokenCounter
+
+SEGMENT_CHARS = 32_768  # tokenised per call; cut at whitespace so no token crosses a segment
+
+
+def segments(text: str, size: int = SEGMENT_CHARS) -> list[tuple[int, int]]:
+    out, pos, n = [], 0, len(text)
+    while pos < n:
+        end = min(n, pos + size)
+        if end < n:
+            cut = max(text.rfind("\n", pos, end), text.rfind(" ", pos, end))
+            end = cut + 1 if cut > pos else end
+        out.append((pos, end))
+        pos = end
+    return out
+
+
+class TokenIndex:
+    """Start/end offsets of every token of ``text`` (compact arrays, built on first use)."""
+
+    def __init__(self, text: str, counter: TokenCounter):
+        self.text = text
+        self.counter = counter
+        self._starts: array[int] | None = None
+        self._ends: array[int] = array("q")
+
+    def _build(self) -> array[int]:
+        if self._starts is None:
+            starts, ends = array("q"), array("q")
+            for s, e in segments(self.text):
+                for a, b in self.counter.spans(self.text[s:e]):
+                    starts.append(s + a)
+                    ends.append(s + b)
+            self._starts, self._ends = starts, ends
+        return self._starts
+
+    def count(self, start: int, end: int) -> int:
+        """Tokens starting inside [start, end) (exact for word-piece tokenizers at word boundaries)."""
+        starts = self._build()
+        return bisect_left(starts, end) - bisect_left(starts, start)
+
+    def spans(self, start: int, end: int) -> list[tuple[int, int]]:
+        starts = self._build()
+        i, j = bisect_left(starts, start), bisect_left(starts, end)
+        return [(starts[k], min(self._ends[k], end)) for k in range(i, j)]
