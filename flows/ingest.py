@@ -12,7 +12,7 @@ from typing import Any
 from prefect import flow, unmapped
 
 from flows import stages
-from flows.runtime import dvc_record, embed_runner, ingest_lock, resolve_config
+from flows.runtime import dvc_record, embed_runner, ingest_lock, report_failure, resolve_config
 from tasks.config import Config
 
 
@@ -24,7 +24,7 @@ def embed_fanout(cfg: Config, root: str) -> list[dict[str, Any]]:
     return stages.track(futures, stages.embed_progress(len(shards)))
 
 
-@flow(name="ingest", log_prints=True)
+@flow(name="ingest", log_prints=True, on_failure=[report_failure], on_crashed=[report_failure])
 def ingest(
     params: Config | None = None,
     overrides: list[str] | None = None,
@@ -50,7 +50,9 @@ def ingest(
         run["preprocess"] = stages.preprocess(cfg, root)
         run["chunk"] = stages.chunk(cfg, root)
         shard_stats = embed_fanout.with_options(task_runner=embed_runner(cfg))(cfg, root)
-        run["embed"] = stages.embed(cfg, root, shard_stats)
+        # fresh copies: a task input linked to a subflow result (input_type "flow_run") breaks the
+        # Task Runs tab of Prefect 3.8.8's UI ("Invalid TaskInputResponse")
+        run["embed"] = stages.embed(cfg, root, [dict(s) for s in shard_stats])
         run["dedupe"] = stages.dedupe(cfg, root)
         run["upsert"] = stages.upsert(cfg, root, dry_run, allow_mass_delete)
         if evaluate and not dry_run:

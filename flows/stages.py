@@ -10,7 +10,8 @@ server restarts and are keyed by content rather than by task inputs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+from uuid import UUID
 
 from prefect import get_run_logger, task
 from prefect.artifacts import (
@@ -78,7 +79,8 @@ def plan_embed_shards(cfg: Config, root: str) -> list[Any]:
     retries=3,
     retry_delay_seconds=[5, 30, 120],
     retry_condition_fn=_transient,
-    timeout_seconds=6 * 3600,
+    # no timeout_seconds: shards run in worker threads (or Dask workers) where Prefect cannot
+    # interrupt them and warns on every shard; API requests time out via embed.timeout_s instead
 )
 def embed_shard(cfg: Config, root: str, shard: Any) -> dict[str, Any]:
     """One shard of the embed fan-out: fills the embedding cache for a row range."""
@@ -93,7 +95,7 @@ def embed(cfg: Config, root: str, shard_stats: list[dict[str, Any]]) -> dict[str
     from tasks.embed import finalize_embed
 
     art = _art(root)
-    stats = finalize_embed(cfg, art)
+    stats = finalize_embed(cfg, art, shard_stats)
     stats["shards"] = len(shard_stats)
     from tasks.records import write_json
 
@@ -104,8 +106,8 @@ def embed(cfg: Config, root: str, shard_stats: list[dict[str, Any]]) -> dict[str
 
 def embed_progress(total: int) -> Any:
     """A progress artifact and a callback that updates it (at most every 2 %)."""
-    artifact_id = create_progress_artifact(progress=0.0, key="embed-progress",
-                                           description=f"embedding {total} chunks")
+    artifact_id = cast(UUID, create_progress_artifact(  # sync call: a UUID, not a coroutine
+        progress=0.0, key="embed-progress", description=f"embedding {total} shards"))
     last = [0.0]
 
     def update(done: int, of: int) -> None:

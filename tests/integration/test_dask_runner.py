@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +39,20 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     params = {**FAKE, "embed.shard_rows": 2, "run.dask_workers": 2}
     thread = make_project(tmp_path_factory.mktemp("thread") / "proj", {**params, "run.runner": "thread"})
     dask = make_project(tmp_path_factory.mktemp("dask") / "proj", {**params, "run.runner": "dask"})
-    with prefect_test_harness(server_startup_timeout=120):
-        out = {
-            "thread": ingest(root=str(thread), evaluate=False),
-            "dask": ingest(root=str(dask), evaluate=False),
-        }
-    return {"roots": {"thread": thread, "dask": dask}, **out}
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
+    prefect_logger = logging.getLogger("prefect")
+    prefect_logger.addHandler(handler)
+    try:
+        with prefect_test_harness(server_startup_timeout=120):
+            out = {
+                "thread": ingest(root=str(thread), evaluate=False),
+                "dask": ingest(root=str(dask), evaluate=False),
+            }
+    finally:
+        prefect_logger.removeHandler(handler)
+    return {"roots": {"thread": thread, "dask": dask}, "logs": records, **out}
 
 
 def test_dask_runner_gives_identical_vectors_and_points(runs: dict[str, Any]) -> None:
@@ -55,3 +64,5 @@ def test_dask_runner_gives_identical_vectors_and_points(runs: dict[str, Any]) ->
     assert ids["thread"] and ids["dask"] == ids["thread"]
     assert runs["dask"]["embed"]["shards"] == runs["thread"]["embed"]["shards"] > 1
     assert runs["dask"]["upsert"]["points_total"] == runs["thread"]["upsert"]["points_total"]
+    # the dask run really used a (2-worker) LocalCluster through prefect-dask
+    assert any("LocalCluster" in m for m in runs["logs"]), runs["logs"][:20]

@@ -12,10 +12,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from flows.deploy import PullSteps
 from flows.serve import (
     PID_FILE,
     STATE_FILE,
-    PullSteps,
     ServerInfo,
     api_url_for,
     free_port,
@@ -108,3 +108,5 @@ def test_cli_registers_commands() -> None:
     assert result.exit_code == 0 and "--stop" in result.output
     result = CliRunner().invoke(app, ["serve", "--stop", "--home", "/nonexistent-embedline-home"])
     assert result.exit_code == 0 and "no server running" in result.output
+    for command in ("deploy", "notify"):
+        assert CliRunner().invoke(app, [command, "--help"]).exit_code == 0
