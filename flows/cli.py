@@ -92,6 +92,9 @@ def ingest(
             params=cfg, root=str(art.root), dry_run=dry_run,
             allow_mass_delete=allow_mass_delete, evaluate=evaluate,
         )
+        if dry_run:
+            _print_stats("embedline ingest --dry-run (nothing written)", run["plan"])
+            return
         from tasks.summary import summary_rows
 
         _print_stats("embedline ingest", dict(summary_rows(run)))

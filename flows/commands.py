@@ -1,3 +1,3 @@
 """Extra CLI commands: importing a module registers its commands on `flows.cli.app`."""
 
-from flows import deploy, serve  # noqa: F401
+from flows import deploy, manage, serve  # noqa: F401

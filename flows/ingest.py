@@ -39,12 +39,14 @@ def ingest(
         params: the whole configuration; default: params.yaml in `root`.
         overrides: `section.key=value` strings applied on top (as `--set` on the CLI).
         root: the project folder (params.yaml, data/, dvc.yaml).
-        dry_run: compute and log the sync plan; write nothing to Qdrant.
+        dry_run: only plan: log adds/updates/deletes and texts to embed; write nothing.
         allow_mass_delete: let a run delete more than `qdrant.max_delete_fraction` of the set.
         evaluate: run the evaluate stage (quality metrics) after upsert.
     """
     root = str(Path(root).resolve())
     cfg = resolve_config(root, params, overrides)
+    if dry_run:
+        return {"plan": stages.plan(cfg, root)}
     with ingest_lock(root):
         run: dict[str, dict[str, Any]] = {}
         run["preprocess"] = stages.preprocess(cfg, root)
@@ -54,12 +56,11 @@ def ingest(
         # Task Runs tab of Prefect 3.8.8's UI ("Invalid TaskInputResponse")
         run["embed"] = stages.embed(cfg, root, [dict(s) for s in shard_stats])
         run["dedupe"] = stages.dedupe(cfg, root)
-        run["upsert"] = stages.upsert(cfg, root, dry_run, allow_mass_delete)
-        if evaluate and not dry_run:
+        run["upsert"] = stages.upsert(cfg, root, allow_mass_delete)
+        if evaluate:
             run["evaluate"] = stages.evaluate(cfg, root)
         stages.summary(cfg, run)
-        if not dry_run:
-            dvc_record(root, cfg, ran=list(run))
+        dvc_record(root, cfg, ran=list(run))
     return run
 
 

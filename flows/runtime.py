@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,20 +61,42 @@ def ingest_lock(root: str, timeout: float = 6 * 3600) -> Iterator[None]:
         raise RunInProgressError(f"another ingest holds {lock_path}") from exc
 
 
+class DvcRecordError(RuntimeError):
+    """The flow's results could not be recorded in dvc.lock (DVC said why)."""
+
+
 def dvc_record(root: str, cfg: Config, ran: list[str]) -> bool:
     """Record a flow run's outputs in dvc.lock so `dvc status` agrees with what Prefect built.
 
-    Only when the run used exactly params.yaml (an override run is an experiment: it is not
-    committed, and `dvc status` will say so). Returns whether dvc.lock was updated.
+    The flow ran the very functions `dvc repro` would run (`embedline stage <name>`), on the same
+    inputs and params, so `dvc commit --force <stages>` records the current deps, params and outs
+    of the stages that ran (and caches the outs) exactly as a `dvc repro` would have. Only when the
+    run used exactly params.yaml: an override run is an experiment, it is not recorded, and
+    `dvc status` says so (track those with `dvc exp run -S`). Stages that did not run (evaluate
+    with --no-eval) are not recorded either, so `dvc status` names them. Returns whether dvc.lock
+    was updated; raises :class:`DvcRecordError` when DVC refuses (e.g. another DVC command holds
+    the repo lock), naming the command to run afterwards.
     """
     rootp = Path(root)
-    if not (rootp / "dvc.yaml").exists() or not (rootp / ".dvc").exists():
+    if not ran or not (rootp / "dvc.yaml").exists() or not (rootp / ".dvc").is_dir():
         return False
     if cfg != load_config(rootp / PARAMS_FILE):
         log.warning("run used overrides: dvc.lock not updated (use `dvc exp run -S` to track it)")
         return False
-    dvc = shutil.which("dvc") or str(Path(__import__("sys").executable).with_name("dvc"))
-    subprocess.run([dvc, "commit", "--force", "--quiet", *ran], cwd=root, check=True)
+    dvc = shutil.which("dvc") or str(Path(sys.executable).with_name("dvc"))
+    cmd = [dvc, "commit", "--force", "--quiet", *ran]
+    try:
+        proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, check=False)
+    except OSError as exc:
+        raise DvcRecordError(f"cannot run DVC ({exc}); record this run with `{' '.join(cmd[1:])}`") from exc
+    if proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout).strip().splitlines()
+        raise DvcRecordError(
+            f"`dvc {' '.join(cmd[1:])}` failed: {detail[-1] if detail else proc.returncode}. The "
+            "vector set was built but dvc.lock does not record it yet: re-run that command once "
+            "other DVC commands have finished"
+        )
+    log.info("dvc.lock records stages %s", ", ".join(ran))
     return True
 
 

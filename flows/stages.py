@@ -148,10 +148,22 @@ def dedupe(cfg: Config, root: str) -> dict[str, Any]:
     retry_condition_fn=_transient,
     timeout_seconds=6 * 3600,
 )
-def upsert(cfg: Config, root: str, dry_run: bool = False, allow_mass_delete: bool = False) -> dict[str, Any]:
-    stats = run_stage("upsert", cfg, _art(root), dry_run=dry_run, allow_mass_delete=allow_mass_delete)
+def upsert(cfg: Config, root: str, allow_mass_delete: bool = False) -> dict[str, Any]:
+    stats = run_stage("upsert", cfg, _art(root), allow_mass_delete=allow_mass_delete)
     get_run_logger().info(one_line("upsert", stats))
     return stats
+
+
+@task(name="plan", cache_policy=NONE)
+def plan(cfg: Config, root: str) -> dict[str, Any]:
+    """What an ingest would change now (a scratch workspace; nothing is written)."""
+    from tasks.plan import plan_ingest
+
+    result = plan_ingest(cfg, _art(root))
+    create_table_artifact(key="ingest-plan", table=[{"item": k, "value": str(v)} for k, v in result.items()],
+                          description="dry run: what an ingest would do")
+    get_run_logger().info("plan: " + ", ".join(f"{k}={v}" for k, v in result.items()))
+    return result
 
 
 @task(name="evaluate", cache_policy=NONE, timeout_seconds=3600)

@@ -110,7 +110,12 @@ class EmbedParams(_Section):
     requests_per_minute: float | None = Field(None, gt=0)
     tokens_per_minute: float | None = Field(None, gt=0)
     max_retries: int = Field(6, ge=0)
+    retry_initial_s: float = Field(0.5, gt=0, description="first backoff (exponential, jittered)")
+    retry_max_s: float = Field(30.0, gt=0, description="longest single backoff")
     timeout_s: float = Field(60.0, gt=0)
+    models_dir: str = Field(
+        "data/models", description="exported ONNX/OpenVINO models (git-ignored, per model hash)"
+    )
     concurrency: int = Field(2, ge=1, description="parallel requests / shards")
     # cache
     cache: bool = True
@@ -130,7 +135,10 @@ class DedupeParams(_Section):
     threshold: float = Field(0.95, gt=0, le=1.0, description="cosine similarity for near-duplicates")
     policy: DuplicatePolicy = DuplicatePolicy.link
     method: Literal["auto", "exact", "ivf"] = "auto"
-    exact_max_rows: int = Field(50_000, ge=1, description="above this, auto uses an IVF index")
+    exact_max_rows: int = Field(20_000, ge=1, description="above this, auto uses the IVF cell join")
+    ivf_nlist: int | None = Field(None, ge=1, description="IVF cells; default ~sqrt(ivf_nprobe * rows)")
+    ivf_nprobe: int = Field(6, ge=1, description="IVF cells each row is compared against")
+    block_rows: int = Field(4096, ge=64, description="query rows per range-search block")
     lexical: bool = Field(False, description="MinHash pass before embedding (skips versioned copies)")
     lexical_threshold: float = Field(0.9, gt=0, le=1.0)
 

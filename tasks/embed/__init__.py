@@ -8,6 +8,7 @@ Public API (nothing heavy is imported here: models and clients load on first use
     plan_shards / embed_shard / finalize_embed   the same stage split for a fan-out runner
     fingerprint_for(cfg)                      vector-set fingerprint without loading the model
     embed_query(params, text)                 a search query vector (query prompt applied)
+    plan_embed(cfg, art)                      texts/tokens still to embed (for `embedline plan`)
 """
 
 from tasks.embed.protocol import (
@@ -15,22 +16,52 @@ from tasks.embed.protocol import (
     EmbedError,
     EmbedInputError,
     EmbedResponseError,
+    EmbedTransientError,
     l2_normalize,
     truncate_dims,
     validate_vectors,
     with_prompt,
 )
-from tasks.embed.registry import PROVIDERS, clear_embedders, get_embedder
+from tasks.embed.registry import (
+    PROVIDERS,
+    REVISIONS,
+    clear_embedders,
+    get_embedder,
+    peek_embedder,
+    revision_for,
+)
+from tasks.embed.stage import (
+    Shard,
+    embed_query,
+    embed_shard,
+    finalize_embed,
+    fingerprint_for,
+    plan_embed,
+    plan_shards,
+    run_embed,
+)
 
 __all__ = [
     "PROVIDERS",
+    "REVISIONS",
     "EmbedError",
     "EmbedInputError",
     "EmbedResponseError",
+    "EmbedTransientError",
     "Embedder",
+    "Shard",
     "clear_embedders",
+    "embed_query",
+    "embed_shard",
+    "finalize_embed",
+    "fingerprint_for",
     "get_embedder",
     "l2_normalize",
+    "peek_embedder",
+    "plan_embed",
+    "plan_shards",
+    "revision_for",
+    "run_embed",
     "truncate_dims",
     "validate_vectors",
     "with_prompt",

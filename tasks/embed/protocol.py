@@ -16,10 +16,25 @@ class Embedder(Protocol):
     Matryoshka truncation (``embed.dimensions``) and L2 normalisation happen inside ``embed``.
     """
 
-    name: str  # "<provider>:<model>"
-    dims: int  # output width after any truncation
-    max_tokens: int  # the model window (special tokens included)
-    revision: str  # stable identity of the weights/config (local) or model + base_url (API)
+    @property
+    def name(self) -> str:
+        """``<provider>:<model>``."""
+        ...
+
+    @property
+    def dims(self) -> int:
+        """Output width after any truncation."""
+        ...
+
+    @property
+    def max_tokens(self) -> int:
+        """The model window (special tokens included)."""
+        ...
+
+    @property
+    def revision(self) -> str:
+        """Stable identity of the weights/config (local) or of model + base_url (API)."""
+        ...
 
     def embed(self, texts: list[str]) -> np.ndarray:
         """Vectors for ``texts`` in order: float32, shape (n, dims)."""
@@ -28,6 +43,11 @@ class Embedder(Protocol):
 
 class EmbedError(RuntimeError):
     """An embedding failed for a reason retrying will not fix (bad input, auth, bad response)."""
+
+
+class EmbedTransientError(EmbedError):
+    """Transient failures (429/5xx/timeouts) outlasted ``embed.max_retries``: a later whole-task
+    retry (Prefect's) may succeed; everything already embedded is in the cache."""
 
 
 class EmbedInputError(EmbedError, ValueError):

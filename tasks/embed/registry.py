@@ -38,6 +38,39 @@ PROVIDERS: dict[str, Callable[[EmbedParams], Embedder]] = {
     "fake": _fake,
 }
 
+
+def _fake_revision(params: EmbedParams) -> str:
+    from tasks.embed.providers.fake import revision_for
+
+    return revision_for(params)
+
+
+def _st_revision(params: EmbedParams) -> str:
+    from tasks.embed.providers.sentence_transformers import revision_for
+
+    return revision_for(params)
+
+
+def _openai_revision(params: EmbedParams) -> str:
+    from tasks.embed.providers.openai import revision_for
+
+    return revision_for(params)
+
+
+# How to name a model's exact weights WITHOUT building the embedder (no model load, no API key):
+# the cache namespace and the fingerprint need it even when every vector is already cached.
+REVISIONS: dict[str, Callable[[EmbedParams], str]] = {
+    "sentence-transformers": _st_revision,
+    "openai": _openai_revision,
+    "fake": _fake_revision,
+}
+
+
+def revision_for(params: EmbedParams) -> str:
+    """The model revision for ``params`` (hash of local weights, or model@endpoint for APIs)."""
+    fn = REVISIONS.get(params.provider)
+    return fn(params) if fn is not None else f"{params.provider}:{params.model}@{params.revision}"
+
 # Params that do not change the embedder object (cache location, sharding) are not part of its key.
 _NOT_EMBEDDER_FIELDS = {"cache", "cache_path", "shard_rows", "concurrency"}
 
@@ -69,6 +102,11 @@ def get_embedder(params: EmbedParams) -> Embedder:
             inst = factory(params)
             _instances[key] = inst
         return inst
+
+
+def peek_embedder(params: EmbedParams) -> Embedder | None:
+    """The cached embedder for ``params`` if one was built in this process (never builds one)."""
+    return _instances.get(embedder_key(params))
 
 
 def clear_embedders() -> None:

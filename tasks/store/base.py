@@ -137,6 +137,10 @@ class VectorStore(Protocol):
         """Point ``alias`` at ``collection`` atomically (readers see the old or the new one)."""
         ...
 
+    def delete_alias(self, alias: str) -> None:
+        """Remove ``alias`` (its collection stays); no-op if it does not exist."""
+        ...
+
     def close(self) -> None: ...
 
 

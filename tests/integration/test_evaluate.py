@@ -101,6 +101,7 @@ def test_run_evaluate_reports_sane_metrics_and_writes_plots(project: Path) -> No
     assert m["bm25_ndcg@10"] > 0.7 and m["wholedoc_ndcg@10"] > 0.7
     assert m["recall@1"] <= m["recall@5"] <= m["recall@10"]
     assert m["unknown_relevant_docs"] == 0
+    assert {"dense_seconds", "bm25_seconds", "wholedoc_seconds"} <= set(m)
     # bread_copy.txt is an exact copy of bread.txt: at least its chunk is a duplicate
     assert m["duplicate_rate"] is not None and 0 < m["duplicate_rate"] < 0.5
     assert m["silhouette"] is not None and -1.0 <= m["silhouette"] <= 1.0

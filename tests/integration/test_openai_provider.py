@@ -17,6 +17,7 @@ from tasks.embed import (
     EmbedError,
     EmbedInputError,
     EmbedResponseError,
+    EmbedTransientError,
     clear_embedders,
     get_embedder,
     run_embed,
@@ -197,7 +198,7 @@ def test_transient_failures_are_retried(server: OpenAIFakeServer, fault: Fault) 
 
 def test_retries_are_bounded(server: OpenAIFakeServer) -> None:
     server.script = [Fault("500")] * 10
-    with pytest.raises(EmbedError, match="gave up after 3 attempts"):
+    with pytest.raises(EmbedTransientError, match="gave up after 3 attempts"):
         get_embedder(params(server, max_retries=2)).embed(TEXTS[:2])
     assert len(server.records) == 3
 
@@ -251,3 +252,12 @@ def test_bad_responses_are_rejected_and_not_cached(server: OpenAIFakeServer, tmp
     with EmbeddingCache(cache_path(cfg, art)) as cache:
         assert cache.count() == 0
     assert not art.vectors.exists()
+
+
+def test_429_without_hint_backs_off_every_caller(server: OpenAIFakeServer) -> None:
+    server.script = [Fault("429")]
+    emb = get_embedder(params(server, retry_initial_s=0.3, retry_max_s=0.3))
+    emb.embed(TEXTS[:2])
+    assert [r.status for r in server.records] == [429, 200]
+    assert server.records[1].t - server.records[0].t >= 0.25
+    assert emb.limiter.waited_s >= 0.25  # type: ignore[attr-defined]

@@ -197,3 +197,31 @@ def test_delete_alias(store: VectorStore) -> None:
     store.delete_alias(alias)  # idempotent
     assert store.get_alias(alias) is None and name in store.list_collections()
     store.drop_collection(name)
+
+
+def test_edge_collection_locked_by_another_process_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import sys
+
+    from tasks.store import edge
+
+    params = QdrantParams.model_validate({"backend": "edge", "path": str(tmp_path / "q")})
+    s = open_store(params, tmp_path)
+    s.ensure(_spec("held"))
+    close_stores()
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from tasks.config import QdrantParams; from tasks.store import open_store; "
+         f"s = open_store(QdrantParams.model_validate({{'path': {str(tmp_path / 'q')!r}}})); s.count('held'); "
+         "print('ready', flush=True); time.sleep(60)"],
+        cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        monkeypatch.setattr(edge, "LOCK_WAIT_S", 0.5)
+        with pytest.raises(StoreError, match="another process"):
+            open_store(params, tmp_path).count("held")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert open_store(params, tmp_path).count("held") == 0  # released with the process

@@ -4,16 +4,25 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tasks.config import EmbedParams
-from tasks.embed import EmbedInputError, Embedder, clear_embedders, get_embedder, l2_normalize, truncate_dims
+from tasks.embed import (
+    Embedder,
+    EmbedInputError,
+    clear_embedders,
+    get_embedder,
+    l2_normalize,
+    truncate_dims,
+)
 from tasks.embed.providers.fake import FakeEmbedder
 
 pytestmark = pytest.mark.unit
 
+ROOT = Path(__file__).resolve().parents[2]
 FAKE = EmbedParams.model_validate({"provider": "fake"})
 
 
@@ -53,7 +62,7 @@ def test_deterministic_across_processes() -> None:
         "sys.stdout.write(v.tobytes().hex())"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={"PYTHONHASHSEED": "123", "PATH": ""}, cwd=".")
+                         env={"PYTHONHASHSEED": "123", "PATH": ""}, cwd=ROOT)
     assert bytes.fromhex(out.stdout) == here.tobytes()
 
 
@@ -72,7 +81,7 @@ def test_registry_caches_one_instance_per_config() -> None:
 
 def test_importing_the_package_loads_no_model() -> None:
     code = "import sys, tasks.embed; print('torch' in sys.modules, 'openai' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.split() == ["False", "False"]
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
-from email.utils import format_datetime
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import pytest
 
@@ -159,3 +159,26 @@ def test_shared_limiter_is_one_per_endpoint_and_model(monkeypatch: pytest.Monkey
     assert b.prefect_limit == prefect_limit_name("openai", "text-embedding-3-small")
     assert b.prefect_limit == "embed-openai-text-embedding-3-small"
     clear_limiters()
+
+
+def test_prefect_layer_called_per_request_and_switched_off_after_a_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import prefect.concurrency.sync as sync
+
+    from tasks.embed import ratelimit
+
+    calls: list[tuple[str, int, bool]] = []
+
+    def fake_rate_limit(names: str, occupy: int = 1, strict: bool = False, **_: object) -> None:
+        calls.append((names, occupy, strict))
+        if len(calls) == 2:
+            raise ConnectionError("server down")
+
+    monkeypatch.setattr(sync, "rate_limit", fake_rate_limit)
+    ratelimit.reset_prefect_layer()
+    lim = RateLimiter(requests_per_minute=6000, prefect_limit="embed-openai-m")
+    for _ in range(4):
+        lim.acquire()
+    assert calls == [("embed-openai-m", 1, False)] * 2  # the failure switched the layer off
+    ratelimit.reset_prefect_layer()

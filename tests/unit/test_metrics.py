@@ -24,6 +24,7 @@ from tasks.evaluation.metrics import (
     recall_at_k,
     recall_curve,
 )
+from tasks.evaluation.retrieval import EvalDoc
 
 pytestmark = pytest.mark.unit
 
@@ -189,9 +190,9 @@ def test_missing_dataset_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_bm25_ranks_matching_documents_first() -> None:
     docs = [
-        ("astronomy/black_holes.md", "Black holes\n\nA black hole bends light near the event horizon."),
-        ("cooking/bread.md", "Bread\n\nYeast makes bread dough rise."),
-        ("astronomy/moon.md", "The Moon\n\nThe moon has craters and no atmosphere."),
+        EvalDoc("astronomy/black_holes.md", "Black holes", "A black hole bends light near the event horizon.", None),
+        EvalDoc("cooking/bread.md", "Bread", "Yeast makes dough rise.", None),
+        EvalDoc("astronomy/moon.md", "The Moon", "The moon has craters and no atmosphere.", None),
     ]
     bm25 = BM25Retriever(docs)
     run = bm25.search({"q": "how does yeast make bread rise", "empty": "the of and"}, k=10)

@@ -38,6 +38,10 @@ def _features(text: str) -> Counter[str]:
     return feats
 
 
+def revision_for(params: EmbedParams) -> str:
+    return f"fake-hash-v1-{int(params.dimensions or DEFAULT_DIMS)}"
+
+
 class FakeEmbedder:
     """Feature-hashed bag of words + character trigrams (see module docstring)."""
 
@@ -45,7 +49,7 @@ class FakeEmbedder:
         self.dims = int(params.dimensions or DEFAULT_DIMS)
         self.name = f"fake:{params.model}"
         self.max_tokens = int(params.max_seq_tokens or 256)
-        self.revision = f"fake-hash-v1-{self.dims}"
+        self.revision = revision_for(params)
         self.calls = 0  # embed() invocations (tests assert on cache behaviour with it)
         self.texts_seen = 0
 
@@ -64,3 +68,6 @@ class FakeEmbedder:
         if not texts:
             return np.zeros((0, self.dims), dtype=np.float32)
         return l2_normalize(np.stack([self.vector(t) for t in texts]))
+
+    def info(self) -> dict[str, object]:
+        return {"model_path": "fake", "calls": self.calls, "texts_seen": self.texts_seen}

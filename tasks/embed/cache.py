@@ -1,0 +1,171 @@
+"""Content-addressed embedding cache: one SQLite file (WAL mode), safe under concurrent writers.
+
+Key = (namespace, text_hash). The namespace is a hash of everything that decides a vector's value
+besides the text: provider, model, model revision, backend, precision, prompt, dimensions and
+normalisation (:func:`namespace_for`). Vectors are float32 blobs. Every ``put_many`` is one short
+transaction, so batches are durable as soon as they finish: a crash or Ctrl-C mid-embed resumes
+without paying again. Many processes may read and write at once (WAL + ``busy_timeout``);
+``INSERT OR IGNORE`` keeps the first writer's vector for a key, so concurrent duplicates agree.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tasks.config import EmbedParams, stable_hash
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS vectors (
+    ns TEXT NOT NULL,
+    text_hash TEXT NOT NULL,
+    dims INTEGER NOT NULL,
+    vec BLOB NOT NULL,
+    PRIMARY KEY (ns, text_hash)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS namespaces (
+    ns TEXT PRIMARY KEY,
+    spec TEXT NOT NULL
+);
+"""
+_IN_CHUNK = 500  # stay well below SQLite's host-parameter limit
+
+
+def namespace_spec(params: EmbedParams, revision: str) -> dict[str, Any]:
+    return {
+        "provider": params.provider,
+        "model": params.model,
+        "revision": revision,
+        "backend": params.backend,
+        "precision": params.precision,
+        "prompt": params.passage_prompt,
+        "dimensions": params.dimensions,
+        "normalize": params.normalize,
+    }
+
+
+def namespace_for(params: EmbedParams, revision: str) -> str:
+    """Cache namespace of passage vectors made with ``params`` by a model at ``revision``."""
+    return stable_hash(namespace_spec(params, revision))[:32]
+
+
+class EmbeddingCache:
+    """SQLite-backed vector store keyed by (namespace, text hash). One connection per thread."""
+
+    def __init__(self, path: str | Path, busy_timeout_ms: int = 60_000):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.busy_timeout_ms = busy_timeout_ms
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+        self.writes = 0
+        with self._conn() as c:
+            c.executescript(_SCHEMA)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self.busy_timeout_ms / 1000,
+                isolation_level=None,
+                check_same_thread=False,  # each thread still uses only its own connection
+            )
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+            with self._lock:
+                self._conns.append(conn)
+        return conn
+
+    def register(self, ns: str, spec: dict[str, Any]) -> None:
+        """Record what a namespace means (for humans inspecting the file)."""
+        import json
+
+        c = self._conn()
+        c.execute(
+            "INSERT OR IGNORE INTO namespaces (ns, spec) VALUES (?, ?)",
+            (ns, json.dumps(spec, sort_keys=True)),
+        )
+
+    def get_many(self, ns: str, hashes: Sequence[str], *, count: bool = True) -> dict[str, np.ndarray]:
+        """Cached vectors for ``hashes`` (missing ones absent). Updates hit/miss counts."""
+        out: dict[str, np.ndarray] = {}
+        wanted = list(dict.fromkeys(hashes))
+        c = self._conn()
+        for i in range(0, len(wanted), _IN_CHUNK):
+            part = wanted[i : i + _IN_CHUNK]
+            marks = ",".join("?" * len(part))
+            rows = c.execute(
+                f"SELECT text_hash, vec FROM vectors WHERE ns = ? AND text_hash IN ({marks})",
+                (ns, *part),
+            ).fetchall()
+            for h, blob in rows:
+                out[h] = np.frombuffer(blob, dtype=np.float32)
+        if count:
+            with self._lock:
+                self.hits += len(out)
+                self.misses += len(wanted) - len(out)
+        return out
+
+    def missing(self, ns: str, hashes: Sequence[str]) -> list[str]:
+        """Hashes (unique, in order) with no cached vector; does not touch hit/miss counts."""
+        have = self.get_many(ns, hashes, count=False)
+        return [h for h in dict.fromkeys(hashes) if h not in have]
+
+    def put_many(self, ns: str, items: Iterable[tuple[str, np.ndarray]]) -> int:
+        """Store vectors in one short transaction (first writer wins on a duplicate key)."""
+        rows = []
+        for h, v in items:
+            arr = np.ascontiguousarray(v, dtype=np.float32)
+            rows.append((ns, h, int(arr.shape[0]), arr.tobytes()))
+        if not rows:
+            return 0
+        c = self._conn()
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            c.executemany(
+                "INSERT OR IGNORE INTO vectors (ns, text_hash, dims, vec) VALUES (?, ?, ?, ?)", rows
+            )
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        with self._lock:
+            self.writes += len(rows)
+        return len(rows)
+
+    def count(self, ns: str | None = None) -> int:
+        c = self._conn()
+        if ns is None:
+            return int(c.execute("SELECT COUNT(*) FROM vectors").fetchone()[0])
+        return int(c.execute("SELECT COUNT(*) FROM vectors WHERE ns = ?", (ns,)).fetchone()[0])
+
+    def dims(self, ns: str) -> int | None:
+        row = self._conn().execute("SELECT dims FROM vectors WHERE ns = ? LIMIT 1", (ns,)).fetchone()
+        return int(row[0]) if row else None
+
+    def stats(self) -> dict[str, int]:
+        return {"cache_hits": self.hits, "cache_misses": self.misses, "cache_writes": self.writes}
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._conns:
+                conn.close()
+            self._conns.clear()
+        self._local = threading.local()
+
+    def __enter__(self) -> EmbeddingCache:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()

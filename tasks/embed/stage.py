@@ -1,0 +1,322 @@
+"""The embed stage: chunks.parquet -> (cache) -> vectors.npy + manifest.json.
+
+``run_embed`` = :func:`plan_shards` + :func:`embed_shard` for each shard + :func:`finalize_embed`;
+a fan-out runner (Prefect threads or Dask) calls the three itself. Properties:
+
+* **Pay once per text.** Only unique ``text_hash`` values are embedded (exact duplicates once), and
+  only those the cache does not hold. Every unique text is *owned* by the shard of its first
+  occurrence, so shards never embed the same text twice and the batches (hence the bits of every
+  vector) are the same whether shards run one after another or in parallel.
+* **Resumable.** Each finished batch is committed to the cache; a crashed run re-run pays only for
+  what was not committed.
+* **Memory bounded.** Shards read only their row groups; ``vectors.npy`` is written through
+  ``np.lib.format.open_memmap`` in row batches, then moved into place atomically.
+* **Checked.** Empty texts are a clear error naming the chunk; vectors with the wrong shape, NaN or
+  all zeros are refused before they reach the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.compute as pc
+
+from tasks.artifacts import Artifacts
+from tasks.config import Config, EmbedParams
+from tasks.embed.batching import fixed_groups
+from tasks.embed.cache import EmbeddingCache, namespace_for, namespace_spec
+from tasks.embed.manifest import STAT_KEYS, aggregate_shards, build_manifest
+from tasks.embed.protocol import EmbedError, EmbedInputError, validate_vectors, with_prompt
+from tasks.embed.registry import get_embedder, revision_for
+from tasks.embed.rows import ChunkRows
+from tasks.records import write_json
+
+Progress = Callable[[int, int], None]
+GROUP_BATCHES = 8  # local models: texts per cache commit = batch_size * GROUP_BATCHES
+_COLS = ["chunk_id", "source", "text_hash", "embed_text"]
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Rows ``[row_start, row_stop)`` of chunks.parquet, embedded as one unit of the fan-out."""
+
+    index: int
+    row_start: int
+    row_stop: int
+
+
+# ---- shared helpers --------------------------------------------------------------------------------
+def fingerprint_for(cfg: Config) -> str:
+    """The vector-set fingerprint (hashes model files at most; loads no weights)."""
+    return cfg.fingerprint(model_revision=revision_for(cfg.embed))
+
+
+def cache_path(cfg: Config, art: Artifacts) -> Path:
+    """The cache file; with ``embed.cache=false`` a per-run file, deleted after a successful run."""
+    path = art.resolve(cfg.embed.cache_path)
+    return path if cfg.embed.cache else path.with_name("run-" + path.name)
+
+
+def _namespace(params: EmbedParams) -> tuple[str, str]:
+    revision = revision_for(params)
+    return namespace_for(params, revision), revision
+
+
+def embed_query(cfg_embed: EmbedParams, text: str) -> np.ndarray:
+    """The vector of a search query: query prompt, dimensions and normalisation applied."""
+    if not text.strip():
+        raise EmbedInputError("empty query")
+    emb = get_embedder(cfg_embed)
+    vec = emb.embed(with_prompt([text], cfg_embed.query_prompt))
+    return validate_vectors(vec, 1, None, emb.name)[0]
+
+
+# ---- plan ------------------------------------------------------------------------------------------
+def plan_shards(cfg: Config, art: Artifacts) -> list[Shard]:
+    """Deterministic row ranges of ``embed.shard_rows`` chunks each."""
+    n = ChunkRows(art.chunks).num_rows
+    size = cfg.embed.shard_rows
+    return [Shard(i, start, min(start + size, n)) for i, start in enumerate(range(0, n, size))]
+
+
+def plan_embed(cfg: Config, art: Artifacts) -> dict[str, Any]:
+    """What embedding would cost now, without embedding: rows, unique texts, uncached texts and
+    their tokens (the token count uses the provider's tokenizer; no model weights are loaded)."""
+    from tasks.tokenize import load_token_counter
+
+    rows = ChunkRows(art.chunks)
+    ns, _ = _namespace(cfg.embed)
+    path = cache_path(cfg, art)
+    seen: set[str] = set()
+    todo = tokens = 0
+    counter = load_token_counter(cfg.embed)
+    cache = EmbeddingCache(path) if path.exists() else None
+    try:
+        for batch in rows.iter_batches(["text_hash", "embed_text"]):
+            hashes = batch.column(0).to_pylist()
+            texts = batch.column(1).to_pylist()
+            fresh = {h: t for h, t in zip(hashes, texts, strict=True) if h not in seen}
+            seen.update(fresh)
+            missing = cache.missing(ns, list(fresh)) if cache else list(fresh)
+            todo += len(missing)
+            prompt = cfg.embed.passage_prompt
+            tokens += sum(counter.count(prompt + fresh[h]) + counter.special_tokens for h in missing)
+    finally:
+        if cache:
+            cache.close()
+    return {"rows": rows.num_rows, "unique_texts": len(seen), "texts_to_embed": todo, "tokens_to_embed": tokens}
+
+
+# ---- one shard -------------------------------------------------------------------------------------
+def _owned_texts(rows: ChunkRows, shard: Shard) -> dict[str, str]:
+    """text_hash -> embed_text for texts whose first occurrence lies in this shard."""
+    table = rows.read(shard.row_start, shard.row_stop, _COLS)
+    hashes = table.column("text_hash")
+    if shard.row_start > 0:
+        before = rows.read(0, shard.row_start, ["text_hash"]).column("text_hash")
+        earlier = pc.is_in(hashes, value_set=before.combine_chunks()).to_pylist()
+    else:
+        earlier = [False] * table.num_rows
+    owned: dict[str, str] = {}
+    for i, (h, text, seen) in enumerate(
+        zip(hashes.to_pylist(), table.column("embed_text").to_pylist(), earlier, strict=True)
+    ):
+        if seen or h in owned:
+            continue
+        if not text or not text.strip():
+            chunk = table.column("chunk_id")[i].as_py()
+            source = table.column("source")[i].as_py()
+            raise EmbedInputError(
+                f"{source}: chunk {chunk} (row {shard.row_start + i}) has an empty embed_text; "
+                "empty texts are never embedded (fix the chunker or the input)"
+            )
+        owned[h] = text
+    return owned
+
+
+def embed_shard(
+    cfg: Config, art: Artifacts, shard: Shard, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Embed the uncached texts first seen in ``shard`` into the cache. Writes nothing else."""
+    t0 = time.time()
+    params = cfg.embed
+    rows = ChunkRows(art.chunks)
+    owned = _owned_texts(rows, shard)
+    ns, revision = _namespace(params)
+    embedded = 0
+    with EmbeddingCache(cache_path(cfg, art)) as cache:
+        cache.register(ns, namespace_spec(params, revision))
+        cached = cache.get_many(ns, list(owned))
+        todo = [h for h in owned if h not in cached]
+        if todo:
+            report = (lambda done: progress(done, rows.num_rows)) if progress else None
+            embedded = _embed_into_cache(params, cache, ns, todo, owned, shard, report)
+    if progress:
+        progress(shard.row_stop, rows.num_rows)
+    return {
+        "shard": shard.index,
+        "rows": shard.row_stop - shard.row_start,
+        "unique_texts": len(owned),
+        "cache_hits": len(owned) - len(todo),
+        "cache_misses": len(todo),
+        "texts_embedded": embedded,
+        "started_at": t0,
+        "seconds": round(time.time() - t0, 3),
+    }
+
+
+def _embed_into_cache(
+    params: EmbedParams,
+    cache: EmbeddingCache,
+    ns: str,
+    todo: list[str],
+    owned: dict[str, str],
+    shard: Shard,
+    progress: Callable[[int], None] | None,
+) -> int:
+    emb = get_embedder(params)
+    texts = with_prompt([owned[h] for h in todo], params.passage_prompt)
+    planner = getattr(emb, "plan_groups", None)
+    groups = planner(texts) if callable(planner) else fixed_groups(len(texts), params.batch_size * GROUP_BATCHES)
+    workers = max(1, int(getattr(emb, "concurrency", 1)))
+    width = cache.dims(ns)
+    done = 0
+
+    def run(group: list[int]) -> tuple[list[int], np.ndarray]:
+        vecs = validate_vectors(emb.embed([texts[i] for i in group]), len(group), width, emb.name)
+        return group, vecs
+
+    def commit(group: list[int], vecs: np.ndarray) -> None:
+        nonlocal done, width
+        width = width or int(vecs.shape[1])
+        cache.put_many(ns, ((todo[i], vecs[j]) for j, i in enumerate(group)))
+        done += len(group)
+        if progress:
+            span = shard.row_stop - shard.row_start
+            progress(shard.row_start + (span * done) // len(todo))
+
+    if workers == 1 or len(groups) == 1:
+        for g in groups:
+            commit(*run(g))
+    else:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="embed") as pool:
+            futures = [pool.submit(run, g) for g in groups]
+            try:
+                for fut in as_completed(futures):
+                    commit(*fut.result())  # the main thread owns this cache connection
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise
+    return done
+
+
+# ---- finalize --------------------------------------------------------------------------------------
+def finalize_embed(
+    cfg: Config,
+    art: Artifacts,
+    shard_stats: list[dict[str, Any]] | None = None,
+    *,
+    started_at: float | None = None,
+) -> dict[str, Any]:
+    """Assemble vectors.npy (row-aligned with chunks.parquet) and manifest.json from the cache.
+
+    ``shard_stats`` (what :func:`embed_shard` returned) feed the hit/miss counts and timings.
+    """
+    t0 = time.time()
+    params = cfg.embed
+    rows = ChunkRows(art.chunks)
+    n = rows.num_rows
+    ns, revision = _namespace(params)
+    path = cache_path(cfg, art)
+    art.vectors.parent.mkdir(parents=True, exist_ok=True)
+    tmp = art.vectors.with_name(art.vectors.stem + ".tmp.npy")
+    corpus = hashlib.sha256()
+    unique: set[str] = set()
+    with EmbeddingCache(path) as cache:
+        dims = cache.dims(ns) if n else None
+        if dims is None:
+            if n:
+                raise EmbedError(f"no cached vectors for this model/params in {path}: run embed_shard first")
+            dims = int(get_embedder(params).dims)
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dims))
+        row = 0
+        for batch in rows.iter_batches(["chunk_id", "source", "text_hash"]):
+            hashes = batch.column(2).to_pylist()
+            for h in hashes:
+                corpus.update(h.encode() + b"\n")
+            unique.update(hashes)
+            found = cache.get_many(ns, hashes, count=False)
+            missing = [i for i, h in enumerate(hashes) if h not in found]
+            if missing:
+                i = missing[0]
+                raise EmbedError(
+                    f"{len(missing)} chunk(s) have no cached vector, e.g. {batch.column(0)[i].as_py()} "
+                    f"from {batch.column(1)[i].as_py()}: embed every shard before finalize_embed"
+                )
+            if hashes:
+                out[row : row + len(hashes)] = np.stack([found[h] for h in hashes])
+            row += len(hashes)
+        out.flush()
+        del out
+    os.replace(tmp, art.vectors)
+    if not cfg.embed.cache:
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+
+    stats = aggregate_shards(shard_stats or [], len(unique))
+    begin = started_at or min((s.get("started_at", t0) for s in shard_stats or []), default=t0)
+    seconds = round(time.time() - begin, 3)
+    manifest = build_manifest(cfg, art, revision, dims, n, len(unique), corpus.hexdigest(), stats, seconds)
+    write_json(art.manifest, manifest)
+    return {k: manifest[k] for k in STAT_KEYS}
+
+
+# ---- the whole stage -------------------------------------------------------------------------------
+def run_embed(cfg: Config, art: Artifacts, progress: Progress | None = None) -> dict[str, Any]:
+    """Embed every chunk (via the cache) and write vectors.npy + manifest.json; returns flat stats."""
+    t0 = time.time()
+    shards = plan_shards(cfg, art)
+    total = shards[-1].row_stop if shards else 0
+    bar = None
+    if progress is None and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="chunk", desc="embed", file=sys.stderr, leave=False)
+
+    def report(done: int, _of: int) -> None:
+        if progress:
+            progress(done, total)
+        if bar is not None:
+            bar.update(done - bar.n)
+
+    try:
+        stats = [embed_shard(cfg, art, s, report) for s in shards]
+    finally:
+        if bar is not None:
+            bar.close()
+    result = finalize_embed(cfg, art, stats, started_at=t0)
+    result["shards"] = len(shards)
+    return result
+
+
+__all__ = [
+    "Shard",
+    "cache_path",
+    "embed_query",
+    "embed_shard",
+    "finalize_embed",
+    "fingerprint_for",
+    "plan_embed",
+    "plan_shards",
+    "run_embed",
+]

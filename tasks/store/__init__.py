@@ -1,0 +1,114 @@
+"""Vector stores behind one interface, picked by ``qdrant.backend``.
+
+Public API::
+
+    open_store(params: QdrantParams, root: Path = Path(".")) -> VectorStore
+    STORES                       registry: backend name -> factory(params, root)
+    VectorStore, VectorSetSpec, PointRecord, Hit, PayloadFilter
+    StoreError, CollectionNotFoundError, VectorSetMismatchError
+    close_stores()               close every client/shard this process opened (tests, shutdown)
+
+Backends: ``edge`` (default; Qdrant Edge embedded, :mod:`tasks.store.edge`), ``local``
+(qdrant-client local mode) and ``server`` (qdrant-client against ``qdrant.url``); the last two share
+:class:`tasks.store.qdrant.QdrantClientStore`. Nothing heavy is imported until a store is used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from tasks.config import QdrantParams
+from tasks.store.base import (
+    CollectionNotFoundError,
+    Hit,
+    PayloadFilter,
+    PointRecord,
+    StoreError,
+    VectorSetMismatchError,
+    VectorSetSpec,
+    VectorStore,
+)
+
+StoreFactory = Callable[[QdrantParams, Path], VectorStore]
+
+
+def _edge(params: QdrantParams, root: Path) -> VectorStore:
+    from tasks.store.edge import EdgeStore
+
+    return EdgeStore(_path(params, root))
+
+
+def _local(params: QdrantParams, root: Path) -> VectorStore:
+    from tasks.store.qdrant import local_store
+
+    return local_store(_path(params, root), max_retries=0)
+
+
+def _server(params: QdrantParams, root: Path) -> VectorStore:
+    from tasks.store.qdrant import server_store
+
+    if not params.url:
+        raise StoreError("qdrant.backend=server needs qdrant.url (e.g. http://localhost:6333)")
+    return server_store(
+        params.url,
+        api_key_env=params.api_key_env,
+        prefer_grpc=params.prefer_grpc,
+        parallel=params.parallel,
+        max_retries=params.max_retries,
+    )
+
+
+def _path(params: QdrantParams, root: Path) -> Path:
+    p = Path(params.path)
+    return p if p.is_absolute() else root / p
+
+
+STORES: dict[str, StoreFactory] = {"edge": _edge, "local": _local, "server": _server}
+
+
+def open_store(params: QdrantParams, root: Path | str = Path(".")) -> VectorStore:
+    """The store for ``params`` (cheap: clients and shards open on first use, once per process)."""
+    try:
+        factory = STORES[params.backend]
+    except KeyError:
+        raise StoreError(
+            f"unknown qdrant.backend {params.backend!r}; valid: {', '.join(sorted(STORES))}"
+        ) from None
+    return factory(params, Path(root))
+
+
+def close_stores() -> None:
+    """Close every shard and client opened by this process."""
+    import sys
+
+    edge = sys.modules.get("tasks.store.edge")
+    if edge is not None:
+        with edge._shards_lock:
+            for d in list(edge._shards):
+                shard = edge._shards.pop(d)
+                shard.flush()
+                shard.close()
+    qd = sys.modules.get("tasks.store.qdrant")
+    if qd is not None:
+        with qd._clients_lock:
+            clients = list(qd._clients.values())
+            qd._clients.clear()
+        for c in clients:
+            c.close()
+
+
+__all__ = [
+    "STORES",
+    "CollectionNotFoundError",
+    "Hit",
+    "PayloadFilter",
+    "PointRecord",
+    "StoreError",
+    "StoreFactory",
+    "VectorSetMismatchError",
+    "VectorSetSpec",
+    "VectorStore",
+    "close_stores",
+    "open_store",
+]

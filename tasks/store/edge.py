@@ -1,0 +1,382 @@
+"""Qdrant Edge (``qdrant-edge-py``): Qdrant's own engine, embedded in-process. The default backend.
+
+Layout under ``qdrant.path``::
+
+    collections/<name>/shard/            one EdgeShard per physical collection
+    collections/<name>/vector_set.json   its VectorSetSpec (dims, distance, metadata)
+    aliases.json                         {"alias": "collection"}: replaced atomically (os.replace)
+    .lock                                fcntl lock serialising alias/collection changes
+
+Edge has no server-side aliases, so an alias is a pointer in ``aliases.json``; a swap writes a new
+file and ``os.replace``-s it, so a reader sees either the old or the new target, never a mix.
+
+Indexing: Edge builds HNSW only when :meth:`EdgeStore.optimize` is called (``EdgeShard.optimize``,
+~60 s per 100 k × 384-d). :func:`tasks.upsert.run_upsert` calls it after a sync that changed
+points. Searches use exact (brute force, ~9 ms at 100 k) while a collection has at most
+``EXACT_SEARCH_MAX`` points or is not fully indexed, HNSW (``hnsw_ef``) otherwise.
+
+Shards are opened lazily, once per process, and shared by every EdgeStore on the same path. Edge
+locks a shard to one process (its WAL): a second process waits up to ``EMBEDLINE_EDGE_LOCK_WAIT_S``
+(30 s) for it, then fails with a clear error; concurrent readers and writers need a server.
+Durability: the shard's write-ahead log is on, so an update acknowledged before a crash (SIGKILL)
+is replayed when the shard is loaded again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tasks.store.base import (
+    CollectionNotFoundError,
+    Hit,
+    PayloadFields,
+    PayloadFilter,
+    PointRecord,
+    StoreError,
+    VectorSetSpec,
+    as_vector,
+    check_compatible,
+)
+
+EXACT_SEARCH_MAX = 20_000
+LOCK_WAIT_S = float(os.environ.get("EMBEDLINE_EDGE_LOCK_WAIT_S", "30"))
+HNSW_EF = 128
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
+
+_shards: dict[Path, Any] = {}  # shard dir -> EdgeShard (process-wide)
+_shards_lock = threading.RLock()
+
+
+def _edge() -> Any:
+    import qdrant_edge
+
+    return qdrant_edge
+
+
+def _check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise StoreError(f"invalid collection/alias name {name!r}: use letters, digits, '.', '_' or '-'")
+    return name
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        json.dump(obj, fh, indent=2, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class EdgeStore:
+    backend = "edge"
+    max_parallel = 1  # in-process engine: parallel upload streams buy nothing
+
+    def __init__(self, path: str | Path):
+        self.root = Path(path).resolve()
+        self.collections_dir = self.root / "collections"
+
+    # ---- layout helpers ----------------------------------------------------------------------
+    def _dir(self, name: str) -> Path:
+        return self.collections_dir / _check_name(name)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / ".lock").open("a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _resolve(self, name: str) -> str:
+        target = self.list_aliases().get(name)
+        return target if target is not None else name
+
+    def _shard(self, name: str, *, create_spec: VectorSetSpec | None = None) -> Any:
+        name = self._resolve(name)
+        shard_dir = self._dir(name) / "shard"
+        with _shards_lock:
+            shard = _shards.get(shard_dir)
+            if shard is not None:
+                return shard
+            qe = _edge()
+            if (shard_dir / "edge_config.json").exists():
+                shard = _load_locked(qe, shard_dir, name)
+            elif create_spec is not None:
+                shutil.rmtree(shard_dir, ignore_errors=True)  # a create that crashed half-way
+                shard = qe.EdgeShard.create(str(shard_dir), self._edge_config(create_spec))
+            else:
+                raise CollectionNotFoundError(name)
+            _shards[shard_dir] = shard
+            return shard
+
+    @staticmethod
+    def _edge_config(spec: VectorSetSpec) -> Any:
+        qe = _edge()
+        quant = {
+            "none": None,
+            "scalar": lambda: qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, always_ram=True),
+            "binary": lambda: qe.BinaryQuantizationConfig(always_ram=True),
+        }[spec.quantization]
+        memory = qe.Memory.Cold if spec.on_disk else qe.Memory.Cached
+        return qe.EdgeConfig(
+            vectors=qe.EdgeVectorParams(
+                size=spec.dims,
+                distance=getattr(qe.Distance, spec.distance),
+                memory=memory,
+                quantization_config=quant() if quant else None,
+            ),
+            hnsw_config=qe.HnswIndexConfig(m=spec.hnsw_m, ef_construct=100, full_scan_threshold=10_000),
+            payload_memory=qe.Memory.Cold if spec.on_disk else qe.Memory.Cached,
+        )
+
+    # ---- collections -------------------------------------------------------------------------
+    def ensure(self, vector_set: VectorSetSpec) -> bool:
+        name = _check_name(vector_set.name)
+        if name in self.list_aliases():
+            raise StoreError(f"{name!r} is an alias; a physical collection cannot have its name")
+        with self._locked():
+            existing = self.describe(name)
+            if existing is not None:
+                check_compatible(existing, vector_set)
+                self._shard(name, create_spec=existing)
+                return False
+            d = self._dir(name)
+            d.mkdir(parents=True, exist_ok=True)
+            meta = {
+                "name": name,
+                "dims": vector_set.dims,
+                "distance": vector_set.distance,
+                "on_disk": vector_set.on_disk,
+                "quantization": vector_set.quantization,
+                "payload_indexes": list(vector_set.payload_indexes),
+                "hnsw_m": vector_set.hnsw_m,
+                "metadata": dict(vector_set.metadata),
+            }
+            _write_json_atomic(d / "vector_set.json", meta)
+            shard = self._shard(name, create_spec=vector_set)
+            qe = _edge()
+            for field_name in vector_set.payload_indexes:
+                shard.update(qe.UpdateOperation.create_field_index(field_name, qe.PayloadSchemaType.Keyword))
+            shard.flush()
+            return True
+
+    def describe(self, collection: str) -> VectorSetSpec | None:
+        name = self._resolve(collection)
+        meta_path = self._dir(name) / "vector_set.json"
+        if not meta_path.exists():
+            return None
+        m = json.loads(meta_path.read_text(encoding="utf-8"))
+        return VectorSetSpec(
+            name=m["name"],
+            dims=int(m["dims"]),
+            distance=m["distance"],
+            on_disk=bool(m.get("on_disk", False)),
+            quantization=m.get("quantization", "none"),
+            payload_indexes=tuple(m.get("payload_indexes", ())),
+            hnsw_m=int(m.get("hnsw_m", 16)),
+            metadata=m.get("metadata", {}),
+        )
+
+    def list_collections(self) -> list[str]:
+        if not self.collections_dir.exists():
+            return []
+        return sorted(
+            p.name for p in self.collections_dir.iterdir() if (p / "vector_set.json").exists()
+        )
+
+    def drop_collection(self, name: str) -> None:
+        name = _check_name(name)
+        with self._locked():
+            if name in self.list_aliases().values():
+                raise StoreError(f"collection {name!r} is the target of an alias; swap the alias first")
+            d = self._dir(name)
+            if not d.exists():
+                return
+            self._close_shard(d / "shard")
+            trash = self.collections_dir / f".trash-{name}-{uuid.uuid4().hex[:8]}"
+            os.replace(d, trash)  # atomic: the collection disappears at once
+            shutil.rmtree(trash, ignore_errors=True)
+
+    # ---- aliases -----------------------------------------------------------------------------
+    def list_aliases(self) -> dict[str, str]:
+        p = self.root / "aliases.json"
+        if not p.exists():
+            return {}
+        data = json.loads(p.read_text(encoding="utf-8"))
+        return {str(k): str(v) for k, v in data.items()}
+
+    def get_alias(self, alias: str) -> str | None:
+        return self.list_aliases().get(alias)
+
+    def swap_alias(self, alias: str, collection: str) -> None:
+        _check_name(alias)
+        with self._locked():
+            if not (self._dir(collection) / "vector_set.json").exists():
+                raise CollectionNotFoundError(collection)
+            if (self._dir(alias) / "vector_set.json").exists():
+                raise StoreError(f"alias {alias!r} clashes with a physical collection of that name")
+            aliases = self.list_aliases()
+            aliases[alias] = collection
+            _write_json_atomic(self.root / "aliases.json", aliases)
+
+    def delete_alias(self, alias: str) -> None:
+        with self._locked():
+            aliases = self.list_aliases()
+            if aliases.pop(alias, None) is not None:
+                _write_json_atomic(self.root / "aliases.json", aliases)
+
+    # ---- points ------------------------------------------------------------------------------
+    def upsert(self, collection: str, points: Sequence[PointRecord]) -> None:
+        if not points:
+            return
+        qe = _edge()
+        shard = self._shard(collection)
+        batch = []
+        for p in points:
+            if p.vector is None:
+                raise StoreError(f"point {p.id} has no vector")
+            batch.append(qe.Point(p.id, as_vector(p.vector), dict(p.payload or {})))
+        shard.update(qe.UpdateOperation.upsert_points(batch))
+
+    def delete(self, collection: str, ids: Sequence[str]) -> None:
+        if ids:
+            qe = _edge()
+            self._shard(collection).update(qe.UpdateOperation.delete_points([str(i) for i in ids]))
+
+    @staticmethod
+    def _record(r: Any) -> PointRecord:
+        vec = r.vector
+        if isinstance(vec, dict):
+            vec = vec.get("")
+        return PointRecord(
+            id=str(r.id),
+            vector=None if vec is None else np.asarray(vec, dtype=np.float32),
+            payload=r.payload,
+        )
+
+    def scan(
+        self,
+        collection: str,
+        *,
+        with_vectors: bool = False,
+        with_payload: PayloadFields = True,
+        batch: int = 1024,
+    ) -> Iterator[PointRecord]:
+        qe = _edge()
+        shard = self._shard(collection)
+        payload = with_payload if isinstance(with_payload, bool) else list(with_payload)
+        offset = None
+        while True:
+            recs, offset = shard.scroll(
+                qe.ScrollRequest(offset=offset, limit=batch, with_payload=payload, with_vector=with_vectors)
+            )
+            for r in recs:
+                yield self._record(r)
+            if offset is None:
+                return
+
+    def retrieve(
+        self, collection: str, ids: Sequence[str], *, with_vectors: bool = False
+    ) -> list[PointRecord]:
+        if not ids:
+            return []
+        recs = self._shard(collection).retrieve([str(i) for i in ids], with_payload=True, with_vector=with_vectors)
+        return [self._record(r) for r in recs]
+
+    def count(self, collection: str) -> int:
+        return int(self._shard(collection).count(_edge().CountRequest(exact=True)))
+
+    def search(
+        self,
+        collection: str,
+        vector: np.ndarray | Sequence[float],
+        k: int = 10,
+        filter: PayloadFilter | None = None,
+    ) -> list[Hit]:
+        qe = _edge()
+        shard = self._shard(collection)
+        info = shard.info()
+        exact = info.points_count <= EXACT_SEARCH_MAX or info.indexed_vectors_count < info.points_count
+        res = shard.query(
+            qe.QueryRequest(
+                limit=k,
+                query=qe.Query.Nearest(as_vector(vector)),
+                with_payload=True,
+                filter=_edge_filter(filter),
+                params=qe.SearchParams(exact=True) if exact else qe.SearchParams(hnsw_ef=max(HNSW_EF, k)),
+            )
+        )
+        return [Hit(id=str(r.id), score=float(r.score), payload=r.payload or {}) for r in res]
+
+    def optimize(self, collection: str) -> None:
+        shard = self._shard(collection)
+        shard.optimize()
+        shard.flush()
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    def _close_shard(self, shard_dir: Path) -> None:
+        with _shards_lock:
+            shard = _shards.pop(shard_dir, None)
+            if shard is not None:
+                shard.flush()
+                shard.close()
+
+    def flush(self) -> None:
+        with _shards_lock:
+            for d, shard in _shards.items():
+                if self.root in d.parents:
+                    shard.flush()
+
+    def close(self) -> None:
+        with _shards_lock:
+            for d in [d for d in _shards if self.root in d.parents]:
+                self._close_shard(d)
+
+
+def _load_locked(qe: Any, shard_dir: Path, name: str) -> Any:
+    """Load a shard, waiting up to ``LOCK_WAIT_S`` while another process holds it."""
+    deadline = time.monotonic() + LOCK_WAIT_S
+    delay = 0.1
+    while True:
+        try:
+            return qe.EdgeShard.load(str(shard_dir))
+        except Exception as exc:
+            if "WouldBlock" not in str(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise StoreError(
+                    f"collection {name!r} at {shard_dir} is open in another process (Qdrant Edge allows "
+                    f"one process per collection; waited {LOCK_WAIT_S:.0f} s). Wait for that run to finish, "
+                    "or use a Qdrant server (qdrant.url) for concurrent access."
+                ) from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+def _edge_filter(flt: PayloadFilter | None) -> Any:
+    if not flt:
+        return None
+    qe = _edge()
+    conds = []
+    for key, value in flt.items():
+        if isinstance(value, str | int | bool):
+            conds.append(qe.FieldCondition(key, match=qe.MatchValue(value)))
+        else:
+            conds.append(qe.FieldCondition(key, match=qe.MatchAny(list(value))))
+    return qe.Filter(must=conds)

@@ -1,0 +1,337 @@
+"""qdrant-client backends: ``local`` (``QdrantClient(path=...)``) and ``server`` (``url=``).
+
+One implementation serves both; aliases are Qdrant's own (``update_collection_aliases`` with a
+delete + create in one request, which the server applies atomically). The vector set's metadata
+(fingerprint, model, created_at) is stored as Qdrant collection metadata.
+
+Local mode is slow (it commits SQLite per point: ~700 points/s; FACTS.md) and warns above 20 k
+points: use it for compatibility tests, the server for production, Edge for embedded use.
+Clients are created lazily, once per process per location. Requests are retried only on transient
+errors (:mod:`tasks.store.retry`); uploads use ``wait=True``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tasks.store.base import (
+    CollectionNotFoundError,
+    Hit,
+    PayloadFields,
+    PayloadFilter,
+    PointRecord,
+    StoreError,
+    VectorSetSpec,
+    as_vector,
+    check_compatible,
+)
+from tasks.store.retry import call_with_retry
+
+_clients: dict[tuple[str, ...], Any] = {}
+_clients_lock = threading.Lock()
+
+
+def _models() -> Any:
+    from qdrant_client import models
+
+    return models
+
+
+class QdrantClientStore:
+    """A VectorStore over one ``QdrantClient`` (local path or server URL)."""
+
+    def __init__(
+        self,
+        *,
+        backend: str,
+        key: tuple[str, ...],
+        client_kwargs: dict[str, Any],
+        max_parallel: int = 1,
+        max_retries: int = 5,
+    ):
+        self.backend = backend
+        self.max_parallel = max_parallel
+        self.max_retries = max_retries
+        self._key = key
+        self._client_kwargs = client_kwargs
+
+    @property
+    def client(self) -> Any:
+        with _clients_lock:
+            c = _clients.get(self._key)
+            if c is None:
+                from qdrant_client import QdrantClient
+
+                c = _clients[self._key] = QdrantClient(**self._client_kwargs)
+            return c
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return call_with_retry(self.max_retries, getattr(self.client, method), *args, **kwargs)
+
+    # ---- collections -------------------------------------------------------------------------
+    def ensure(self, vector_set: VectorSetSpec) -> bool:
+        m = _models()
+        existing = self.describe(vector_set.name)
+        if existing is not None:
+            if existing.name != vector_set.name:
+                raise StoreError(f"{vector_set.name!r} is an alias; a physical collection cannot have its name")
+            check_compatible(existing, vector_set)
+            return False
+        quant = {
+            "none": None,
+            "scalar": lambda: m.ScalarQuantization(
+                scalar=m.ScalarQuantizationConfig(type=m.ScalarType.INT8, always_ram=True)
+            ),
+            "binary": lambda: m.BinaryQuantization(binary=m.BinaryQuantizationConfig(always_ram=True)),
+        }[vector_set.quantization]
+        meta = {
+            "embedline": {
+                "dims": vector_set.dims,
+                "distance": vector_set.distance,
+                "on_disk": vector_set.on_disk,
+                "quantization": vector_set.quantization,
+                "payload_indexes": list(vector_set.payload_indexes),
+                "hnsw_m": vector_set.hnsw_m,
+                **dict(vector_set.metadata),
+            }
+        }
+        self._call(
+            "create_collection",
+            collection_name=vector_set.name,
+            vectors_config=m.VectorParams(
+                size=vector_set.dims,
+                distance=getattr(m.Distance, vector_set.distance.upper()),
+                on_disk=vector_set.on_disk,
+            ),
+            on_disk_payload=vector_set.on_disk,
+            hnsw_config=m.HnswConfigDiff(m=vector_set.hnsw_m),
+            quantization_config=quant() if quant else None,
+            metadata=meta,
+        )
+        # local mode ignores payload indexes (and warns): only a server builds them
+        for field_name in vector_set.payload_indexes if self.backend == "server" else ():
+            self._call(
+                "create_payload_index",
+                collection_name=vector_set.name,
+                field_name=field_name,
+                field_schema=m.PayloadSchemaType.KEYWORD,
+                wait=True,
+            )
+        return True
+
+    def describe(self, collection: str) -> VectorSetSpec | None:
+        name = self._resolve(collection)
+        if not self._call("collection_exists", name):
+            return None
+        info = self._call("get_collection", name)
+        params = info.config.params.vectors
+        if isinstance(params, dict):
+            params = params.get("")
+        raw = dict((getattr(info.config, "metadata", None) or {}).get("embedline", {}))
+        dims = int(raw.pop("dims", params.size if params is not None else 0))
+        distance: Any = raw.pop("distance", None) or str(params.distance.value if params else "Cosine")
+        on_disk = bool(raw.pop("on_disk", False))
+        quantization = raw.pop("quantization", "none")
+        indexes = tuple(raw.pop("payload_indexes", ()))
+        hnsw_m = int(raw.pop("hnsw_m", 16))
+        return VectorSetSpec(
+            name=name,
+            dims=dims,
+            distance=distance,
+            on_disk=on_disk,
+            quantization=quantization,
+            payload_indexes=indexes,
+            hnsw_m=hnsw_m,
+            metadata=raw,
+        )
+
+    def list_collections(self) -> list[str]:
+        return sorted(c.name for c in self._call("get_collections").collections)
+
+    def drop_collection(self, name: str) -> None:
+        if name in self.list_aliases().values():
+            raise StoreError(f"collection {name!r} is the target of an alias; swap the alias first")
+        if self._call("collection_exists", name):
+            self._call("delete_collection", name)
+
+    # ---- aliases -----------------------------------------------------------------------------
+    def list_aliases(self) -> dict[str, str]:
+        return {a.alias_name: a.collection_name for a in self._call("get_aliases").aliases}
+
+    def get_alias(self, alias: str) -> str | None:
+        return self.list_aliases().get(alias)
+
+    def _resolve(self, name: str) -> str:
+        return self.list_aliases().get(name, name)
+
+    def swap_alias(self, alias: str, collection: str) -> None:
+        m = _models()
+        if not self._call("collection_exists", collection):
+            raise CollectionNotFoundError(collection)
+        ops: list[Any] = []
+        if self.get_alias(alias) is not None:
+            ops.append(m.DeleteAliasOperation(delete_alias=m.DeleteAlias(alias_name=alias)))
+        ops.append(
+            m.CreateAliasOperation(create_alias=m.CreateAlias(collection_name=collection, alias_name=alias))
+        )
+        self._call("update_collection_aliases", change_aliases_operations=ops)
+
+    def delete_alias(self, alias: str) -> None:
+        m = _models()
+        if self.get_alias(alias) is not None:
+            self._call(
+                "update_collection_aliases",
+                change_aliases_operations=[m.DeleteAliasOperation(delete_alias=m.DeleteAlias(alias_name=alias))],
+            )
+
+    # ---- points ------------------------------------------------------------------------------
+    def _require(self, collection: str) -> str:
+        name = self._resolve(collection)
+        if not self._call("collection_exists", name):
+            raise CollectionNotFoundError(collection)
+        return name
+
+    def upsert(self, collection: str, points: Sequence[PointRecord]) -> None:
+        if not points:
+            return
+        m = _models()
+        structs = []
+        for p in points:
+            if p.vector is None:
+                raise StoreError(f"point {p.id} has no vector")
+            structs.append(m.PointStruct(id=p.id, vector=as_vector(p.vector), payload=dict(p.payload or {})))
+        self._call("upsert", collection_name=collection, points=structs, wait=True)
+
+    def delete(self, collection: str, ids: Sequence[str]) -> None:
+        if ids:
+            m = _models()
+            self._call(
+                "delete",
+                collection_name=collection,
+                points_selector=m.PointIdsList(points=[str(i) for i in ids]),
+                wait=True,
+            )
+
+    @staticmethod
+    def _record(r: Any) -> PointRecord:
+        vec = r.vector
+        if isinstance(vec, dict):
+            vec = vec.get("")
+        return PointRecord(
+            id=str(r.id),
+            vector=None if vec is None else np.asarray(vec, dtype=np.float32),
+            payload=r.payload,
+        )
+
+    def scan(
+        self,
+        collection: str,
+        *,
+        with_vectors: bool = False,
+        with_payload: PayloadFields = True,
+        batch: int = 1024,
+    ) -> Iterator[PointRecord]:
+        name = self._require(collection)
+        payload = with_payload if isinstance(with_payload, bool) else list(with_payload)
+        offset = None
+        while True:
+            recs, offset = self._call(
+                "scroll",
+                collection_name=name,
+                limit=batch,
+                offset=offset,
+                with_payload=payload,
+                with_vectors=with_vectors,
+            )
+            for r in recs:
+                yield self._record(r)
+            if offset is None:
+                return
+
+    def retrieve(
+        self, collection: str, ids: Sequence[str], *, with_vectors: bool = False
+    ) -> list[PointRecord]:
+        if not ids:
+            return []
+        name = self._require(collection)
+        recs = self._call(
+            "retrieve", collection_name=name, ids=[str(i) for i in ids], with_payload=True, with_vectors=with_vectors
+        )
+        return [self._record(r) for r in recs]
+
+    def count(self, collection: str) -> int:
+        name = self._require(collection)
+        return int(self._call("count", collection_name=name, exact=True).count)
+
+    def search(
+        self,
+        collection: str,
+        vector: np.ndarray | Sequence[float],
+        k: int = 10,
+        filter: PayloadFilter | None = None,
+    ) -> list[Hit]:
+        name = self._require(collection)
+        res = self._call(
+            "query_points",
+            collection_name=name,
+            query=as_vector(vector),
+            limit=k,
+            query_filter=_client_filter(filter),
+            with_payload=True,
+        )
+        return [Hit(id=str(p.id), score=float(p.score), payload=p.payload or {}) for p in res.points]
+
+    def optimize(self, collection: str) -> None:
+        """Qdrant (server) indexes in the background by itself; local mode has no index."""
+
+    def close(self) -> None:
+        with _clients_lock:
+            c = _clients.pop(self._key, None)
+        if c is not None:
+            c.close()
+
+
+def _client_filter(flt: PayloadFilter | None) -> Any:
+    if not flt:
+        return None
+    m = _models()
+    conds = []
+    for key, value in flt.items():
+        match = (
+            m.MatchValue(value=value) if isinstance(value, str | int | bool) else m.MatchAny(any=list(value))
+        )
+        conds.append(m.FieldCondition(key=key, match=match))
+    return m.Filter(must=conds)
+
+
+def local_store(path: str | Path, *, max_retries: int = 0) -> QdrantClientStore:
+    p = str(Path(path).resolve())
+    Path(p).mkdir(parents=True, exist_ok=True)
+    return QdrantClientStore(
+        backend="local", key=("local", p), client_kwargs={"path": p}, max_parallel=1, max_retries=max_retries
+    )
+
+
+def server_store(
+    url: str,
+    *,
+    api_key_env: str = "QDRANT_API_KEY",
+    prefer_grpc: bool = False,
+    parallel: int = 2,
+    max_retries: int = 5,
+    timeout: int = 60,
+) -> QdrantClientStore:
+    api_key = os.environ.get(api_key_env) or None
+    return QdrantClientStore(
+        backend="server",
+        key=("server", url, str(prefer_grpc), api_key_env),
+        client_kwargs={"url": url, "api_key": api_key, "prefer_grpc": prefer_grpc, "timeout": timeout},
+        max_parallel=parallel,
+        max_retries=max_retries,
+    )

@@ -1,0 +1,247 @@
+"""Vector sets: a physical collection per fingerprint, an alias to the live one, and the mechanics
+shared by upsert, verify and import (write points in batches, validate, swap, retain versions).
+
+Naming: physical = ``f"{qdrant.collection}-{fingerprint}"``; the alias ``qdrant.collection`` points at
+the live one. A new fingerprint (model, dims, prompt, preprocessing or chunking changed) builds a
+*shadow* collection, which is validated (point count, a sample of vectors read back equal to
+vectors.npy within 1e-6, payload hashes) before the alias is swapped; the previous
+``qdrant.keep_versions`` collections of the alias are kept, older ones dropped.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from tasks.artifacts import Artifacts
+from tasks.config import Config, QdrantParams
+from tasks.records import read_json
+from tasks.store import PointRecord, VectorSetSpec, VectorStore, open_store
+from tasks.sync import PAYLOAD_HASH, batched, chunks_of
+
+# Tests set this to pause after the first upsert batch (then SIGKILL the process): crash safety.
+PAUSE_ENV = "EMBEDLINE_TEST_UPSERT_PAUSE_S"
+VECTOR_ATOL = 1e-6
+DELETE_BATCH = 1024
+
+# (shadow collection, live collection or None) -> None; raise to refuse the alias swap
+Gate = Callable[[str, str | None], None]
+
+
+class MassDeleteError(RuntimeError):
+    """A sync would delete more of the collection than ``qdrant.max_delete_fraction`` allows."""
+
+
+class VectorSetValidationError(RuntimeError):
+    """A collection does not hold what it should; the alias was left where it was."""
+
+
+@dataclass(frozen=True)
+class Context:
+    cfg: Config
+    art: Artifacts
+    store: VectorStore
+    manifest: dict[str, Any]
+    fingerprint: str
+    model: str
+    dims: int
+    alias: str
+    collection: str  # physical name for this fingerprint
+    live: str | None  # where the alias points now
+
+    def spec(self, **metadata: Any) -> VectorSetSpec:
+        q = self.cfg.qdrant
+        return VectorSetSpec(
+            name=self.collection,
+            dims=self.dims,
+            distance=q.distance,
+            on_disk=q.on_disk,
+            quantization=q.quantization,
+            hnsw_m=q.hnsw_m,
+            metadata={
+                "fingerprint": self.fingerprint,
+                "model": self.model,
+                "provider": self.manifest.get("provider"),
+                "alias": self.alias,
+                "created_at": datetime.now(UTC).isoformat(timespec="microseconds"),
+                **metadata,
+            },
+        )
+
+
+def physical_name(params: QdrantParams, fingerprint: str) -> str:
+    return f"{params.collection}-{fingerprint}"
+
+
+def store_for(cfg: Config, art: Artifacts) -> VectorStore:
+    return open_store(cfg.qdrant, art.root)
+
+
+def load_context(cfg: Config, art: Artifacts) -> Context:
+    if not art.manifest.exists():
+        raise FileNotFoundError(f"{art.manifest} is missing: run the embed stage first")
+    manifest = read_json(art.manifest)
+    for key in ("fingerprint", "dims", "model"):
+        if manifest.get(key) in (None, ""):
+            raise ValueError(f"{art.manifest} has no {key!r}")
+    store = store_for(cfg, art)
+    fp = str(manifest["fingerprint"])
+    return Context(
+        cfg=cfg,
+        art=art,
+        store=store,
+        manifest=manifest,
+        fingerprint=fp,
+        model=str(manifest["model"]),
+        dims=int(manifest["dims"]),
+        alias=cfg.qdrant.collection,
+        collection=physical_name(cfg.qdrant, fp),
+        live=store.get_alias(cfg.qdrant.collection),
+    )
+
+
+def open_vectors(art: Artifacts, dims: int) -> np.ndarray:
+    vectors = np.load(art.vectors, mmap_mode="r")
+    if vectors.ndim != 2 or vectors.shape[1] != dims:
+        raise ValueError(f"{art.vectors} has shape {vectors.shape}; the manifest says dims={dims}")
+    return vectors
+
+
+def existing_hashes(store: VectorStore, collection: str) -> dict[str, str | None]:
+    if store.describe(collection) is None:
+        return {}
+    return {
+        p.id: (p.payload or {}).get(PAYLOAD_HASH)
+        for p in store.scan(collection, with_payload=[PAYLOAD_HASH], batch=2048)
+    }
+
+
+def _pause_for_tests() -> None:
+    pause = os.environ.get(PAUSE_ENV)
+    if pause:
+        print(f"upsert: first batch written; pausing {pause}s ({PAUSE_ENV})", file=sys.stderr, flush=True)
+        time.sleep(float(pause))
+
+
+def write_points(
+    store: VectorStore, collection: str, points: Iterable[PointRecord], *, params: QdrantParams, dims: int
+) -> int:
+    """Upsert ``points`` in batches (points and bytes), ``store.max_parallel`` streams at once."""
+    max_bytes = int(params.batch_mb * 1024 * 1024)
+    batches = batched(points, max_points=params.batch_points, max_bytes=max_bytes, dims=dims)
+    written = 0
+    first = True
+    streams = max(1, min(store.max_parallel, params.parallel))
+    if streams == 1:
+        for b in batches:
+            store.upsert(collection, b)
+            written += len(b)
+            if first:
+                first = False
+                _pause_for_tests()
+        return written
+    with ThreadPoolExecutor(max_workers=streams, thread_name_prefix="upsert") as pool:
+        pending: set[Future[int]] = set()
+        for b in batches:
+            if len(pending) >= 2 * streams:  # bounded in-flight requests: bounded memory
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                written += sum(f.result() for f in done)
+            pending.add(pool.submit(_upsert_counted, store, collection, b))
+        written += sum(f.result() for f in pending)
+    return written
+
+
+def _upsert_counted(store: VectorStore, collection: str, batch: list[PointRecord]) -> int:
+    store.upsert(collection, batch)
+    return len(batch)
+
+
+def delete_points(store: VectorStore, collection: str, ids: Sequence[str]) -> int:
+    for part in chunks_of(ids, DELETE_BATCH):
+        store.delete(collection, list(part))
+    return len(ids)
+
+
+def records_for(
+    batches: Iterable[Sequence[Any]], vectors: np.ndarray, wanted: set[str] | None
+) -> Iterator[PointRecord]:
+    """PointRecords of desired points (``tasks.sync.DesiredPoint`` batches) whose id is wanted."""
+    for batch in batches:
+        for p in batch:
+            if wanted is None or p.id in wanted:
+                yield PointRecord(id=p.id, vector=np.asarray(vectors[p.row], dtype=np.float32), payload=p.payload)
+
+
+def expected_vector(v: np.ndarray, distance: str) -> np.ndarray:
+    """What the store returns for an inserted vector (Qdrant normalises for Cosine)."""
+    v = np.asarray(v, dtype=np.float32)
+    if distance == "Cosine":
+        n = float(np.linalg.norm(v))
+        return v / n if n > 0 else v
+    return v
+
+
+def validate_collection(
+    store: VectorStore,
+    collection: str,
+    *,
+    expected_count: int,
+    sample: Mapping[str, tuple[np.ndarray, str]],
+    distance: str,
+) -> list[str]:
+    """Problems found (empty = valid): count, sampled vectors (within 1e-6) and payload hashes."""
+    problems = []
+    count = store.count(collection)
+    if count != expected_count:
+        problems.append(f"count {count} != expected {expected_count}")
+    if sample:
+        got = {p.id: p for p in store.retrieve(collection, list(sample), with_vectors=True)}
+        for pid, (vec, phash) in sample.items():
+            rec = got.get(pid)
+            if rec is None or rec.vector is None:
+                problems.append(f"point {pid} missing")
+                continue
+            want = expected_vector(vec, distance)
+            if rec.vector.shape != want.shape or not np.allclose(rec.vector, want, atol=VECTOR_ATOL, rtol=0):
+                problems.append(f"point {pid}: vector read back differs from vectors.npy")
+            if (rec.payload or {}).get(PAYLOAD_HASH) != phash:
+                problems.append(f"point {pid}: payload hash differs")
+    return problems
+
+
+def retain_versions(store: VectorStore, alias: str, keep: int) -> list[str]:
+    """Drop the alias' old physical collections beyond the ``keep`` most recent non-live ones."""
+    aliases = store.list_aliases()
+    live_targets = set(aliases.values())
+    mine = []
+    for name in store.list_collections():
+        if not name.startswith(f"{alias}-") or name in live_targets:
+            continue
+        spec = store.describe(name)
+        if spec is None or spec.metadata.get("alias", alias) != alias:
+            continue
+        mine.append((str(spec.metadata.get("created_at", "")), name))
+    mine.sort(reverse=True)
+    dropped = []
+    for _, name in mine[keep:]:
+        store.drop_collection(name)
+        dropped.append(name)
+    return dropped
+
+
+def swap_live(
+    store: VectorStore, alias: str, collection: str, live: str | None, *, keep: int, gate: Gate | None
+) -> list[str]:
+    """Run the gate, swap the alias, retain versions. Returns dropped collections."""
+    if gate is not None:
+        gate(collection, live)  # raises to refuse; the shadow stays for inspection
+    store.swap_alias(alias, collection)
+    return retain_versions(store, alias, keep)

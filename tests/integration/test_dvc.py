@@ -1,0 +1,259 @@
+"""DVC end to end on a throw-away git + DVC copy of the project (tiny corpus, fake embedder).
+
+Claims of issue 6, one test each: a second `dvc repro` is a no-op; a param change re-runs exactly
+the stages downstream of it (and the embed stage pays only for changed texts); two clean runs give
+byte-identical vectors and one fingerprint, traceable from dvc.lock to every served payload;
+`dvc exp run -S` + `dvc exp show` list the metrics; push -> fresh clone -> pull -> upsert restores the
+collection without embedding anything; an `ingest` flow run leaves `dvc status` clean.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tasks.config import load_config
+from tasks.store import close_stores, open_store
+from tests.dvcrepo import STAGES, Repo, build_repo, clone
+
+pytestmark = pytest.mark.integration
+
+UP_TO_DATE = "Data and pipelines are up to date."
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("dvc-scratch")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, scratch: Path) -> tuple[Repo, list[str]]:
+    """The tiny project after its first `dvc repro` (and the stages that run ran)."""
+    repo = build_repo(tmp_path_factory.mktemp("dvc") / "proj", scratch)
+    ran = repo.repro()
+    return repo, ran
+
+
+@pytest.fixture
+def work(built: tuple[Repo, list[str]], tmp_path: Path, scratch: Path) -> Iterator[Repo]:
+    """A private copy of the built project (git, DVC cache, outputs, embedding cache, Qdrant)."""
+    src, _ = built
+    dst = tmp_path / "proj"
+    shutil.copytree(src.path, dst, symlinks=True)
+    yield Repo(dst, {**src.env, "PYTHONPATH": str(dst)})
+    close_stores()
+
+
+def _points(repo: Repo) -> dict[str, dict[str, Any]]:
+    """Point id -> payload of the live collection (read in-process, after the commands ended)."""
+    cfg = load_config(repo.path / "params.yaml")
+    store = open_store(cfg.qdrant, repo.path)
+    try:
+        return {p.id: dict(p.payload or {}) for p in store.scan(cfg.qdrant.collection, with_payload=True)}
+    finally:
+        close_stores()
+
+
+def _lock_out(repo: Repo, stage: str, path: str) -> dict[str, Any]:
+    outs = repo.lock()["stages"][stage]["outs"]
+    return next(o for o in outs if o["path"] == path)
+
+
+def _cached(repo: Repo, md5: str) -> Path:
+    return repo.path / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+
+
+# ---- no-op repro -------------------------------------------------------------------------------
+def test_second_repro_is_a_noop(built: tuple[Repo, list[str]]) -> None:
+    repo, first = built
+    assert first == list(STAGES), "the first repro must run every stage in DAG order"
+    assert repo.repro() == []
+    assert UP_TO_DATE in repo.dvc("status").stdout
+    lock = repo.lock()["stages"]
+    assert set(lock) == set(STAGES)
+    # every stage's params and code deps are recorded, so a change to either is detected
+    assert lock["chunk"]["params"]["params.yaml"]["chunk"]["max_tokens"] == 256
+    assert "embed.model" in lock["chunk"]["params"]["params.yaml"]
+    assert "dedupe" in lock["dedupe"]["params"]["params.yaml"]
+    assert any(d["path"] == "tasks/embed" for d in lock["embed"]["deps"])
+
+
+# ---- provenance: dvc.lock -> manifest -> receipt -> collection -> payloads -------------------------
+def test_fingerprint_traces_from_dvc_lock_to_every_payload(built: tuple[Repo, list[str]]) -> None:
+    repo, _ = built
+    manifest_out = _lock_out(repo, "embed", "data/embeddings/manifest.json")
+    manifest = json.loads(_cached(repo, manifest_out["md5"]).read_text())
+    fp = manifest["fingerprint"]
+    assert fp and manifest == repo.json("data/embeddings/manifest.json")
+
+    receipt_out = _lock_out(repo, "upsert", "data/receipts/upsert.json")
+    receipt = json.loads(_cached(repo, receipt_out["md5"]).read_text())
+    assert receipt["fingerprint"] == fp
+    assert receipt["collection"].endswith(f"-{fp}")
+    assert repo.json("data/metrics/embed.json")["fingerprint"] == fp  # Git-tracked metric
+
+    points = _points(repo)
+    assert len(points) == receipt["points_total"] > 0
+    assert {p["fingerprint"] for p in points.values()} == {fp}
+    cfg = load_config(repo.path / "params.yaml")
+    store = open_store(cfg.qdrant, repo.path)
+    try:
+        assert store.get_alias(cfg.qdrant.collection) == receipt["collection"]
+    finally:
+        close_stores()
+
+
+# ---- reproducibility: two clean runs ------------------------------------------------------------
+def test_two_clean_runs_give_identical_vectors(
+    built: tuple[Repo, list[str]], tmp_path: Path, scratch: Path
+) -> None:
+    """A fresh `git clone` (no dvc.lock, no DVC cache, no embedding cache) reproduces the bytes."""
+    first, _ = built
+    second = clone(first, tmp_path / "clone", scratch)
+    assert not (second.path / "dvc.lock").exists() and not (second.path / "data" / "cache").exists()
+    assert second.repro() == list(STAGES)
+    assert second.repro() == []
+    assert second.json("data/metrics/embed.json")["cache_hits"] == 0  # really embedded again
+
+    a = (first.path / "data/embeddings/vectors.npy").read_bytes()
+    b = (second.path / "data/embeddings/vectors.npy").read_bytes()
+    assert a == b
+    fp1 = first.json("data/embeddings/manifest.json")["fingerprint"]
+    fp2 = second.json("data/embeddings/manifest.json")["fingerprint"]
+    assert fp1 == fp2
+    for stage, path in [("embed", "data/embeddings/vectors.npy"), ("chunk", "data/interim/chunks.parquet"),
+                        ("dedupe", "data/interim/deduped.parquet")]:
+        assert _lock_out(first, stage, path)["md5"] == _lock_out(second, stage, path)["md5"], path
+    assert _points(first).keys() == _points(second).keys()
+
+
+# ---- selective re-runs ----------------------------------------------------------------------------
+@pytest.mark.slow
+def test_param_change_reruns_exactly_the_downstream_stages(work: Repo) -> None:
+    rows_before = work.json("data/metrics/embed.json")["rows"]
+    work.set_params(chunk__max_tokens=64)
+    assert work.repro() == ["chunk", "embed", "dedupe", "upsert", "evaluate"]
+    embed = work.json("data/metrics/embed.json")
+    assert embed["rows"] > rows_before  # the long document now has more chunks
+    # only the re-chunked text is paid for; the unchanged short documents come from the cache
+    assert 0 < embed["cache_misses"] < embed["unique_texts"]
+    assert embed["cache_hits"] > 0 and embed["texts_embedded"] == embed["cache_misses"]
+
+    points = work.json("data/metrics/upsert.json")["points_total"]
+    work.set_params(dedupe__threshold=0.85)  # merges the planted near-duplicate
+    assert work.repro() == ["dedupe", "upsert", "evaluate"]
+    assert work.json("data/metrics/upsert.json")["points_total"] == points - 1
+
+    work.set_params(qdrant__batch_points=7)
+    assert work.repro() == ["upsert", "evaluate"]
+    assert work.repro() == []
+
+
+# ---- experiments --------------------------------------------------------------------------------
+def _find_exp(node: Any, name: str) -> dict[str, Any] | None:
+    if isinstance(node, dict):
+        if node.get("name") == name and "data" in node:
+            return node
+        children = node.values()
+    elif isinstance(node, list):
+        children = node
+    else:
+        return None
+    for child in children:
+        found = _find_exp(child, name)
+        if found is not None:
+            return found
+    return None
+
+
+@pytest.mark.slow
+def test_exp_run_and_show_list_metrics(work: Repo) -> None:
+    work.commit_all("baseline run")
+    work.dvc("exp", "run", "-n", "small-chunks", "-S", "chunk.max_tokens=64", timeout=600)
+    shown = json.loads(work.dvc("exp", "show", "--json").stdout)
+    exp = _find_exp(shown, "small-chunks")
+    assert exp is not None, json.dumps(shown)[:2000]
+    data = exp["data"]
+    assert data["params"]["params.yaml"]["data"]["chunk"]["max_tokens"] == 64
+    metrics = {Path(k).name: v["data"] for k, v in data["metrics"].items()}
+    assert {"chunk.json", "embed.json", "dedupe.json", "evaluate.json"} <= metrics.keys()
+    assert metrics["evaluate.json"]["ndcg@10"] > 0
+    assert metrics["chunk.json"]["chunks"] > 0
+    assert 0 <= metrics["dedupe.json"]["ratio"] < 1
+    assert all("seconds" in metrics[f"{s}.json"] for s in STAGES)
+    table = work.dvc("exp", "show", "--md").stdout
+    assert "[small-chunks]" in table and "ndcg@10" in table and "chunk.max_tokens" in table
+
+
+# ---- remote: push -> fresh clone -> pull -> upsert, nothing embedded -----------------------------
+POISON = '''
+"""Loaded at interpreter start-up (PYTHONPATH): any attempt to embed fails the command."""
+from tasks.embed import registry
+
+def _poisoned(params):
+    raise RuntimeError("poisoned: this command must not embed anything")
+
+for _name in list(registry.PROVIDERS):
+    registry.PROVIDERS[_name] = _poisoned
+'''
+
+
+def test_push_clone_pull_restores_collection_without_embedding(
+    work: Repo, tmp_path: Path, scratch: Path
+) -> None:
+    remote = tmp_path / "remote"
+    work.dvc("remote", "add", "-d", "local", str(remote))
+    work.commit_all("vector set + local remote")
+    work.dvc("push")
+    expected = _points(work)
+
+    fresh = clone(work, tmp_path / "fresh", scratch)
+    assert not (fresh.path / "data/embeddings/vectors.npy").exists()
+    fresh.dvc("pull")
+    assert UP_TO_DATE in fresh.dvc("status").stdout
+    assert (fresh.path / "data/embeddings/vectors.npy").read_bytes() == (
+        work.path / "data/embeddings/vectors.npy"
+    ).read_bytes()
+
+    poison = tmp_path / "poison"
+    poison.mkdir()
+    (poison / "sitecustomize.py").write_text(POISON)
+    fresh.env["PYTHONPATH"] = f"{fresh.path}:{poison}"
+    fresh.embedline("stage", "upsert")
+    assert not (fresh.path / "data" / "cache").exists(), "nothing may be embedded or cached"
+    receipt = fresh.json("data/receipts/upsert.json")
+    assert receipt["fingerprint"] == work.json("data/receipts/upsert.json")["fingerprint"]
+    assert receipt["points_total"] == len(expected)
+    restored = _points(fresh)
+    assert restored.keys() == expected.keys()
+    assert {k: v.get("payload_hash") for k, v in restored.items()} == {
+        k: v.get("payload_hash") for k, v in expected.items()
+    }
+    # the poison is live: an embed would have failed
+    assert "poisoned" in fresh.embedline("search", "black holes", check=False).stderr
+
+
+# ---- Prefect and DVC agree ------------------------------------------------------------------------
+@pytest.mark.slow
+def test_ingest_flow_run_leaves_dvc_status_clean(work: Repo) -> None:
+    doc = work.path / "data/raw/net/tcp.txt"
+    doc.write_text(doc.read_text() + "It closes the connection with a FIN segment from each side.\n")
+    assert UP_TO_DATE not in work.dvc("status").stdout
+    work.env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
+    work.embedline("ingest", timeout=600)
+    assert UP_TO_DATE in work.dvc("status").stdout
+    assert work.repro() == []
+    # what DVC recorded is what the flow built
+    lock = _lock_out(work, "embed", "data/embeddings/vectors.npy")["md5"]
+    import hashlib
+
+    assert hashlib.md5((work.path / "data/embeddings/vectors.npy").read_bytes()).hexdigest() == lock
+    assert np.load(work.path / "data/embeddings/vectors.npy").shape[0] == work.json(
+        "data/metrics/embed.json"
+    )["rows"]

@@ -1,0 +1,135 @@
+"""The sentence-transformers provider on the bundled all-MiniLM-L6-v2 (a handful of short texts)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tasks.artifacts import Artifacts
+from tasks.config import EmbedParams, load_config
+from tasks.embed import clear_embedders, embed_query, fingerprint_for, get_embedder, run_embed
+from tasks.embed.providers.sentence_transformers import local_model_revision
+from tasks.tokenize import resolve_model
+from tests.fakes.chunks import write_chunks
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+ROOT = Path(__file__).resolve().parents[2]
+TEXTS = [
+    "Photosynthesis converts light energy into chemical energy in plants.",
+    "The French Revolution began in 1789.",
+    "Knead the dough, then let it rise for an hour.",
+    "Photosynthesis converts light energy into chemical energy in plants.",
+    "Jupiter is the largest planet in the solar system.",
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_models() -> Iterator[None]:
+    yield
+    clear_embedders()
+
+
+def st(**kw: Any) -> EmbedParams:
+    return EmbedParams.model_validate({"provider": "sentence-transformers", **kw})
+
+
+def test_unit_norm_semantics_and_revision() -> None:
+    emb = get_embedder(st())
+    v = emb.embed(TEXTS)
+    assert v.shape == (5, 384) and v.dtype == np.float32 and emb.dims == 384
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    sims = v @ v.T
+    assert sims[0, 3] == pytest.approx(1.0, abs=1e-5)
+    assert sims[0, 1] < 0.5
+    assert emb.max_tokens == 256
+    assert emb.revision == local_model_revision(resolve_model("all-MiniLM-L6-v2"))
+    assert len(emb.revision) == 64
+
+
+def test_prompts_change_vectors() -> None:
+    plain = embed_query(st(), "how do plants make energy")
+    prompted = embed_query(st(query_prompt="query: "), "how do plants make energy")
+    assert 0.5 < float(plain @ prompted) < 0.9999
+    direct = get_embedder(st()).embed(["query: how do plants make energy"])[0]
+    np.testing.assert_allclose(prompted, direct, atol=1e-6)
+
+
+def test_dimensions_truncate_then_renormalise() -> None:
+    full = get_embedder(st()).embed(TEXTS)
+    small = get_embedder(st(dimensions=128)).embed(TEXTS)
+    assert small.shape == (5, 128)
+    np.testing.assert_allclose(np.linalg.norm(small, axis=1), 1.0, atol=1e-5)
+    head = full[:, :128] / np.linalg.norm(full[:, :128], axis=1, keepdims=True)
+    np.testing.assert_allclose(small, head, atol=1e-5)
+    raw = get_embedder(st(dimensions=128, normalize=False)).embed(TEXTS)
+    np.testing.assert_allclose(raw, full[:, :128], atol=1e-5)
+    assert np.all(np.linalg.norm(raw, axis=1) < 0.99)
+
+
+def test_stage_cache_hits_on_rerun(tmp_path: Path) -> None:
+    art = Artifacts(tmp_path)
+    write_chunks(art.chunks, TEXTS)
+    cfg = load_config(None, {"embed": {"cache_path": str(tmp_path / "c.sqlite"), "passage_prompt": "passage: "}})
+    first = run_embed(cfg, art)
+    assert (first["unique_texts"], first["texts_embedded"]) == (4, 4)
+    vectors = art.vectors.read_bytes()
+    second = run_embed(cfg, art)
+    assert (second["cache_hits"], second["texts_embedded"]) == (4, 0)
+    assert art.vectors.read_bytes() == vectors
+    manifest = json.loads(art.manifest.read_text())
+    assert manifest["fingerprint"] == fingerprint_for(cfg)
+    assert manifest["model_path"] == resolve_model(cfg.embed.model)
+    assert manifest["embedder"]["device"] == "cpu"
+
+
+def test_onnx_backend_agrees_with_torch(tmp_path: Path) -> None:
+    ref = get_embedder(st()).embed(TEXTS)
+    onnx = get_embedder(st(backend="onnx", models_dir=str(tmp_path / "models")))
+    v = onnx.embed(TEXTS)
+    cos = (v * ref).sum(axis=1)
+    assert cos.min() > 0.9999
+    assert onnx.revision == get_embedder(st()).revision
+    exported = list((tmp_path / "models").glob("*/onnx-fp32.onnx"))
+    assert len(exported) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("backend", "precision", "floor"),
+                         [("onnx", "int8", 0.95), ("openvino", "fp32", 0.999)])
+def test_accelerated_backends(tmp_path: Path, backend: str, precision: str, floor: float) -> None:
+    ref = get_embedder(st()).embed(TEXTS)
+    v = get_embedder(st(backend=backend, precision=precision, models_dir=str(tmp_path / "m"))).embed(TEXTS)
+    assert (v * ref).sum(axis=1).min() > floor
+
+
+_CLEAN_RUN = """
+import sys
+from pathlib import Path
+from tasks.artifacts import Artifacts
+from tasks.config import load_config
+from tasks.embed import run_embed
+from tests.fakes.chunks import write_chunks
+root = Path(sys.argv[1])
+art = Artifacts(root)
+texts = [f"sentence {i} about topic {i % 5}, written at some length to vary padding " * (1 + i % 4)
+         for i in range(40)]
+write_chunks(art.chunks, texts)
+run_embed(load_config(None, {"embed": {"cache_path": str(root / "c.sqlite"), "batch_size": 8}}), art)
+"""
+
+
+@pytest.mark.slow
+def test_two_clean_runs_give_byte_identical_vectors(tmp_path: Path) -> None:
+    outs = []
+    for name in ("a", "b"):
+        subprocess.run([sys.executable, "-c", _CLEAN_RUN, str(tmp_path / name)], check=True, cwd=ROOT)
+        outs.append((tmp_path / name / "data" / "embeddings" / "vectors.npy").read_bytes())
+    assert outs[0] == outs[1]

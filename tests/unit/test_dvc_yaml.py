@@ -1,0 +1,136 @@
+"""dvc.yaml stays true to the code: every dep exists, every stage depends on all the tasks/ code its
+stage module imports (transitively), its params exist in params.yaml, and live stores are not outs."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tasks.pipeline import STAGES
+
+pytestmark = pytest.mark.unit
+
+PROJECT = Path(__file__).resolve().parents[2]
+DVC = yaml.safe_load((PROJECT / "dvc.yaml").read_text())
+PARAMS = yaml.safe_load((PROJECT / "params.yaml").read_text())
+
+
+def _interpolate(value: str) -> str:
+    def lookup(m: re.Match[str]) -> str:
+        node: Any = PARAMS
+        for part in m.group(1).split("."):
+            node = node[part]
+        return str(node)
+
+    return re.sub(r"\$\{([^}]+)\}", lookup, value)
+
+
+def _module_file(module: str) -> Path | None:
+    base = PROJECT.joinpath(*module.split("."))
+    if (base / "__init__.py").is_file():
+        return base / "__init__.py"
+    if base.with_suffix(".py").is_file():
+        return base.with_suffix(".py")
+    return None
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    """tasks.* modules imported anywhere in ``path`` (function-level imports included)."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("tasks."))
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, base] if base else parts)
+            if base.startswith("tasks"):
+                found.add(base)
+                found.update(f"{base}.{a.name}" for a in node.names if _module_file(f"{base}.{a.name}"))
+    return found
+
+
+def _closure(module: str) -> set[Path]:
+    """Files of ``module`` and of every tasks/ module it imports, transitively."""
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        mod = todo.pop()
+        if mod in seen:
+            continue
+        seen.add(mod)
+        path = _module_file(mod)
+        if path is not None:
+            todo.extend(_imports(path, mod))
+    files = {_module_file(m) for m in seen if m != "tasks"}
+    return {f.relative_to(PROJECT) for f in files if f is not None}
+
+
+def _covered(file: Path, deps: list[str]) -> bool:
+    return any(file == Path(d) or Path(d) in file.parents for d in deps)
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_stage_runs_its_cli_command(stage: str) -> None:
+    assert DVC["stages"][stage]["cmd"] == f"embedline stage {stage}"
+
+
+def test_stages_are_the_pipeline_stages() -> None:
+    assert list(DVC["stages"]) == list(STAGES)
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_every_dep_exists(stage: str) -> None:
+    for dep in DVC["stages"][stage]["deps"]:
+        path = PROJECT / _interpolate(dep)
+        produced = any(
+            _interpolate(dep) == (next(iter(o)) if isinstance(o, dict) else o)
+            for s in DVC["stages"].values()
+            for o in s.get("outs", [])
+        )
+        assert produced or path.exists(), f"{stage}: dep {dep} does not exist"
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_code_deps_cover_every_imported_module(stage: str) -> None:
+    module = STAGES[stage].split(":")[0]
+    deps = [_interpolate(d) for d in DVC["stages"][stage]["deps"]]
+    missing = sorted(str(f) for f in _closure(module) if not _covered(f, deps))
+    assert not missing, f"stage {stage} imports code that is not a dep: {missing}"
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_params_exist_in_params_yaml(stage: str) -> None:
+    for key in DVC["stages"][stage].get("params", []):
+        node: Any = PARAMS
+        for part in str(key).split("."):
+            assert isinstance(node, dict) and part in node, f"{stage}: param {key} not in params.yaml"
+            node = node[part]
+
+
+def test_live_stores_are_never_outputs() -> None:
+    live = {PARAMS["qdrant"]["path"], str(Path(PARAMS["embed"]["cache_path"]).parent)}
+    for name, stage in DVC["stages"].items():
+        for section in ("outs", "metrics", "plots"):
+            for out in stage.get(section, []):
+                path = next(iter(out)) if isinstance(out, dict) else out
+                assert not any(path == p or path.startswith(p + "/") for p in live), (name, path)
+
+
+def test_metrics_live_in_git() -> None:
+    for name, stage in DVC["stages"].items():
+        for out in stage.get("metrics", []):
+            assert isinstance(out, dict), f"{name}: metrics must be declared with cache: false"
+            assert next(iter(out.values())).get("cache") is False, name
+
+
+def test_dvcignore_hides_bytecode() -> None:
+    patterns = (PROJECT / ".dvcignore").read_text().split()
+    assert "__pycache__/" in patterns and "*.pyc" in patterns
