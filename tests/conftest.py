@@ -65,6 +65,7 @@ def make_project(root: Path, overrides: dict | None = None, docs: dict[str, str]
         node[last] = value
     root.mkdir(parents=True, exist_ok=True)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (root / "data" / "raw").mkdir(parents=True, exist_ok=True)
     write_corpus(root / "data" / "raw", TINY_DOCS if docs is None else docs)
     return root
 
