@@ -13,7 +13,7 @@ SMOKE_QUERY ?= How many usable host addresses does a /27 subnet give me?
 PREFECT_PORT ?= 4200
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 
-.PHONY: install run test test-slow test-all lint bench serve stop deploy worker clean lock
+.PHONY: install run test test-slow test-all lint bench bench-peers serve stop deploy worker clean lock
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,9 @@ lint: install
 
 bench: install  ## benchmarks on the sample corpus; results in benchmarks/results/*.json
 	$(BIN)/python -m benchmarks.run
+
+bench-peers: install  ## only embedline vs LlamaIndex / LangChain (peers live in benchmarks/.venv-peers)
+	$(BIN)/python -m benchmarks.run --only peers
 
 serve: install  ## a local Prefect server + UI on 127.0.0.1:$(PREFECT_PORT)
 	embedline serve --port $(PREFECT_PORT)

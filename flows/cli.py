@@ -136,6 +136,9 @@ def search(
     set_: SetOpt = None,
     params: ParamsOpt = Path(PARAMS_FILE),
     as_json: Annotated[bool, typer.Option("--json", help="Print hits as JSON lines.")] = False,
+    hybrid: Annotated[
+        bool, typer.Option("--hybrid", help="Dense + BM25 sparse fused by RRF (needs qdrant.sparse=true).")
+    ] = False,
 ) -> None:
     """Search the live collection: score, source and a snippet per hit."""
 
@@ -143,7 +146,7 @@ def search(
         cfg, art = _load(params, set_)
         from tasks.upsert import search as do_search
 
-        hits = do_search(cfg, art, query, k)
+        hits = do_search(cfg, art, query, k, mode="hybrid" if hybrid else "dense")
         if as_json:
             for h in hits:
                 out.print_json(json.dumps({"score": h.score, "source": h.source, "text": h.text}))

@@ -37,11 +37,11 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
     """Retry only errors that a second attempt can fix (network, timeouts, rate limits)."""
     try:
         state.result()
-    except (ConnectionError, TimeoutError, OSError):
+    except (ConnectionError, TimeoutError):
         return True
     except Exception as exc:
-        return type(exc).__name__ in {"APIConnectionError", "APITimeoutError", "RateLimitError",
-                                      "InternalServerError", "ResponseHandlingException"}
+        return type(exc).__name__ in {"EmbedTransientError", "APIConnectionError", "APITimeoutError",
+                                      "RateLimitError", "InternalServerError", "ResponseHandlingException"}
     return False
 
 

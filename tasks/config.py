@@ -23,6 +23,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 PARAMS_FILE = "params.yaml"
 
+# The sparse-vector recipe used when qdrant.sparse is on (implemented by tasks/store/sparse.py with
+# Qdrant's own BM25; preprocess.language picks stop words and stemmer). Part of the fingerprint:
+# change a value or the version and sparse vector sets are rebuilt, never mixed.
+SPARSE_BM25: dict[str, Any] = {
+    "model": "qdrant-bm25", "k": 1.2, "b": 0.75, "avg_len": 256.0, "text": "title+text", "version": 1,
+}
+
 
 class ConfigError(ValueError):
     """A params.yaml file or an override that does not validate."""
@@ -163,6 +170,7 @@ class QdrantParams(_Section):
     parallel: int = Field(2, ge=1)
     max_retries: int = Field(5, ge=0)
     validate_sample: int = Field(32, ge=0, description="vectors read back before an alias swap")
+    sparse: bool = False  # also store a BM25 sparse vector per point (hybrid search); a new vector set
 
     @model_validator(mode="after")
     def _url_means_server(self) -> QdrantParams:
@@ -176,6 +184,7 @@ class EvalParams(_Section):
     k: tuple[int, ...] = (1, 5, 10, 100)
     max_regression: float = Field(0.02, ge=0, le=1.0, description="allowed nDCG@10 drop vs live")
     gate: bool = True
+    # require the hybrid method (fails without a sparse vector); it is scored anyway when there is one
     hybrid: bool = False
     map_sample: int = Field(2000, ge=10)
 
@@ -209,9 +218,10 @@ class Config(BaseModel):
 
     # ---- fingerprints ------------------------------------------------------------------------
     def vector_params(self) -> dict[str, Any]:
-        """Everything, besides the model's own revision, that decides what a stored vector means."""
+        """Everything, besides the model's own revision, that decides what a stored vector means
+        (and, with ``qdrant.sparse``, the sparse recipe: the collection then holds a second vector)."""
         e = self.embed
-        return {
+        params: dict[str, Any] = {
             "embed": {
                 "provider": e.provider,
                 "model": e.model,
@@ -225,6 +235,9 @@ class Config(BaseModel):
             "preprocess": _jsonable(self.preprocess),
             "chunk": _jsonable(self.chunk),
         }
+        if self.qdrant.sparse:  # a collection schema of its own; absent when off, so dense-only
+            params["sparse"] = dict(SPARSE_BM25)  # fingerprints stay what they were
+        return params
 
     def fingerprint(self, model_revision: str | None = None) -> str:
         """Vector-set fingerprint; ``model_revision`` is the resolved hash of the model's weights."""

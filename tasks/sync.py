@@ -24,6 +24,7 @@ from tasks.store.base import PointRecord
 
 PAYLOAD_HASH = "payload_hash"
 VECTOR_JSON_BYTES = 20  # a float32 as JSON text in a REST request, generously
+SPARSE_ENTRY_BYTES = 32  # one sparse (index, value) pair as JSON text
 POINT_OVERHEAD_BYTES = 128
 
 
@@ -151,7 +152,7 @@ def batched(
     batch: list[PointRecord] = []
     size = 0
     for p in points:
-        b = point_bytes(p.payload or {}, dims)
+        b = point_bytes(p.payload or {}, dims) + (len(p.sparse) * SPARSE_ENTRY_BYTES if p.sparse else 0)
         if batch and (len(batch) >= max_points or size + b > max_bytes):
             yield batch
             batch, size = [], 0

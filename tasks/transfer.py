@@ -6,8 +6,10 @@ File formats (one record per point: ``id``, ``payload`` and, with ``--with-vecto
 - ``parquet``: columns ``id`` (string), ``payload`` (JSON string), ``vector`` (list<float32>); the
   same ``_meta`` object is stored in the schema metadata under ``embedline``.
 
-``_meta`` carries format/version, source collection and alias, dims, distance, the vector-set
-metadata (fingerprint, model, provider) and the point count, so :func:`import_points` can create the
+``_meta`` carries format/version, source collection and alias, dims, distance, whether the set has
+the BM25 sparse vector (``sparse``; not written: it is recomputed from each payload on import with
+the recipe in the metadata), the vector-set metadata (fingerprint, model, provider) and the point
+count, so :func:`import_points` can create the
 collection (named ``f"{qdrant.collection}-{fingerprint}"``) and point the alias at it. A set built on
 the embedded store moves to a server this way.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +30,7 @@ import pyarrow.parquet as pq
 from tasks.artifacts import Artifacts
 from tasks.config import Config
 from tasks.store import PointRecord, StoreError, VectorSetSpec
+from tasks.store.sparse import encoder_for, sparse_for
 from tasks.sync import sample_ids
 from tasks.vectorset import (
     VectorSetValidationError,
@@ -61,7 +65,8 @@ def export_points(
     kind = _fmt_for(Path(out), fmt)
     meta = {
         "format": FORMAT, "version": VERSION, "collection": spec.name, "alias": alias, "dims": spec.dims,
-        "distance": spec.distance, "metadata": dict(spec.metadata), "with_vectors": with_vectors,
+        "distance": spec.distance, "sparse": spec.sparse, "metadata": dict(spec.metadata),
+        "with_vectors": with_vectors,
         "count": store.count(spec.name), "backend": store.backend,
     }
     out = Path(out)
@@ -172,8 +177,9 @@ def import_points(cfg: Config, art: Artifacts, path: Path) -> int:
     vmeta["imported_from"] = f"{meta.get('backend')}:{meta['collection']}"
     spec = VectorSetSpec(
         name=name, dims=int(meta["dims"]), distance=meta.get("distance", "Cosine"), on_disk=q.on_disk,
-        quantization=q.quantization, hnsw_m=q.hnsw_m, metadata=vmeta,
+        quantization=q.quantization, hnsw_m=q.hnsw_m, metadata=vmeta, sparse=bool(meta.get("sparse", False)),
     )
+    enc = encoder_for(spec) if spec.sparse else None
     created = store.ensure(spec)
     dims = spec.dims
     sample_pool: dict[str, tuple[np.ndarray, str | None]] = {}
@@ -185,13 +191,13 @@ def import_points(cfg: Config, art: Artifacts, path: Path) -> int:
                 raise ValueError(f"{path}: point {p.id} has no {dims}-d vector")
             if p.id in keep:
                 sample_pool[p.id] = (p.vector, (p.payload or {}).get("payload_hash"))
-            yield p
+            yield p if enc is None else replace(p, sparse=sparse_for(p.payload or {}, enc))
 
     n = write_points(store, name, checked(), params=q, dims=dims)
     store.optimize(name)
     problems = validate_collection(
         store, name, expected_count=n if created else store.count(name),
-        sample=sample_pool, distance=spec.distance,  # type: ignore[arg-type]
+        sample=sample_pool, distance=spec.distance, sparse=enc,  # type: ignore[arg-type]
     )
     if problems:
         raise VectorSetValidationError(f"import into {name!r} failed validation: {'; '.join(problems[:5])}")

@@ -19,8 +19,9 @@ A crash anywhere is repaired by re-running: step 1 sees what already landed. Exp
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -28,8 +29,8 @@ import pyarrow.parquet as pq
 from tasks.artifacts import Artifacts
 from tasks.config import Config
 from tasks.records import write_json
-from tasks.store import Hit, PayloadFilter, StoreError
-from tasks.store.base import VectorSetMismatchError, check_compatible
+from tasks.store import Hit, PayloadFilter, StoreError, VectorSetSpec, VectorStore
+from tasks.store.base import SparseVectorMissingError, VectorSetMismatchError, check_compatible
 from tasks.sync import SyncPlan, compute_plan, desired_hashes, iter_desired, sample_ids
 from tasks.transfer import export_points, import_points
 from tasks.vectorset import (
@@ -42,6 +43,7 @@ from tasks.vectorset import (
     load_context,
     open_vectors,
     records_for,
+    sparse_encoder,
     swap_live,
     validate_collection,
     write_points,
@@ -50,8 +52,10 @@ from tasks.vectorset import (
 API_PROVIDERS = frozenset({"openai"})
 
 __all__ = [
+    "SEARCH_MODES",
     "Gate",
     "MassDeleteError",
+    "SparseVectorMissingError",
     "SyncPlan",
     "VectorSetMismatchError",
     "VectorSetValidationError",
@@ -116,6 +120,7 @@ def _validate(ctx: Context, desired: dict[str, str], vectors: np.ndarray, what: 
     problems = validate_collection(
         ctx.store, ctx.collection, expected_count=len(desired),
         sample=_validation_sample(ctx, desired, vectors), distance=ctx.cfg.qdrant.distance,
+        sparse=sparse_encoder(ctx.cfg),
     )
     if problems:
         shown = "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "")
@@ -131,7 +136,8 @@ def _sync(ctx: Context, desired: dict[str, str], sp: SyncPlan, vectors: np.ndarr
     written = 0
     if wanted:
         batches = iter_desired(ctx.art.deduped, fingerprint=ctx.fingerprint, model=ctx.model)
-        written = write_points(store, ctx.collection, records_for(batches, vectors, wanted), params=q, dims=ctx.dims)
+        records = records_for(batches, vectors, wanted, sparse=sparse_encoder(ctx.cfg))
+        written = write_points(store, ctx.collection, records, params=q, dims=ctx.dims)
     deleted = delete_points(store, ctx.collection, sp.deletes)  # only after every upsert landed
     if written or deleted:
         store.optimize(ctx.collection)
@@ -282,6 +288,7 @@ def verify(cfg: Config, art: Artifacts, repair: bool = False, *, allow_mass_dele
         report.problems = validate_collection(
             ctx.store, ctx.collection, expected_count=len(desired) + len(sp.deletes),
             sample=_validation_sample(ctx, desired, vectors), distance=cfg.qdrant.distance,
+            sparse=sparse_encoder(cfg),
         )
     if repair and not report.ok:
         _guard(ctx, replace(sp, new_vector_set=False), allow_mass_delete)
@@ -296,22 +303,62 @@ def verify(cfg: Config, art: Artifacts, repair: bool = False, *, allow_mass_dele
 
 
 # ---- search ---------------------------------------------------------------------------------------
+SearchMode = Literal["dense", "hybrid"]
+# (store, spec of the live collection, alias, query text, query vector (lazy), k, filter) -> hits
+SearchFn = Callable[[VectorStore, VectorSetSpec, str, str, Callable[[], np.ndarray], int, "PayloadFilter | None"],
+                    list[Hit]]
+
+
+def _dense_search(store: VectorStore, spec: VectorSetSpec, alias: str, query: str,
+                  dense: Callable[[], np.ndarray], k: int, filter: PayloadFilter | None) -> list[Hit]:
+    return store.search(alias, dense(), k=k, filter=filter)
+
+
+def _hybrid_search(store: VectorStore, spec: VectorSetSpec, alias: str, query: str,
+                   dense: Callable[[], np.ndarray], k: int, filter: PayloadFilter | None) -> list[Hit]:
+    from tasks.store.sparse import encoder_for
+
+    sparse = encoder_for(spec).query(query)  # a dense-only set fails here, before the model loads
+    return store.search_hybrid(alias, dense(), sparse, k=k, filter=filter)
+
+
+SEARCH_MODES: dict[str, SearchFn] = {"dense": _dense_search, "hybrid": _hybrid_search}
+
+
 def search(
-    cfg: Config, art: Artifacts, query: str, k: int = 10, filter: PayloadFilter | None = None
+    cfg: Config,
+    art: Artifacts,
+    query: str,
+    k: int = 10,
+    filter: PayloadFilter | None = None,
+    *,
+    mode: SearchMode = "dense",
 ) -> list[Hit]:
-    """Embed ``query`` (query prompt applied) and search the live alias ``qdrant.collection``."""
-    from tasks.embed import embed_query
+    """Embed ``query`` (query prompt applied) and search the live alias ``qdrant.collection``:
+    ``dense`` (vector search) or ``hybrid`` (dense + BM25 sparse fused by RRF in Qdrant; needs a
+    vector set built with ``qdrant.sparse=true``, else :class:`SparseVectorMissingError`)."""
     from tasks.vectorset import store_for
 
+    try:
+        run = SEARCH_MODES[mode]
+    except KeyError:
+        raise ValueError(f"unknown search mode {mode!r}; valid: {', '.join(SEARCH_MODES)}") from None
     store = store_for(cfg, art)
     alias = cfg.qdrant.collection
     spec = store.describe(alias)
     if spec is None:
         raise StoreError(f"no live collection behind {alias!r}: run `embedline ingest` first")
-    vec = np.asarray(embed_query(cfg.embed, query), dtype=np.float32).reshape(-1)
-    if vec.shape[0] != spec.dims:
-        raise VectorSetMismatchError(
-            f"the query embedder gives {vec.shape[0]}-d vectors but {spec.name!r} holds {spec.dims}-d "
-            f"(model {spec.metadata.get('model')!r}): re-run the ingest for the configured model"
-        )
-    return store.search(alias, vec, k=k, filter=filter)
+    live = spec
+
+    def dense() -> np.ndarray:
+        from tasks.embed import embed_query
+
+        vec = np.asarray(embed_query(cfg.embed, query), dtype=np.float32).reshape(-1)
+        if vec.shape[0] != live.dims:
+            raise VectorSetMismatchError(
+                f"the query embedder gives {vec.shape[0]}-d vectors but {live.name!r} holds {live.dims}-d "
+                f"(model {live.metadata.get('model')!r}): re-run the ingest for the configured model"
+            )
+        return vec
+
+    return run(store, spec, alias, query, dense, k, filter)

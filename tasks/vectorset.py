@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from tasks.config import Config, QdrantParams
 from tasks.records import read_json
 from tasks.store import PointRecord, VectorSetSpec, VectorStore, open_store
 from tasks.sync import PAYLOAD_HASH, batched, chunks_of
+
+if TYPE_CHECKING:
+    from tasks.store.sparse import Bm25Encoder
 
 # Tests set this to pause after the first upsert batch (then SIGKILL the process): crash safety.
 PAUSE_ENV = "EMBEDLINE_TEST_UPSERT_PAUSE_S"
@@ -59,6 +62,10 @@ class Context:
 
     def spec(self, **metadata: Any) -> VectorSetSpec:
         q = self.cfg.qdrant
+        if q.sparse:
+            from tasks.store.sparse import RECIPE_KEY, recipe_for
+
+            metadata = {RECIPE_KEY: recipe_for(self.cfg), **metadata}
         return VectorSetSpec(
             name=self.collection,
             dims=self.dims,
@@ -66,6 +73,7 @@ class Context:
             on_disk=q.on_disk,
             quantization=q.quantization,
             hnsw_m=q.hnsw_m,
+            sparse=q.sparse,
             metadata={
                 "fingerprint": self.fingerprint,
                 "model": self.model,
@@ -92,6 +100,7 @@ def load_context(cfg: Config, art: Artifacts) -> Context:
     for key in ("fingerprint", "dims", "model"):
         if manifest.get(key) in (None, ""):
             raise ValueError(f"{art.manifest} has no {key!r}")
+    _check_sparse_flag(cfg, art, manifest)
     store = store_for(cfg, art)
     fp = str(manifest["fingerprint"])
     return Context(
@@ -106,6 +115,22 @@ def load_context(cfg: Config, art: Artifacts) -> Context:
         collection=physical_name(cfg.qdrant, fp),
         live=store.get_alias(cfg.qdrant.collection),
     )
+
+
+def _check_sparse_flag(cfg: Config, art: Artifacts, manifest: Mapping[str, Any]) -> None:
+    """``qdrant.sparse`` is part of the fingerprint the embed stage writes into the manifest: a
+    manifest built with the other setting would name the wrong collection. Say so clearly."""
+    revision = manifest.get("revision")
+    if "revision" not in manifest or cfg.fingerprint(revision) == manifest["fingerprint"]:
+        return
+    other = not cfg.qdrant.sparse
+    flipped = cfg.model_copy(update={"qdrant": cfg.qdrant.model_copy(update={"sparse": other})})
+    if flipped.fingerprint(revision) == manifest["fingerprint"]:
+        raise ValueError(
+            f"{art.manifest} was written with qdrant.sparse={other}, but qdrant.sparse="
+            f"{cfg.qdrant.sparse} now: re-run the embed stage first (`embedline stage embed` or `dvc repro`; "
+            "every vector comes from the cache) so the vector set gets its own fingerprint"
+        )
 
 
 def open_vectors(art: Artifacts, dims: int) -> np.ndarray:
@@ -171,13 +196,34 @@ def delete_points(store: VectorStore, collection: str, ids: Sequence[str]) -> in
 
 
 def records_for(
-    batches: Iterable[Sequence[Any]], vectors: np.ndarray, wanted: set[str] | None
+    batches: Iterable[Sequence[Any]],
+    vectors: np.ndarray,
+    wanted: set[str] | None,
+    *,
+    sparse: Bm25Encoder | None = None,
 ) -> Iterator[PointRecord]:
-    """PointRecords of desired points (``tasks.sync.DesiredPoint`` batches) whose id is wanted."""
+    """PointRecords of desired points (``tasks.sync.DesiredPoint`` batches) whose id is wanted; with
+    a ``sparse`` encoder each also carries its BM25 sparse vector (a function of its payload)."""
+    from tasks.store.sparse import sparse_for
+
     for batch in batches:
         for p in batch:
             if wanted is None or p.id in wanted:
-                yield PointRecord(id=p.id, vector=np.asarray(vectors[p.row], dtype=np.float32), payload=p.payload)
+                yield PointRecord(
+                    id=p.id,
+                    vector=np.asarray(vectors[p.row], dtype=np.float32),
+                    payload=p.payload,
+                    sparse=None if sparse is None else sparse_for(p.payload, sparse),
+                )
+
+
+def sparse_encoder(cfg: Config) -> Bm25Encoder | None:
+    """The BM25 encoder when ``qdrant.sparse`` is on, else None."""
+    if not cfg.qdrant.sparse:
+        return None
+    from tasks.store.sparse import encoder_for_config
+
+    return encoder_for_config(cfg)
 
 
 def expected_vector(v: np.ndarray, distance: str) -> np.ndarray:
@@ -196,8 +242,10 @@ def validate_collection(
     expected_count: int,
     sample: Mapping[str, tuple[np.ndarray, str]],
     distance: str,
+    sparse: Bm25Encoder | None = None,
 ) -> list[str]:
-    """Problems found (empty = valid): count, sampled vectors (within 1e-6) and payload hashes."""
+    """Problems found (empty = valid): count, sampled vectors (within 1e-6) and payload hashes;
+    with a ``sparse`` encoder, also each sampled point's sparse vector against its payload."""
     problems = []
     count = store.count(collection)
     if count != expected_count:
@@ -214,7 +262,21 @@ def validate_collection(
                 problems.append(f"point {pid}: vector read back differs from vectors.npy")
             if (rec.payload or {}).get(PAYLOAD_HASH) != phash:
                 problems.append(f"point {pid}: payload hash differs")
+            if sparse is not None and not _sparse_matches(rec, sparse):
+                problems.append(f"point {pid}: sparse vector missing or not the BM25 vector of its payload")
     return problems
+
+
+def _sparse_matches(rec: PointRecord, enc: Bm25Encoder) -> bool:
+    from tasks.store.sparse import sparse_for
+
+    if rec.sparse is None:
+        return False
+    want = sparse_for(rec.payload or {}, enc)
+    got = rec.sparse.as_dict()
+    return set(got) == set(want.indices) and all(
+        abs(got[i] - v) <= 1e-4 * max(1.0, abs(v)) for i, v in zip(want.indices, want.values, strict=True)
+    )
 
 
 def retain_versions(store: VectorStore, alias: str, keep: int) -> list[str]:

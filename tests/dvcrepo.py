@@ -23,6 +23,8 @@ import yaml
 PROJECT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 STAGES = ("preprocess", "chunk", "embed", "dedupe", "upsert", "evaluate")
+# DVC's own .gitignore files next to the outputs, committed so a run leaves `git status` clean
+GITIGNORES = tuple(f"data/{d}/.gitignore" for d in ("interim", "embeddings", "receipts", "metrics"))
 RUNNING = re.compile(r"Running stage '([^']+)'")
 
 # Short documents that fit any chunk window, and one long one that chunk.max_tokens=64 splits
@@ -158,7 +160,8 @@ def build_repo(path: Path, scratch: Path, params: dict[str, Any] | None = None) 
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for pkg in ("tasks", "flows"):
         shutil.copytree(PROJECT / pkg, path / pkg, ignore=ignore)
-    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
+    for name in ("dvc.yaml", ".dvcignore", ".gitignore", *GITIGNORES):
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(PROJECT / name, path / name)
     settings = yaml.safe_load((PROJECT / "params.yaml").read_text())
     _apply(settings, {**FAKE_PARAMS, **(params or {})})

@@ -9,6 +9,19 @@ Public API (nothing heavy is imported here: models and clients load on first use
     fingerprint_for(cfg)                      vector-set fingerprint without loading the model
     embed_query(params, text)                 a search query vector (query prompt applied)
     plan_embed(cfg, art)                      texts/tokens still to embed (for `embedline plan`)
+
+Choosing a local backend (``embed.backend`` + ``embed.precision``; both are part of the vector-set
+fingerprint, so switching builds a new vector set instead of mixing spaces):
+
+    torch    fp32   reference (sentence-transformers)
+    onnx     fp32   same vectors (cosine 1.0); ~1.0-1.5x torch here (AVX2-only EPYC), ~1.8x on AVX-512
+    onnx     int8   fastest here: ~1.4-2.1x torch, mean cosine 0.992, min ~0.98 (per-channel weights)
+    openvino fp32   same vectors; ~1-1.2x here; it picks bf16 itself (~3.6x) only with AVX512-BF16/AMX
+    openvino int8   compiles the ONNX int8 graph: slower than openvino fp32 here (not recommended)
+
+Exports happen once per model into ``embed.models_dir`` (``data/models``, git-ignored). Measured by
+``benchmarks/bench_embed.py`` (results in ``benchmarks/results/embed.json``); FACTS.md's larger
+ratios were taken on a CPU with AVX-512 BF16.
 """
 
 from tasks.embed.protocol import (

@@ -9,7 +9,8 @@ Public API::
     load_beir(dir, split=None) -> BeirDataset                 queries + qrels (+ corpus path)
     evaluate_run(run, qrels, ks) -> dict                      nDCG@10, MRR@10, recall@k
     docs_from_hits(hits, key=None) -> dict                    chunk hits -> documents (max score)
-    RETRIEVERS / get_retriever(name, ctx)                     dense | bm25 | wholedoc
+    RETRIEVERS / get_retriever(name, ctx)                     dense | bm25 | wholedoc | hybrid
+    methods_for(cfg, store, collection) -> list[str]          METHODS the collection can answer
 
 Modules: beir (loader), metrics, retrieval (interface + dense), baselines (BM25, whole-document),
 intrinsic (duplicate rate, silhouette, 2-D map, curve file), gate, stage. Heavy pieces (models,
@@ -20,7 +21,13 @@ from tasks.evaluation.beir import BeirDataset, BeirFormatError, load_beir
 from tasks.evaluation.gate import GateSetupError, QualityGate, QualityGateError, make_gate
 from tasks.evaluation.metrics import docs_from_hits, evaluate_run, recall_curve
 from tasks.evaluation.retrieval import RETRIEVERS, EvalContext, Retriever, get_retriever
-from tasks.evaluation.stage import METHODS, eval_collection_name, evaluate_dataset, run_evaluate
+from tasks.evaluation.stage import (
+    METHODS,
+    eval_collection_name,
+    evaluate_dataset,
+    methods_for,
+    run_evaluate,
+)
 
 __all__ = [
     "METHODS",
@@ -39,6 +46,7 @@ __all__ = [
     "get_retriever",
     "load_beir",
     "make_gate",
+    "methods_for",
     "recall_curve",
     "run_evaluate",
 ]

@@ -5,6 +5,9 @@ A :class:`Retriever` answers a batch of queries with a document-level run ``{qid
 
 - ``dense``: the configured embedder + the query prompt, searched in a (named) Qdrant collection
   through :mod:`tasks.store`; chunk hits are mapped to documents by max score per document;
+- ``hybrid``: the same dense query plus the BM25 sparse query of the collection's own recipe, fused
+  server-side by Qdrant (prefetch dense + prefetch sparse, reciprocal rank fusion); needs a
+  collection built with ``qdrant.sparse=true``;
 - ``bm25`` and ``wholedoc``: the baselines of :mod:`tasks.evaluation.baselines`, on the same
   documents (``documents.parquet``).
 """
@@ -14,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -22,6 +25,9 @@ from tasks.artifacts import Artifacts
 from tasks.config import Config, EmbedParams
 from tasks.evaluation.metrics import DocKey, docs_from_hits
 from tasks.records import Document, iter_records
+
+if TYPE_CHECKING:
+    from tasks.store import Hit
 
 log = logging.getLogger(__name__)
 
@@ -123,14 +129,40 @@ class DenseRetriever:
         chunk_k = max(k * self.hits_factor, k)
         run: RunDict = {}
         for qid, vec in zip(qids, vecs, strict=True):
-            hits = self.store.search(self.ctx.collection, vec, k=chunk_k)
+            hits = self.chunk_hits(queries[qid], vec, chunk_k)
             docs = docs_from_hits(((h.score, h.payload) for h in hits), self.ctx.key)
             run[qid] = dict(sorted(docs.items(), key=lambda kv: (-kv[1], kv[0]))[:k])
         return run
 
+    def chunk_hits(self, text: str, vec: np.ndarray, k: int) -> list[Hit]:
+        return self.store.search(self.ctx.collection, vec, k=k)
+
+
+class HybridRetriever(DenseRetriever):
+    """Dense + BM25 sparse chunk search fused by RRF in Qdrant, mapped to documents by max score."""
+
+    name = "hybrid"
+
+    def __init__(self, ctx: EvalContext, *, hits_factor: int = CHUNK_HITS_FACTOR):
+        from tasks.store import CollectionNotFoundError
+        from tasks.store.sparse import encoder_for
+
+        super().__init__(ctx, hits_factor=hits_factor)
+        spec = self.store.describe(ctx.collection)
+        if spec is None:
+            raise CollectionNotFoundError(ctx.collection)
+        self.encoder = encoder_for(spec)  # SparseVectorMissingError for a dense-only collection
+
+    def chunk_hits(self, text: str, vec: np.ndarray, k: int) -> list[Hit]:
+        return self.store.search_hybrid(self.ctx.collection, vec, self.encoder.query(text), k=k)
+
 
 def _dense(ctx: EvalContext) -> Retriever:
     return DenseRetriever(ctx)
+
+
+def _hybrid(ctx: EvalContext) -> Retriever:
+    return HybridRetriever(ctx)
 
 
 def _bm25(ctx: EvalContext) -> Retriever:
@@ -149,6 +181,7 @@ RETRIEVERS: dict[str, Callable[[EvalContext], Retriever]] = {
     "dense": _dense,
     "bm25": _bm25,
     "wholedoc": _wholedoc,
+    "hybrid": _hybrid,
 }
 
 

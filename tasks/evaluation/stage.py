@@ -3,9 +3,11 @@
 - :func:`run_evaluate` (DVC stage ``evaluate``): the labelled query set ``eval.dataset`` (BEIR
   layout, corpus ids = source paths relative to ``source``) against the vector set the pipeline
   built, with the BM25 and whole-document baselines and intrinsic checks; writes the recall curve
-  and the embedding map next to the stage metrics.
+  and the embedding map next to the stage metrics. Hybrid (dense + sparse, RRF) is scored too when
+  the collection holds the sparse vector (``qdrant.sparse``); ``eval.hybrid=true`` requires it.
 - :func:`evaluate_dataset` (``embedline eval --dataset DIR``): ingests a BEIR corpus into its own
-  collection with the ordinary stage functions and scores every retrieval method on it.
+  collection (with the sparse vector) with the ordinary stage functions and scores every retrieval
+  method on it: dense, BM25, whole-document and hybrid.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from tasks.records import read_json, write_json
 
 log = logging.getLogger(__name__)
 
-METHODS: tuple[str, ...] = ("dense", "bm25", "wholedoc")
+METHODS: tuple[str, ...] = ("dense", "bm25", "wholedoc", "hybrid")
+NEEDS_SPARSE = frozenset({"hybrid"})  # methods that need the collection's sparse vector
 CURVE_FILE = "recall_curve.csv"
 MAP_FILE = "embedding_map.png"
 CORPUS_PREFIX = "corpus.jsonl#"
@@ -57,6 +60,19 @@ def score_methods(
         curves[name] = recall_curve(run, dataset.qrels, max(ctx.cfg.eval.k))
         log.info("eval %s: ndcg@10=%.4f (%.1fs)", name, metrics["ndcg@10"], metrics["seconds"])
     return results, curves
+
+
+def methods_for(cfg: Config, store: Any, collection: str, methods: Sequence[str] = METHODS) -> list[str]:
+    """``methods`` minus those needing the sparse vector when ``collection`` has none (unless
+    ``eval.hybrid`` asks for them: then their retriever fails with a clear error)."""
+    spec = store.describe(collection)
+    if cfg.eval.hybrid or (spec is not None and spec.sparse):
+        return list(methods)
+    skipped = [m for m in methods if m in NEEDS_SPARSE]
+    if skipped:
+        log.info("eval: %s skipped: %r has no sparse vector (qdrant.sparse=false)",
+                 ", ".join(skipped), collection)
+    return [m for m in methods if m not in NEEDS_SPARSE]
 
 
 def _live_collection(cfg: Config, art: Artifacts, store: Any) -> str:
@@ -91,7 +107,7 @@ def run_evaluate(cfg: Config, art: Artifacts, *, collection: str | None = None) 
     store = open_store(cfg.qdrant, art.root)
     name = collection or _live_collection(cfg, art, store)
     ctx = EvalContext(cfg=cfg, art=art, collection=name, query_embed=collection_embed_params(store, name, cfg))
-    results, curves = score_methods(ctx, dataset)
+    results, curves = score_methods(ctx, dataset, methods_for(cfg, store, name))
     write_curve(art.metrics / CURVE_FILE, curves)
     intrinsic = intrinsic_checks(
         store, name, art, sample=cfg.eval.map_sample, map_path=art.metrics / MAP_FILE
@@ -154,6 +170,7 @@ def dataset_config(cfg: Config, dataset_dir: Path, workdir: Path) -> Config:
         "preprocess.json_title_field": "title",
         "eval.dataset": str(dataset_dir.resolve()),
         "eval.gate": False,
+        "qdrant.sparse": True,  # so the hybrid method can be scored next to the others
     }
     return validate(apply_overrides(data, dict(overrides)))
 
@@ -197,7 +214,7 @@ def evaluate_dataset(
     store = open_store(dcfg.qdrant, art.root)
     collection = dcfg.qdrant.collection
     ctx = EvalContext(cfg=dcfg, art=art, collection=collection, key=key, query_embed=dcfg.embed)
-    results, curves = score_methods(ctx, dataset, methods)
+    results, curves = score_methods(ctx, dataset, methods_for(dcfg, store, collection, methods))
     write_curve(workdir / CURVE_FILE, curves)
     report = {
         "dataset": str(dataset_dir.resolve()),

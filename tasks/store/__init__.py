@@ -4,9 +4,13 @@ Public API::
 
     open_store(params: QdrantParams, root: Path = Path(".")) -> VectorStore
     STORES                       registry: backend name -> factory(params, root)
-    VectorStore, VectorSetSpec, PointRecord, Hit, PayloadFilter
-    StoreError, CollectionNotFoundError, VectorSetMismatchError
+    VectorStore, VectorSetSpec, PointRecord, Hit, PayloadFilter, SparseVector
+    StoreError, CollectionNotFoundError, VectorSetMismatchError, SparseVectorMissingError
     close_stores()               close every client/shard this process opened (tests, shutdown)
+
+Hybrid search: a collection built with ``VectorSetSpec.sparse`` also holds the named sparse vector
+``SPARSE_VECTOR`` ("bm25"; BM25 term weights from :mod:`tasks.store.sparse`, IDF applied by Qdrant)
+and answers ``search_hybrid`` (dense + sparse prefetch fused by RRF, server-side).
 
 Backends: ``edge`` (default; Qdrant Edge embedded, :mod:`tasks.store.edge`), ``local``
 (qdrant-client local mode) and ``server`` (qdrant-client against ``qdrant.url``); the last two share
@@ -20,10 +24,13 @@ from pathlib import Path
 
 from tasks.config import QdrantParams
 from tasks.store.base import (
+    SPARSE_VECTOR,
     CollectionNotFoundError,
     Hit,
     PayloadFilter,
     PointRecord,
+    SparseVector,
+    SparseVectorMissingError,
     StoreError,
     VectorSetMismatchError,
     VectorSetSpec,
@@ -99,11 +106,14 @@ def close_stores() -> None:
 
 
 __all__ = [
+    "SPARSE_VECTOR",
     "STORES",
     "CollectionNotFoundError",
     "Hit",
     "PayloadFilter",
     "PointRecord",
+    "SparseVector",
+    "SparseVectorMissingError",
     "StoreError",
     "StoreFactory",
     "VectorSetMismatchError",

@@ -21,6 +21,9 @@ Quantization = Literal["none", "scalar", "binary"]
 PayloadFilter = Mapping[str, "str | int | bool | Sequence[str] | Sequence[int]"]
 PayloadFields = bool | Sequence[str]
 
+SPARSE_VECTOR = "bm25"  # name of the optional sparse vector; the dense vector is the unnamed default
+RRF_K = 60  # reciprocal rank fusion constant (Cormack et al. 2009), the same on every backend
+
 
 @dataclass(frozen=True)
 class VectorSetSpec:
@@ -35,6 +38,26 @@ class VectorSetSpec:
     payload_indexes: tuple[str, ...] = ("doc_id", "source")
     hnsw_m: int = 16
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    # also holds the named sparse vector SPARSE_VECTOR (BM25 term weights; Qdrant applies the IDF)
+    sparse: bool = False
+
+
+@dataclass(frozen=True)
+class SparseVector:
+    """Term weights keyed by term index (a backend-neutral twin of Qdrant's SparseVector)."""
+
+    indices: tuple[int, ...] = ()
+    values: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.indices) != len(self.values):
+            raise ValueError(f"sparse vector has {len(self.indices)} indices but {len(self.values)} values")
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def as_dict(self) -> dict[int, float]:
+        return dict(zip(self.indices, self.values, strict=True))
 
 
 @dataclass(frozen=True)
@@ -42,6 +65,7 @@ class PointRecord:
     id: str  # a UUID string (point ids are uuid5 of the chunk id)
     vector: np.ndarray | None = None  # float32, shape (dims,)
     payload: Mapping[str, Any] | None = None
+    sparse: SparseVector | None = None  # only for collections with ``VectorSetSpec.sparse``
 
 
 @dataclass(frozen=True)
@@ -70,6 +94,18 @@ class CollectionNotFoundError(StoreError, KeyError):
 
 class VectorSetMismatchError(StoreError):
     """An existing collection holds a different vector space (dims, distance, model)."""
+
+
+class SparseVectorMissingError(StoreError):
+    """A hybrid search on a collection built without the sparse vector."""
+
+    def __init__(self, collection: str):
+        self.collection = collection
+        super().__init__(
+            f"collection {collection!r} has no sparse vector {SPARSE_VECTOR!r}, so it cannot answer a hybrid "
+            "query: build it with qdrant.sparse=true (a new vector set: re-run the upsert, e.g. "
+            "`embedline ingest --set qdrant.sparse=true`), or search in dense mode"
+        )
 
 
 @runtime_checkable
@@ -119,6 +155,22 @@ class VectorStore(Protocol):
         filter: PayloadFilter | None = None,
     ) -> list[Hit]: ...
 
+    def search_hybrid(
+        self,
+        collection: str,
+        dense_vector: np.ndarray | Sequence[float],
+        sparse_query: SparseVector,
+        k: int = 10,
+        filter: PayloadFilter | None = None,
+        *,
+        prefetch: int | None = None,
+    ) -> list[Hit]:
+        """Fused dense + sparse search, server-side (Qdrant's query API): the ``prefetch`` best
+        (default ``2 * k``) of each, merged by reciprocal rank fusion (:data:`RRF_K`); hit scores
+        are RRF scores. A collection without the sparse vector raises
+        :class:`SparseVectorMissingError`."""
+        ...
+
     def optimize(self, collection: str) -> None:
         """Build indexes after a bulk load where the backend needs to be told (Edge); else no-op."""
         ...
@@ -148,6 +200,11 @@ def as_vector(v: np.ndarray | Sequence[float]) -> list[float]:
     return np.asarray(v, dtype=np.float32).reshape(-1).tolist()
 
 
+def prefetch_limit(k: int, prefetch: int | None) -> int:
+    """Candidates each branch of a hybrid query contributes (never fewer than ``k``)."""
+    return max(k, prefetch if prefetch is not None else 2 * k)
+
+
 def check_compatible(existing: VectorSetSpec, wanted: VectorSetSpec) -> None:
     """Raise a clear error when ``wanted`` would mix two vector spaces in ``existing``."""
     problems = []
@@ -155,6 +212,9 @@ def check_compatible(existing: VectorSetSpec, wanted: VectorSetSpec) -> None:
         problems.append(f"dims {existing.dims} != {wanted.dims}")
     if existing.distance != wanted.distance:
         problems.append(f"distance {existing.distance} != {wanted.distance}")
+    if existing.sparse != wanted.sparse:
+        problems.append(f"sparse vector {SPARSE_VECTOR!r} {'present' if existing.sparse else 'absent'} != "
+                        f"{'present' if wanted.sparse else 'absent'}")
     for key in ("fingerprint", "model"):
         a, b = existing.metadata.get(key), wanted.metadata.get(key)
         if a is not None and b is not None and a != b:

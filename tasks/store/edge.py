@@ -15,6 +15,10 @@ Indexing: Edge builds HNSW only when :meth:`EdgeStore.optimize` is called (``Edg
 points. Searches use exact (brute force, ~9 ms at 100 k) while a collection has at most
 ``EXACT_SEARCH_MAX`` points or is not fully indexed, HNSW (``hnsw_ef``) otherwise.
 
+Hybrid: a spec with ``sparse`` adds the named sparse vector ``bm25`` (IDF modifier) to the shard
+config (:mod:`tasks.store.edge_schema`); :meth:`EdgeStore.search_hybrid` is one ``QueryRequest``
+with a dense and a sparse prefetch fused by ``Fusion.Rrf``.
+
 Shards are opened lazily, once per process, and shared by every EdgeStore on the same path. Edge
 locks a shard to one process (its WAL): a second process waits up to ``EMBEDLINE_EDGE_LOCK_WAIT_S``
 (30 s) for it, then fails with a clear error; concurrent readers and writers need a server.
@@ -40,16 +44,22 @@ from typing import Any
 import numpy as np
 
 from tasks.store.base import (
+    RRF_K,
+    SPARSE_VECTOR,
     CollectionNotFoundError,
     Hit,
     PayloadFields,
     PayloadFilter,
     PointRecord,
+    SparseVector,
+    SparseVectorMissingError,
     StoreError,
     VectorSetSpec,
     as_vector,
     check_compatible,
+    prefetch_limit,
 )
+from tasks.store.edge_schema import edge_config, edge_filter, edge_sparse
 
 EXACT_SEARCH_MAX = 20_000
 LOCK_WAIT_S = float(os.environ.get("EMBEDLINE_EDGE_LOCK_WAIT_S", "30"))
@@ -119,31 +129,11 @@ class EdgeStore:
                 shard = _load_locked(qe, shard_dir, name)
             elif create_spec is not None:
                 shutil.rmtree(shard_dir, ignore_errors=True)  # a create that crashed half-way
-                shard = qe.EdgeShard.create(str(shard_dir), self._edge_config(create_spec))
+                shard = qe.EdgeShard.create(str(shard_dir), edge_config(create_spec))
             else:
                 raise CollectionNotFoundError(name)
             _shards[shard_dir] = shard
             return shard
-
-    @staticmethod
-    def _edge_config(spec: VectorSetSpec) -> Any:
-        qe = _edge()
-        quant = {
-            "none": None,
-            "scalar": lambda: qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, always_ram=True),
-            "binary": lambda: qe.BinaryQuantizationConfig(always_ram=True),
-        }[spec.quantization]
-        memory = qe.Memory.Cold if spec.on_disk else qe.Memory.Cached
-        return qe.EdgeConfig(
-            vectors=qe.EdgeVectorParams(
-                size=spec.dims,
-                distance=getattr(qe.Distance, spec.distance),
-                memory=memory,
-                quantization_config=quant() if quant else None,
-            ),
-            hnsw_config=qe.HnswIndexConfig(m=spec.hnsw_m, ef_construct=100, full_scan_threshold=10_000),
-            payload_memory=qe.Memory.Cold if spec.on_disk else qe.Memory.Cached,
-        )
 
     # ---- collections -------------------------------------------------------------------------
     def ensure(self, vector_set: VectorSetSpec) -> bool:
@@ -166,6 +156,7 @@ class EdgeStore:
                 "quantization": vector_set.quantization,
                 "payload_indexes": list(vector_set.payload_indexes),
                 "hnsw_m": vector_set.hnsw_m,
+                "sparse": vector_set.sparse,
                 "metadata": dict(vector_set.metadata),
             }
             _write_json_atomic(d / "vector_set.json", meta)
@@ -191,6 +182,7 @@ class EdgeStore:
             payload_indexes=tuple(m.get("payload_indexes", ())),
             hnsw_m=int(m.get("hnsw_m", 16)),
             metadata=m.get("metadata", {}),
+            sparse=bool(m.get("sparse", False)),
         )
 
     def list_collections(self) -> list[str]:
@@ -251,7 +243,10 @@ class EdgeStore:
         for p in points:
             if p.vector is None:
                 raise StoreError(f"point {p.id} has no vector")
-            batch.append(qe.Point(p.id, as_vector(p.vector), dict(p.payload or {})))
+            vector: Any = as_vector(p.vector)
+            if p.sparse is not None:
+                vector = {"": vector, SPARSE_VECTOR: edge_sparse(p.sparse)}
+            batch.append(qe.Point(p.id, vector, dict(p.payload or {})))
         shard.update(qe.UpdateOperation.upsert_points(batch))
 
     def delete(self, collection: str, ids: Sequence[str]) -> None:
@@ -261,13 +256,16 @@ class EdgeStore:
 
     @staticmethod
     def _record(r: Any) -> PointRecord:
-        vec = r.vector
+        vec, sparse = r.vector, None
         if isinstance(vec, dict):
+            sv = vec.get(SPARSE_VECTOR)
+            sparse = None if sv is None else SparseVector(tuple(sv.indices), tuple(sv.values))
             vec = vec.get("")
         return PointRecord(
             id=str(r.id),
             vector=None if vec is None else np.asarray(vec, dtype=np.float32),
             payload=r.payload,
+            sparse=sparse,
         )
 
     def scan(
@@ -311,15 +309,56 @@ class EdgeStore:
     ) -> list[Hit]:
         qe = _edge()
         shard = self._shard(collection)
-        info = shard.info()
-        exact = info.points_count <= EXACT_SEARCH_MAX or info.indexed_vectors_count < info.points_count
         res = shard.query(
             qe.QueryRequest(
                 limit=k,
                 query=qe.Query.Nearest(as_vector(vector)),
                 with_payload=True,
-                filter=_edge_filter(filter),
-                params=qe.SearchParams(exact=True) if exact else qe.SearchParams(hnsw_ef=max(HNSW_EF, k)),
+                filter=edge_filter(filter),
+                params=self._dense_params(shard, k),
+            )
+        )
+        return [Hit(id=str(r.id), score=float(r.score), payload=r.payload or {}) for r in res]
+
+    @staticmethod
+    def _dense_params(shard: Any, k: int) -> Any:
+        """Exact search while small or not fully indexed, HNSW otherwise."""
+        qe = _edge()
+        info = shard.info()
+        exact = info.points_count <= EXACT_SEARCH_MAX or info.indexed_vectors_count < info.points_count
+        return qe.SearchParams(exact=True) if exact else qe.SearchParams(hnsw_ef=max(HNSW_EF, k))
+
+    def search_hybrid(
+        self,
+        collection: str,
+        dense_vector: np.ndarray | Sequence[float],
+        sparse_query: SparseVector,
+        k: int = 10,
+        filter: PayloadFilter | None = None,
+        *,
+        prefetch: int | None = None,
+    ) -> list[Hit]:
+        spec = self.describe(collection)
+        if spec is None:
+            raise CollectionNotFoundError(collection)
+        if not spec.sparse:
+            raise SparseVectorMissingError(spec.name)
+        qe = _edge()
+        shard = self._shard(collection)
+        flt = edge_filter(filter)
+        limit = prefetch_limit(k, prefetch)
+        sparse = edge_sparse(sparse_query)
+        res = shard.query(
+            qe.QueryRequest(
+                limit=k,
+                prefetches=[
+                    qe.Prefetch(limit=limit, query=qe.Query.Nearest(as_vector(dense_vector)), filter=flt,
+                                params=self._dense_params(shard, limit)),
+                    qe.Prefetch(limit=limit, query=qe.Query.Nearest(sparse, using=SPARSE_VECTOR), filter=flt),
+                ],
+                query=qe.Fusion.Rrf(k=RRF_K),
+                filter=flt,
+                with_payload=True,
             )
         )
         return [Hit(id=str(r.id), score=float(r.score), payload=r.payload or {}) for r in res]
@@ -367,16 +406,3 @@ def _load_locked(qe: Any, shard_dir: Path, name: str) -> Any:
                 ) from exc
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
-
-
-def _edge_filter(flt: PayloadFilter | None) -> Any:
-    if not flt:
-        return None
-    qe = _edge()
-    conds = []
-    for key, value in flt.items():
-        if isinstance(value, str | int | bool):
-            conds.append(qe.FieldCondition(key, match=qe.MatchValue(value)))
-        else:
-            conds.append(qe.FieldCondition(key, match=qe.MatchAny(list(value))))
-    return qe.Filter(must=conds)

@@ -6,6 +6,9 @@ delete + create in one request, which the server applies atomically). The vector
 
 Local mode is slow (it commits SQLite per point: ~700 points/s; FACTS.md) and warns above 20 k
 points: use it for compatibility tests, the server for production, Edge for embedded use.
+Hybrid: a spec with ``sparse`` adds ``sparse_vectors_config={"bm25": IDF modifier}``; the search is one
+``query_points`` call with a dense and a sparse ``Prefetch`` and an ``RrfQuery`` (RRF with k=RRF_K;
+needs a Qdrant server recent enough for parametrised RRF, as qdrant-client 1.20 expects).
 Clients are created lazily, once per process per location. Requests are retried only on transient
 errors (:mod:`tasks.store.retry`); uploads use ``wait=True``.
 """
@@ -21,15 +24,20 @@ from typing import Any
 import numpy as np
 
 from tasks.store.base import (
+    RRF_K,
+    SPARSE_VECTOR,
     CollectionNotFoundError,
     Hit,
     PayloadFields,
     PayloadFilter,
     PointRecord,
+    SparseVector,
+    SparseVectorMissingError,
     StoreError,
     VectorSetSpec,
     as_vector,
     check_compatible,
+    prefetch_limit,
 )
 from tasks.store.retry import call_with_retry
 
@@ -110,6 +118,13 @@ class QdrantClientStore:
                 on_disk=vector_set.on_disk,
             ),
             on_disk_payload=vector_set.on_disk,
+            sparse_vectors_config=(
+                {SPARSE_VECTOR: m.SparseVectorParams(
+                    modifier=m.Modifier.IDF, index=m.SparseIndexParams(on_disk=vector_set.on_disk)
+                )}
+                if vector_set.sparse
+                else None
+            ),
             hnsw_config=m.HnswConfigDiff(m=vector_set.hnsw_m),
             quantization_config=quant() if quant else None,
             metadata=meta,
@@ -140,6 +155,7 @@ class QdrantClientStore:
         quantization = raw.pop("quantization", "none")
         indexes = tuple(raw.pop("payload_indexes", ()))
         hnsw_m = int(raw.pop("hnsw_m", 16))
+        sparse = SPARSE_VECTOR in (info.config.params.sparse_vectors or {})
         return VectorSetSpec(
             name=name,
             dims=dims,
@@ -149,6 +165,7 @@ class QdrantClientStore:
             payload_indexes=indexes,
             hnsw_m=hnsw_m,
             metadata=raw,
+            sparse=sparse,
         )
 
     def list_collections(self) -> list[str]:
@@ -205,7 +222,10 @@ class QdrantClientStore:
         for p in points:
             if p.vector is None:
                 raise StoreError(f"point {p.id} has no vector")
-            structs.append(m.PointStruct(id=p.id, vector=as_vector(p.vector), payload=dict(p.payload or {})))
+            vector: Any = as_vector(p.vector)
+            if p.sparse is not None:
+                vector = {"": vector, SPARSE_VECTOR: _client_sparse(p.sparse)}
+            structs.append(m.PointStruct(id=p.id, vector=vector, payload=dict(p.payload or {})))
         self._call("upsert", collection_name=collection, points=structs, wait=True)
 
     def delete(self, collection: str, ids: Sequence[str]) -> None:
@@ -220,13 +240,16 @@ class QdrantClientStore:
 
     @staticmethod
     def _record(r: Any) -> PointRecord:
-        vec = r.vector
+        vec, sparse = r.vector, None
         if isinstance(vec, dict):
+            sv = vec.get(SPARSE_VECTOR)
+            sparse = None if sv is None else SparseVector(tuple(sv.indices), tuple(sv.values))
             vec = vec.get("")
         return PointRecord(
             id=str(r.id),
             vector=None if vec is None else np.asarray(vec, dtype=np.float32),
             payload=r.payload,
+            sparse=sparse,
         )
 
     def scan(
@@ -287,6 +310,38 @@ class QdrantClientStore:
         )
         return [Hit(id=str(p.id), score=float(p.score), payload=p.payload or {}) for p in res.points]
 
+    def search_hybrid(
+        self,
+        collection: str,
+        dense_vector: np.ndarray | Sequence[float],
+        sparse_query: SparseVector,
+        k: int = 10,
+        filter: PayloadFilter | None = None,
+        *,
+        prefetch: int | None = None,
+    ) -> list[Hit]:
+        spec = self.describe(collection)
+        if spec is None:
+            raise CollectionNotFoundError(collection)
+        if not spec.sparse:
+            raise SparseVectorMissingError(spec.name)
+        m = _models()
+        flt = _client_filter(filter)
+        limit = prefetch_limit(k, prefetch)
+        res = self._call(
+            "query_points",
+            collection_name=spec.name,
+            prefetch=[
+                m.Prefetch(query=as_vector(dense_vector), limit=limit, filter=flt),
+                m.Prefetch(query=_client_sparse(sparse_query), using=SPARSE_VECTOR, limit=limit, filter=flt),
+            ],
+            query=m.RrfQuery(rrf=m.Rrf(k=RRF_K)),
+            query_filter=flt,
+            limit=k,
+            with_payload=True,
+        )
+        return [Hit(id=str(p.id), score=float(p.score), payload=p.payload or {}) for p in res.points]
+
     def optimize(self, collection: str) -> None:
         """Qdrant (server) indexes in the background by itself; local mode has no index."""
 
@@ -295,6 +350,10 @@ class QdrantClientStore:
             c = _clients.pop(self._key, None)
         if c is not None:
             c.close()
+
+
+def _client_sparse(sv: SparseVector) -> Any:
+    return _models().SparseVector(indices=list(sv.indices), values=list(sv.values))
 
 
 def _client_filter(flt: PayloadFilter | None) -> Any:

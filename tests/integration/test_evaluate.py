@@ -197,7 +197,7 @@ def test_evaluate_dataset_ingests_a_beir_corpus_into_its_own_collection(project:
     results = evaluate_dataset(config(project), ds, workdir)
 
     assert eval_collection_name(ds) == "eval-tiny-beir"
-    assert set(results) == {"dense", "bm25", "wholedoc"}
+    assert set(results) == {"dense", "bm25", "wholedoc", "hybrid"}  # its collection has the sparse vector
     for method, m in results.items():
         assert m["queries"] == len(QUERIES), method
         assert m["ndcg@10"] > 0.7 and m["recall@10"] > 0.9, method

@@ -261,3 +261,10 @@ def test_429_without_hint_backs_off_every_caller(server: OpenAIFakeServer) -> No
     assert [r.status for r in server.records] == [429, 200]
     assert server.records[1].t - server.records[0].t >= 0.25
     assert emb.limiter.waited_s >= 0.25  # type: ignore[attr-defined]
+
+
+def test_plain_400_fails_fast_without_splitting(server: OpenAIFakeServer) -> None:
+    server.script = [Fault("400")]
+    with pytest.raises(EmbedError, match="HTTP 400"):
+        get_embedder(params(server)).embed(TEXTS[:8])
+    assert len(server.records) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import uuid
 from collections.abc import Iterator
@@ -225,3 +226,106 @@ def test_edge_collection_locked_by_another_process_is_a_clear_error(tmp_path: Pa
         holder.kill()
         holder.wait()
     assert open_store(params, tmp_path).count("held") == 0  # released with the process
+
+
+# ---- hybrid: dense + BM25 sparse in one collection, fused server-side by RRF ----------------------
+_TOPICS = [
+    "supersonic boundary layer transition on a flat plate",
+    "heat transfer in laminar boundary layers",
+    "flutter of swept wings at transonic speed",
+    "buckling of thin cylindrical shells under pressure",
+    "shock wave interaction with a turbulent wake",
+    "yeast bread dough rises in a warm kitchen",
+]
+
+
+def _sparse_points(seed: int = 3) -> tuple[list[PointRecord], np.ndarray]:
+    from tasks.store.sparse import encoder
+
+    enc = encoder({"language": "en"})
+    pts, vecs = _points(len(_TOPICS) * 4, seed=seed)
+    out = []
+    for i, p in enumerate(pts):
+        text = f"{_TOPICS[i % len(_TOPICS)]} (note {i})" + (" wing flutter" if i == 2 else "")
+        payload = {**(p.payload or {}), "text": text}
+        out.append(PointRecord(p.id, p.vector, payload, enc.document(payload["text"])))
+    return out, vecs
+
+
+def test_hybrid_search_fuses_dense_and_sparse(store: VectorStore) -> None:
+    from tasks.store import SparseVector
+    from tasks.store.base import RRF_K
+    from tasks.store.sparse import encoder
+
+    name = _name("h")
+    assert store.ensure(VectorSetSpec(name=name, dims=DIMS, sparse=True, metadata={"fingerprint": "fp1"}))
+    spec = store.describe(name)
+    assert spec is not None and spec.sparse is True
+    pts, vecs = _sparse_points()
+    store.upsert(name, pts)
+    assert store.count(name) == len(pts)
+
+    # sparse vectors are stored and read back (retrieve and scan), next to the dense one
+    got = store.retrieve(name, [pts[1].id], with_vectors=True)[0]
+    assert got.sparse is not None and got.sparse.as_dict() == pytest.approx(pts[1].sparse.as_dict())  # type: ignore[union-attr]
+    np.testing.assert_allclose(got.vector, vecs[1], atol=1e-6)  # type: ignore[arg-type]
+    assert all(p.sparse is not None for p in store.scan(name, with_vectors=True, batch=5))
+
+    query = encoder({"language": "en"}).query("flutter of wings")  # topic 2: points 2, 8, 14, 20
+    hits = store.search_hybrid(name, vecs[2], query, k=5)
+    assert len(hits) == 5 and hits[0].id == pts[2].id  # first dense, first sparse (most flutter)
+    # RRF scores: 1 / (RRF_K + rank from 0) from each branch
+    assert hits[0].score == pytest.approx(2 / RRF_K, rel=1e-4)
+    assert all(a.score >= b.score for a, b in itertools.pairwise(hits))
+    flutter = {p.id for i, p in enumerate(pts) if i % len(_TOPICS) == 2}
+    # every flutter point ranks in the sparse top 4: at most 3 dense-only hits (dense ranks 1-3) beat
+    # the last of them
+    assert flutter <= {h.id for h in store.search_hybrid(name, vecs[2], query, k=len(flutter) + 4)}
+    # far from the flutter vector, the sparse branch still brings flutter points the dense misses
+    far = -vecs[2]
+    dense_only = {h.id for h in store.search(name, far, k=6)}
+    assert (flutter & {h.id for h in store.search_hybrid(name, far, query, k=6)}) - dense_only
+
+    filtered = store.search_hybrid(name, vecs[2], query, k=10, filter={"doc_id": "d1"})
+    assert filtered and all(h.payload["doc_id"] == "d1" for h in filtered)
+    # a query of stop words only has an empty sparse vector: dense results alone
+    empty = store.search_hybrid(name, vecs[4], SparseVector(), k=3)
+    assert [h.id for h in empty] == [h.id for h in store.search(name, vecs[4], k=3)]
+    # through an alias, like every other read
+    store.swap_alias(_name("hlive"), name)
+    assert store.search_hybrid(_name("hlive"), vecs[2], query, k=1)[0].id == pts[2].id
+    store.delete_alias(_name("hlive"))
+
+
+def test_hybrid_on_a_dense_only_collection_is_a_clear_error(store: VectorStore) -> None:
+    from tasks.store import SparseVector, SparseVectorMissingError
+
+    name = _name("nosparse")
+    store.ensure(_spec(name))
+    pts, vecs = _points(3)
+    store.upsert(name, pts)
+    with pytest.raises(SparseVectorMissingError, match=r"qdrant\.sparse=true"):
+        store.search_hybrid(name, vecs[0], SparseVector((1,), (1.0,)), k=3)
+    with pytest.raises(CollectionNotFoundError):
+        store.search_hybrid(_name("missing"), vecs[0], SparseVector(), k=3)
+    # a sparse and a dense-only set are different schemas: never the same collection
+    with pytest.raises(VectorSetMismatchError, match="sparse"):
+        store.ensure(VectorSetSpec(name=name, dims=DIMS, sparse=True, metadata={"fingerprint": "fp1", "model": "m1"}))
+
+
+@pytest.mark.parametrize("backend", ["edge", "local"])
+def test_reopen_keeps_the_sparse_vector(backend: str, tmp_path: Path) -> None:
+    from tasks.store.sparse import encoder
+
+    params = QdrantParams.model_validate({"backend": backend, "path": str(tmp_path / "q")})
+    s = open_store(params, tmp_path)
+    s.ensure(VectorSetSpec(name="hyb", dims=DIMS, sparse=True))
+    pts, vecs = _sparse_points()
+    s.upsert("hyb", pts)
+    close_stores()
+    s2 = open_store(params, tmp_path)
+    spec = s2.describe("hyb")
+    assert spec is not None and spec.sparse
+    query = encoder({"language": "en"}).query("wing flutter")
+    assert s2.search_hybrid("hyb", vecs[2], query, k=1)[0].id == pts[2].id
+    close_stores()

@@ -71,7 +71,7 @@ def test_fingerprint_tracks_what_vectors_mean() -> None:
     assert base.fingerprint("rev") == same.fingerprint("rev")
     for change in ("embed.model=other", "embed.passage_prompt='passage: '", "embed.dimensions=128",
                    "embed.backend=onnx", "embed.precision=int8", "chunk.max_tokens=128",
-                   "preprocess.lowercase=true"):
+                   "preprocess.lowercase=true", "qdrant.sparse=true"):
         assert load_config(None, [change]).fingerprint("rev") != base.fingerprint("rev"), change
     assert base.fingerprint("rev1") != base.fingerprint("rev2")
 

@@ -47,9 +47,10 @@ log = logging.getLogger(__name__)
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 KNOWN_DIMS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "text-embedding-ada-002": 1536}
 _TRANSIENT_STATUS = {408, 409, 429}
+# a 400 that means "this request is too big" (splitting helps); anything else on a 400 fails fast
 _OVERSIZE = re.compile(
     r"too large|too long|too many (inputs|tokens)|maximum (request|context|batch)|"
-    r"max(imum)?[_ ]tokens?[_ ]per[_ ]request|payload|exceeds",
+    r"max(imum)?[_ ]tokens?[_ ]per[_ ]request|maximum context length",
     re.IGNORECASE,
 )
 _HINTS = {
@@ -241,7 +242,11 @@ class OpenAIEmbedder:
         wait = wait_from_headers(dict(raw.headers), is_429=False)
         if wait:
             self.limiter.block_for(wait)  # a limit is at zero: stop before being told no
-        return self._parse(raw.parse(), len(texts))
+        try:
+            parsed = raw.parse()
+        except Exception as exc:  # not JSON, or not the embeddings schema
+            raise EmbedResponseError(f"{self.base_url}: unreadable embeddings response: {exc}") from None
+        return self._parse(parsed, len(texts))
 
     def _raise_for_status(self, exc: Any) -> None:
         status = int(exc.status_code)

