@@ -66,5 +66,6 @@ lock:  ## re-resolve the lock file from pyproject.toml (in a scratch venv)
 	/tmp/embedline-lock/bin/pip install -q . --group dev && \
 	/tmp/embedline-lock/bin/pip freeze --exclude embedline > requirements.lock
 
-clean:
-	rm -rf data/interim data/embeddings data/receipts data/metrics data/qdrant data/cache .prefect
+clean:  ## remove generated artifacts, the embedded store and the embedding cache (keeps tracked files)
+	git clean -fdX -- data/interim data/embeddings data/receipts data/metrics data/qdrant data/cache
+	rm -rf .prefect

@@ -197,12 +197,10 @@ def run_upsert(
         dropped = swap_live(ctx.store, ctx.alias, ctx.collection, ctx.live, keep=cfg.qdrant.keep_versions, gate=gate)
         swapped = True
     points_total = ctx.store.count(ctx.collection)
-    receipt = {
-        **{k: v for k, v in stats.items() if k != "dry_run"},
-        "points_total": points_total,
-        "swapped": swapped,
-        "dropped_collections": dropped,
-    }
+    # The receipt (a DVC output) records the end state only: a no-op re-run, or `dvc pull` followed
+    # by `embedline stage upsert`, rewrites it byte for byte. Per-run counts go to the metrics.
+    receipt = {k: stats[k] for k in ("collection", "alias", "fingerprint", "model", "backend")}
+    receipt["points_total"] = points_total
     write_json(art.receipt, receipt)
     return {**stats, "points_total": points_total, "swapped": swapped, "dropped": len(dropped),
             "seconds": round(time.perf_counter() - t0, 3)}
