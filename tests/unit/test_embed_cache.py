@@ -71,7 +71,7 @@ def _writer(path: str, worker: int, n: int) -> None:
 def test_concurrent_writer_processes(tmp_path: Path) -> None:
     path = str(tmp_path / "c.sqlite")
     EmbeddingCache(path).close()
-    ctx = mp.get_context("fork")
+    ctx = mp.get_context("spawn")  # fork would inherit locks and threads of the test process
     procs = [ctx.Process(target=_writer, args=(path, w, 200)) for w in range(4)]
     for p in procs:
         p.start()
