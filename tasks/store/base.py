@@ -196,6 +196,21 @@ class VectorStore(Protocol):
     def close(self) -> None: ...
 
 
+def record_from(r: Any) -> PointRecord:
+    """A :class:`PointRecord` from a Qdrant record (qdrant-client or Qdrant Edge: same shape)."""
+    vec, sparse = r.vector, None
+    if isinstance(vec, dict):
+        sv = vec.get(SPARSE_VECTOR)
+        sparse = None if sv is None else SparseVector(tuple(sv.indices), tuple(sv.values))
+        vec = vec.get("")
+    return PointRecord(
+        id=str(r.id),
+        vector=None if vec is None else np.asarray(vec, dtype=np.float32),
+        payload=r.payload,
+        sparse=sparse,
+    )
+
+
 def as_vector(v: np.ndarray | Sequence[float]) -> list[float]:
     return np.asarray(v, dtype=np.float32).reshape(-1).tolist()
 

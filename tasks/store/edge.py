@@ -58,6 +58,7 @@ from tasks.store.base import (
     as_vector,
     check_compatible,
     prefetch_limit,
+    record_from,
 )
 from tasks.store.edge_schema import edge_config, edge_filter, edge_sparse
 
@@ -254,20 +255,6 @@ class EdgeStore:
             qe = _edge()
             self._shard(collection).update(qe.UpdateOperation.delete_points([str(i) for i in ids]))
 
-    @staticmethod
-    def _record(r: Any) -> PointRecord:
-        vec, sparse = r.vector, None
-        if isinstance(vec, dict):
-            sv = vec.get(SPARSE_VECTOR)
-            sparse = None if sv is None else SparseVector(tuple(sv.indices), tuple(sv.values))
-            vec = vec.get("")
-        return PointRecord(
-            id=str(r.id),
-            vector=None if vec is None else np.asarray(vec, dtype=np.float32),
-            payload=r.payload,
-            sparse=sparse,
-        )
-
     def scan(
         self,
         collection: str,
@@ -285,7 +272,7 @@ class EdgeStore:
                 qe.ScrollRequest(offset=offset, limit=batch, with_payload=payload, with_vector=with_vectors)
             )
             for r in recs:
-                yield self._record(r)
+                yield record_from(r)
             if offset is None:
                 return
 
@@ -295,7 +282,7 @@ class EdgeStore:
         if not ids:
             return []
         recs = self._shard(collection).retrieve([str(i) for i in ids], with_payload=True, with_vector=with_vectors)
-        return [self._record(r) for r in recs]
+        return [record_from(r) for r in recs]
 
     def count(self, collection: str) -> int:
         return int(self._shard(collection).count(_edge().CountRequest(exact=True)))

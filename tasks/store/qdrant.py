@@ -38,6 +38,7 @@ from tasks.store.base import (
     as_vector,
     check_compatible,
     prefetch_limit,
+    record_from,
 )
 from tasks.store.retry import call_with_retry
 
@@ -238,20 +239,6 @@ class QdrantClientStore:
                 wait=True,
             )
 
-    @staticmethod
-    def _record(r: Any) -> PointRecord:
-        vec, sparse = r.vector, None
-        if isinstance(vec, dict):
-            sv = vec.get(SPARSE_VECTOR)
-            sparse = None if sv is None else SparseVector(tuple(sv.indices), tuple(sv.values))
-            vec = vec.get("")
-        return PointRecord(
-            id=str(r.id),
-            vector=None if vec is None else np.asarray(vec, dtype=np.float32),
-            payload=r.payload,
-            sparse=sparse,
-        )
-
     def scan(
         self,
         collection: str,
@@ -273,7 +260,7 @@ class QdrantClientStore:
                 with_vectors=with_vectors,
             )
             for r in recs:
-                yield self._record(r)
+                yield record_from(r)
             if offset is None:
                 return
 
@@ -286,7 +273,7 @@ class QdrantClientStore:
         recs = self._call(
             "retrieve", collection_name=name, ids=[str(i) for i in ids], with_payload=True, with_vectors=with_vectors
         )
-        return [self._record(r) for r in recs]
+        return [record_from(r) for r in recs]
 
     def count(self, collection: str) -> int:
         name = self._require(collection)
