@@ -170,6 +170,8 @@ def scenario(label: str, src: Path, work: Path, fraction: float) -> dict[str, An
     out["ratios"] = {
         "no_change_vs_first": round(out["no_change"]["seconds"] / first, 4),
         "changed_vs_first": round(out["changed"]["seconds"] / first, 4),
+        "embed_stage_no_change_vs_first": round(
+            out["no_change"]["stages"]["embed"]["seconds"] / out["first"]["stages"]["embed"]["seconds"], 4),
         "no_change_vs_first_process": round(out["no_change"]["process_seconds"] / out["first"]["process_seconds"], 4),
         "changed_vs_first_process": round(out["changed"]["process_seconds"] / out["first"]["process_seconds"], 4),
     }
@@ -220,6 +222,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "embed_stage_vs_raw_encode": round(first["throughput"]["embed_texts_per_s"] / raw["texts_per_second"], 3),
         "ingest_vs_raw_encode": round((chunks_n / first["seconds"]) / (chunks_n / raw_total), 3),
         "no_change_vs_first": one["ratios"]["no_change_vs_first"],
+        "embed_stage_no_change_vs_first": one["ratios"]["embed_stage_no_change_vs_first"],
         "changed_vs_first": one["ratios"]["changed_vs_first"],
         f"no_change_vs_first_{scale}x": many["ratios"]["no_change_vs_first"],
         f"changed_vs_first_{scale}x": many["ratios"]["changed_vs_first"],

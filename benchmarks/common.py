@@ -113,11 +113,16 @@ def child_env(**extra: str) -> dict[str, str]:
 def run_json(cmd: Sequence[str], *, timeout: float | None = None, env: dict[str, str] | None = None,
              cwd: Path = ROOT) -> dict[str, Any]:
     """Run ``cmd``; its last stdout line is a JSON object. Wall seconds (process start to exit,
-    imports included) are added as ``process_seconds``. Failures raise with the stderr tail."""
+    imports included) are added as ``process_seconds`` and the CPU seconds it used (user + system,
+    from this process's children rusage: children run one at a time) as ``process_cpu_seconds``,
+    which a loaded machine inflates less than wall time. Failures raise with the stderr tail."""
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     out = subprocess.run(list(cmd), cwd=cwd, env=env or child_env(), capture_output=True, text=True,
                          timeout=timeout, check=False)
     wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     if out.returncode != 0:
         raise ChildError(f"{' '.join(map(str, cmd[:4]))} ... exited {out.returncode}:\n{out.stderr[-3000:]}")
     lines = [ln for ln in out.stdout.strip().splitlines() if ln.startswith("{")]
@@ -125,6 +130,7 @@ def run_json(cmd: Sequence[str], *, timeout: float | None = None, env: dict[str,
         raise ChildError(f"{cmd[:4]} printed no JSON result:\n{out.stdout[-1500:]}\n{out.stderr[-1500:]}")
     res = dict(json.loads(lines[-1]))
     res["process_seconds"] = round(wall, 3)
+    res["process_cpu_seconds"] = round(cpu, 3)
     return res
 
 

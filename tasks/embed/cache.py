@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,20 @@ def namespace_for(params: EmbedParams, revision: str) -> str:
     return stable_hash(namespace_spec(params, revision))[:32]
 
 
+def _when_unlocked(op: Callable[[], Any], timeout_ms: int) -> Any:
+    """Run ``op``, retrying while another connection holds the lock (bounded by ``timeout_ms``)."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    delay = 0.01
+    while True:
+        try:
+            return op()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
 class EmbeddingCache:
     """SQLite-backed vector store keyed by (namespace, text hash). One connection per thread."""
 
@@ -67,8 +82,8 @@ class EmbeddingCache:
         self.hits = 0
         self.misses = 0
         self.writes = 0
-        with self._conn() as c:
-            c.executescript(_SCHEMA)
+        conn = self._conn()
+        _when_unlocked(lambda: conn.executescript(_SCHEMA), self.busy_timeout_ms)
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -80,7 +95,10 @@ class EmbeddingCache:
                 check_same_thread=False,  # each thread still uses only its own connection
             )
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
-            conn.execute("PRAGMA journal_mode=WAL")
+            # WAL is persistent in the file: only the first opener switches it, and that switch
+            # needs an exclusive moment that SQLite's busy handler does not wait for.
+            if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                _when_unlocked(lambda: conn.execute("PRAGMA journal_mode=WAL"), self.busy_timeout_ms)
             conn.execute("PRAGMA synchronous=NORMAL")
             self._local.conn = conn
             with self._lock:
