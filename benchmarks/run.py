@@ -147,7 +147,7 @@ def run_one(name: str, bench: Bench, quick: bool, run_id: str, timeout: float) -
         if doc.get("run_id") != run_id:  # benchmarks that do not stamp themselves
             doc = {"run_id": run_id, **doc}
         doc["machine"] = {**(doc.get("machine") or {}), **machine_info(), "loadavg_1m_before": res["loadavg_1m_before"]}
-        doc["runner"] = {k: res[k] for k in ("started", "seconds", "peak_rss_mib", "args")}
+        doc["runner"] = {**{k: res[k] for k in ("started", "seconds", "peak_rss_mib", "args")}, "quick": quick}
         write_result(out, doc)
     elif ok:
         res["status"] = "failed (no result file)"

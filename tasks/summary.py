@@ -31,6 +31,7 @@ def summary_rows(stages: dict[str, dict[str, Any]]) -> list[tuple[str, Any]]:
     emb = stages.get("embed", {})
     ded = stages.get("dedupe", {})
     ups = stages.get("upsert", {})
+    ev = stages.get("evaluate", {})
     rows: list[tuple[str, Any]] = [
         ("documents", pre.get("documents")),
         ("rejected inputs", pre.get("rejected")),
@@ -45,10 +46,18 @@ def summary_rows(stages: dict[str, dict[str, Any]]) -> list[tuple[str, Any]]:
         ("points in Qdrant", ups.get("points_total")),
         ("collection", ups.get("collection")),
         ("fingerprint", emb.get("fingerprint") or ups.get("fingerprint")),
+        ("nDCG@10 (dense / bm25 / whole-doc)", _triple(ev, "ndcg@10")),
     ]
     seconds = {k: v.get("seconds") for k, v in stages.items() if isinstance(v, dict)}
     rows += [(f"{k} seconds", round(float(s), 2)) for k, s in seconds.items() if s is not None]
     return [(k, v) for k, v in rows if v is not None]
+
+
+def _triple(ev: dict[str, Any], metric: str) -> str | None:
+    vals = [ev.get(metric), ev.get(f"bm25_{metric}"), ev.get(f"wholedoc_{metric}")]
+    if vals[0] is None:
+        return None
+    return " / ".join("-" if v is None else f"{float(v):.3f}" for v in vals)
 
 
 def summary_markdown(cfg: Config, stages: dict[str, dict[str, Any]]) -> str:

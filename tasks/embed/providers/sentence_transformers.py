@@ -126,7 +126,9 @@ class TorchBackend:
                 "(the torch backend runs fp32)"
             )
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # "Loading weights" bars: our own progress is enough
         local = Path(model_path).is_dir()
         model: Any = SentenceTransformer(
             str(model_path), device=device, revision=None if local else params.revision
