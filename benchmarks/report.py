@@ -28,11 +28,10 @@ def _load(name: str) -> dict[str, Any] | None:
     return doc
 
 
-def _run_label(doc: dict[str, Any], run_id: str | None) -> str:
+def _run_label(doc: dict[str, Any]) -> str:
+    """Which run measured a result file: the run id's time (listed under the table), or its date."""
     rid = doc.get("run_id")
     quick = " (--quick)" if _get(doc, "runner.quick") else ""
-    if rid and rid == run_id:
-        return "this run" + quick
     if rid and not str(rid).startswith("standalone"):
         return f"run {rid[:16].replace('T', ' ')}{quick}"
     when = str(doc.get("date") or doc["_mtime"])[:16].replace("T", " ")
@@ -70,8 +69,10 @@ def _rows_ingest(d: dict[str, Any]) -> list[tuple[str, str, str]]:
         ("Upsert stage (Qdrant Edge)", f"{_fmt(t.get('upsert_points_per_s'), ',.0f')} points/s "
          f"({_get(st, 'upsert.points_total')} points)", ""),
         (f"Ingest wall time, first run: 1x / {scale}x",
-         f"{_fmt(_get(one, 'first.seconds'), '.1f')} s ({_get(st, 'chunk.chunks')} chunks) / "
-         f"{_fmt(_get(many, 'first.seconds'), '.1f')} s ({_get(many, 'first.stages.chunk.chunks')} chunks)", ""),
+         f"{_fmt(_get(one, 'first.seconds'), '.1f')} s ({_get(st, 'chunk.chunks')} chunks, "
+         f"{_get(st, 'upsert.points_total')} points) / {_fmt(_get(many, 'first.seconds'), '.1f')} s "
+         f"({_get(many, 'first.stages.chunk.chunks')} chunks, {_get(many, 'first.stages.upsert.points_total')} points)",
+         ""),
         ("Embed stage / raw `SentenceTransformer.encode` (same texts)",
          f"{_fmt(r.get('embed_stage_vs_raw_encode'), '.2f')} (raw {_fmt(raw.get('texts_per_second'), '.1f')} texts/s)",
          ">= 0.90"),
@@ -172,20 +173,29 @@ SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], list[tuple[str, str, s
 ]
 
 
-def machine_line(summary: dict[str, Any]) -> str:
+def machine_line(summary: dict[str, Any], used: set[str]) -> str:
+    """The machine, then each run whose figures appear in the table (wall time, load average)."""
     m = summary.get("machine") or {}
     if not m:
         return "Machine: unknown (no summary.json)."
-    return (f"Machine: {m.get('cpu')}, {m.get('cores')} cores, {m.get('ram_gib')} GiB RAM, {m.get('platform')}, "
-            f"Python {m.get('python')}, torch {m.get('torch')}. Run `{summary.get('run_id')}` took "
-            f"{_fmt((summary.get('seconds') or 0) / 60, '.1f')} min; 1-min load average {m.get('loadavg_1m')} at the "
-            f"start, {summary.get('loadavg_1m_after')} at the end (the machine is shared: absolute figures are "
-            f"indicative, ratios measured side by side hold better).")
+    out = (f"Machine: {m.get('cpu')}, {m.get('cores')} cores, {m.get('ram_gib')} GiB RAM, {m.get('platform')}, "
+           f"Python {m.get('python')}, torch {m.get('torch')}. The machine is shared: absolute figures are "
+           f"indicative, ratios measured side by side hold better.")
+    runs = summary.get("runs") or {}
+    for rid in sorted(used):
+        r = runs.get(rid)
+        if r is None:
+            continue
+        what = "the default set" if not r["options"].get("only") else ", ".join(r["benchmarks"])
+        flags = " ".join(f"--{k}" for k in ("quick", "large") if r["options"].get(k))
+        out += (f"\n\n- Run `{rid}`: {what}{f' ({flags})' if flags else ''}, {_fmt(r['seconds'] / 60, '.1f')} min; "
+                f"1-min load average {r.get('loadavg_1m_before')} at the start, {r.get('loadavg_1m_after')} at the end.")
+    return out
 
 
 def table(summary: dict[str, Any]) -> str:
-    run_id = summary.get("run_id")
-    lines = [machine_line(summary), "", "| Area | Figure | Measured | Target | Measured in |", "|---|---|---|---|---|"]
+    lines = ["| Area | Figure | Measured | Target | Measured in |", "|---|---|---|---|---|"]
+    used: set[str] = set()
     for name, area, rows in SECTIONS:
         doc = _load(name)
         status = _get(summary, f"benchmarks.{name}.status")
@@ -193,12 +203,13 @@ def table(summary: dict[str, Any]) -> str:
             if name != "dedupe_1m":
                 lines.append(f"| {area} | `{name}` | not measured{f' ({status})' if status else ''} | | |")
             continue
-        label = _run_label(doc, run_id)
+        label = _run_label(doc)
+        used.add(str(doc.get("run_id")))
         if status and status != "ok":
             lines.append(f"| {area} | `{name}` in run {_get(summary, f'benchmarks.{name}.started')} | {status} | | |")
         for fig, val, target in rows(doc):
             lines.append(f"| {area} | {fig} | {val} | {target} | {label} |")
-    return "\n".join(lines) + "\n"
+    return machine_line(summary, used) + "\n\n" + "\n".join(lines) + "\n"
 
 
 def write_report(summary: dict[str, Any]) -> str:

@@ -188,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"=== {name}: {r['status']} in {r['seconds']:.0f} s, peak RSS {r['peak_rss_mib']} MiB", flush=True)
     total = time.perf_counter() - t0
     previous = json.loads((RESULTS / "summary.json").read_text()) if (RESULTS / "summary.json").exists() else {}
+    this = {"finished": now_iso(), "seconds": round(total, 1), "benchmarks": names,
+            "options": {"quick": args.quick, "large": args.large, "only": args.only, "skip": args.skip,
+                        "no_peers": args.no_peers},
+            "loadavg_1m_before": machine["loadavg_1m"], "loadavg_1m_after": round(os.getloadavg()[0], 2)}
     summary = {
         "run_id": run_id,
         "finished": now_iso(),
@@ -197,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine,
         "loadavg_1m_after": round(os.getloadavg()[0], 2),
         "benchmarks": {**previous.get("benchmarks", {}), **ran},
+        "runs": {**previous.get("runs", {}), run_id: this},  # every run whose results may still be shown
     }
     write_result(RESULTS / "summary.json", summary)
     write_report(summary)

@@ -49,16 +49,17 @@ def ingest(
         return {"plan": stages.plan(cfg, root)}
     with ingest_lock(root):
         run: dict[str, dict[str, Any]] = {}
+        # Stages exchange files, not results: `wait_for` draws each edge of the DAG in the UI.
         run["preprocess"] = stages.preprocess(cfg, root)
-        run["chunk"] = stages.chunk(cfg, root)
+        run["chunk"] = stages.chunk(cfg, root, wait_for=[run["preprocess"]])
         shard_stats = embed_fanout.with_options(task_runner=embed_runner(cfg))(cfg, root)
         # fresh copies: a task input linked to a subflow result (input_type "flow_run") breaks the
         # Task Runs tab of Prefect 3.8.8's UI ("Invalid TaskInputResponse")
-        run["embed"] = stages.embed(cfg, root, [dict(s) for s in shard_stats])
-        run["dedupe"] = stages.dedupe(cfg, root)
-        run["upsert"] = stages.upsert(cfg, root, allow_mass_delete)
+        run["embed"] = stages.embed(cfg, root, [dict(s) for s in shard_stats], wait_for=[run["chunk"]])
+        run["dedupe"] = stages.dedupe(cfg, root, wait_for=[run["embed"]])
+        run["upsert"] = stages.upsert(cfg, root, allow_mass_delete, wait_for=[run["dedupe"]])
         if evaluate:
-            run["evaluate"] = stages.evaluate(cfg, root)
+            run["evaluate"] = stages.evaluate(cfg, root, wait_for=[run["upsert"]])
         stages.summary(cfg, run)
         dvc_record(root, cfg, ran=list(run))
     return run

@@ -74,8 +74,12 @@ def test_report_shows_missing_as_not_measured_and_names_the_run(tmp_path: Path, 
         "results": [{"backend": "edge", "points": 1000, "points_per_second": 12345.6, "search_ms_median": 1.0,
                      "reopen_seconds": 0.1}],
     }))
-    md = report.table({"run_id": "2026-02-02T00:00:00+00:00", "machine": {"cpu": "Test CPU", "cores": 2}})
+    runs = {"2026-01-01T00:00:00+00:00": {"options": {"only": ["store"]}, "benchmarks": ["store"], "seconds": 60},
+            "2026-02-02T00:00:00+00:00": {"options": {}, "benchmarks": ["ingest"], "seconds": 60}}
+    md = report.table({"run_id": "2026-02-02T00:00:00+00:00", "machine": {"cpu": "Test CPU", "cores": 2},
+                       "runs": runs, "benchmarks": {"ingest": {"status": "failed (exit 1)", "started": "x"}}})
     assert "Test CPU, 2 cores" in md
-    assert "| `ingest` | not measured |" in md
-    assert "12,346 points/s" in md and "run 2026-01-01 00:00" in md  # an earlier run, named as such
-    assert "this run" not in md
+    assert "| `ingest` | not measured (failed (exit 1)) |" in md
+    assert "12,346 points/s" in md and "| run 2026-01-01 00:00 |" in md  # the run that measured it
+    assert "Run `2026-01-01T00:00:00+00:00`: store, 1.0 min" in md
+    assert "2026-02-02T00:00:00+00:00" not in md  # a run with no figure in the table is not listed
