@@ -1,8 +1,8 @@
 """Run every benchmark on the sample corpus, each in its own process, and write the results.
 
-    python -m benchmarks.run                  # the full default set (< 15 min on a quiet 2-core machine)
+    python -m benchmarks.run                  # the full default set (< 15 min on a 2-core machine)
     python -m benchmarks.run --quick          # smaller sizes, a few minutes
-    python -m benchmarks.run --large          # + dedupe on 1 M vectors (~5 more minutes)
+    python -m benchmarks.run --large          # + dedupe on 1 M vectors (~2 more minutes)
     python -m benchmarks.run --only ingest --only peers
     python -m benchmarks.run --report-only    # rebuild summary.json + README.md from the result files
 

@@ -74,32 +74,59 @@ def model_window(model_path: str) -> int | None:
 
 
 class HFTokenCounter:
-    """A Hugging Face fast tokenizer (offset mappings give exact token spans)."""
+    """A Hugging Face fast tokenizer (offset mappings give exact token spans).
+
+    A local model folder with a ``tokenizer.json`` is read with the `tokenizers` library alone (the
+    same Rust tokenizer transformers' fast tokenizers wrap), so counting tokens does not import
+    transformers or torch; anything else goes through ``AutoTokenizer``.
+    """
 
     def __init__(self, model: str, max_tokens: int | None = None, revision: str | None = None):
         path = resolve_model(model)
-        from transformers import AutoTokenizer
-
-        self._tok: Any = AutoTokenizer.from_pretrained(path, revision=revision)
-        self._tok.deprecation_warnings["sequence-length-is-longer-than-the-specified-maximum"] = True
         self.name = f"hf:{model}"
-        self.special_tokens = int(self._tok.num_special_tokens_to_add())
-        window = max_tokens or model_window(path) or int(self._tok.model_max_length)
+        self._lock = threading.Lock()  # fast tokenizers are not re-entrant across threads
+        tokenizer_file = Path(path) / "tokenizer.json"
+        if tokenizer_file.is_file():
+            from tokenizers import Tokenizer
+
+            tok = Tokenizer.from_file(str(tokenizer_file))
+            tok.no_truncation()
+            tok.no_padding()
+            self._rust: Any = tok
+            with_special = len(tok.encode("a", add_special_tokens=True).ids)
+            self.special_tokens = with_special - len(tok.encode("a", add_special_tokens=False).ids)
+            declared = _declared_max_length(Path(path))
+        else:
+            from transformers import AutoTokenizer
+
+            self._rust = AutoTokenizer.from_pretrained(path, revision=revision).backend_tokenizer
+            self._rust.no_truncation()
+            self._rust.no_padding()
+            self.special_tokens = len(self._rust.encode("a").ids) - len(
+                self._rust.encode("a", add_special_tokens=False).ids
+            )
+            declared = None
+        window = max_tokens or model_window(path) or declared or 512
         if window > 100_000:  # "unbounded" sentinel in some tokenizer configs
             window = 512
         self.max_tokens = int(window)
-        self._lock = threading.Lock()  # fast tokenizers are not re-entrant across threads
 
     def count(self, text: str) -> int:
         with self._lock:
-            return len(self._tok(text, add_special_tokens=False, truncation=False)["input_ids"])
+            return len(self._rust.encode(text, add_special_tokens=False).ids)
 
     def spans(self, text: str) -> list[tuple[int, int]]:
         with self._lock:
-            enc = self._tok(
-                text, add_special_tokens=False, truncation=False, return_offsets_mapping=True
-            )
-        return [(int(a), int(b)) for a, b in enc["offset_mapping"]]
+            enc = self._rust.encode(text, add_special_tokens=False)
+        return [(int(a), int(b)) for a, b in enc.offsets]
+
+
+def _declared_max_length(folder: Path) -> int | None:
+    cfg = folder / "tokenizer_config.json"
+    if cfg.is_file():
+        value = json.loads(cfg.read_text()).get("model_max_length")
+        return int(value) if isinstance(value, int | float) else None
+    return None
 
 
 class TiktokenCounter:
