@@ -146,7 +146,7 @@ class DedupeParams(_Section):
     ivf_nlist: int | None = Field(None, ge=1, description="IVF cells; default ~sqrt(ivf_nprobe * rows)")
     ivf_nprobe: int = Field(6, ge=1, description="IVF cells each row is compared against")
     block_rows: int = Field(4096, ge=64, description="query rows per range-search block")
-    lexical: bool = Field(False, description="MinHash pass before embedding (skips versioned copies)")
+    lexical: bool = Field(False, description="also join MinHash (word 3-gram Jaccard) copies in dedupe")
     lexical_threshold: float = Field(0.9, gt=0, le=1.0)
 
 

@@ -127,7 +127,10 @@ class ChunkBuilder:
             char_end=end,
             token_count=n,
             heading_path=heading_path,
-            metadata={"strategy": self.strategy, "format": self.doc.format, **(meta or {})},
+            # the document's own fields (JSON record fields, front matter, encoding) travel to the
+            # payload under "document", so they can be filtered on in Qdrant
+            metadata={"strategy": self.strategy, "format": self.doc.format, **(meta or {}),
+                      **({"document": self.doc.metadata} if self.doc.metadata else {})},
         )
         self.index += 1
         return chunk

@@ -426,3 +426,13 @@ def test_property_chunks_fit_and_cover(
     )
     b = budget(counter, max_tokens=max_tokens, overlap=max_tokens // 4)
     check(split(strategy, d, b), d, b)
+
+
+def test_document_fields_travel_with_every_chunk(counter: TokenCounter) -> None:
+    """JSON record fields (author, year...) reach each chunk's metadata, hence the payload."""
+    d = doc("First sentence here. " * 80, fmt="json", source="f.jsonl#a1", author="Ada", year=1843)
+    chunks = split("sentence", d, budget(counter, max_tokens=64, overlap=8))
+    assert len(chunks) > 1
+    for ch in chunks:
+        assert ch.metadata["document"] == {"author": "Ada", "year": 1843}
+        assert ch.metadata["strategy"] == "sentence"
