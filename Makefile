@@ -2,6 +2,9 @@
 # Both create .venv and install the locked dependencies on first use.
 
 SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+# pip prints a warning per package for find-links folders this machine's pip.conf names but lacks
+QUIET_PIP := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
@@ -17,9 +20,9 @@ export PREFECT_HOME ?= $(CURDIR)/.prefect
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade "pip>=25.1"
-	$(BIN)/python -m pip install -q -r requirements.lock
-	$(BIN)/python -m pip install -q --no-deps -e .
+	$(BIN)/python -m pip install -q --upgrade "pip>=25.1" 2>&1 | $(QUIET_PIP)
+	$(BIN)/python -m pip install -q -r requirements.lock 2>&1 | $(QUIET_PIP)
+	$(BIN)/python -m pip install -q --no-deps -e . 2>&1 | $(QUIET_PIP)
 	@touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install the locked dependencies + embedline
