@@ -196,6 +196,16 @@ class VectorStore(Protocol):
     def close(self) -> None: ...
 
 
+def require_sparse(store: VectorStore, collection: str) -> VectorSetSpec:
+    """The spec of ``collection`` if it can answer hybrid queries; else a clear error."""
+    spec = store.describe(collection)
+    if spec is None:
+        raise CollectionNotFoundError(collection)
+    if not spec.sparse:
+        raise SparseVectorMissingError(spec.name)
+    return spec
+
+
 def record_from(r: Any) -> PointRecord:
     """A :class:`PointRecord` from a Qdrant record (qdrant-client or Qdrant Edge: same shape)."""
     vec, sparse = r.vector, None

@@ -52,13 +52,13 @@ from tasks.store.base import (
     PayloadFilter,
     PointRecord,
     SparseVector,
-    SparseVectorMissingError,
     StoreError,
     VectorSetSpec,
     as_vector,
     check_compatible,
     prefetch_limit,
     record_from,
+    require_sparse,
 )
 from tasks.store.edge_schema import edge_config, edge_filter, edge_sparse
 
@@ -325,11 +325,7 @@ class EdgeStore:
         *,
         prefetch: int | None = None,
     ) -> list[Hit]:
-        spec = self.describe(collection)
-        if spec is None:
-            raise CollectionNotFoundError(collection)
-        if not spec.sparse:
-            raise SparseVectorMissingError(spec.name)
+        require_sparse(self, collection)
         qe = _edge()
         shard = self._shard(collection)
         flt = edge_filter(filter)

@@ -32,13 +32,13 @@ from tasks.store.base import (
     PayloadFilter,
     PointRecord,
     SparseVector,
-    SparseVectorMissingError,
     StoreError,
     VectorSetSpec,
     as_vector,
     check_compatible,
     prefetch_limit,
     record_from,
+    require_sparse,
 )
 from tasks.store.retry import call_with_retry
 
@@ -307,11 +307,7 @@ class QdrantClientStore:
         *,
         prefetch: int | None = None,
     ) -> list[Hit]:
-        spec = self.describe(collection)
-        if spec is None:
-            raise CollectionNotFoundError(collection)
-        if not spec.sparse:
-            raise SparseVectorMissingError(spec.name)
+        spec = require_sparse(self, collection)
         m = _models()
         flt = _client_filter(filter)
         limit = prefetch_limit(k, prefetch)
