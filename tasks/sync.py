@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
+from tasks.batching import pack
 from tasks.config import stable_hash
 from tasks.store.base import PointRecord
 
@@ -149,17 +150,11 @@ def batched(
 ) -> Iterator[list[PointRecord]]:
     """Cut a point stream into requests of at most ``max_points`` points and ``max_bytes`` bytes
     (a single point bigger than ``max_bytes`` goes alone: the store reports it if it is too big)."""
-    batch: list[PointRecord] = []
-    size = 0
-    for p in points:
-        b = point_bytes(p.payload or {}, dims) + (len(p.sparse) * SPARSE_ENTRY_BYTES if p.sparse else 0)
-        if batch and (len(batch) >= max_points or size + b > max_bytes):
-            yield batch
-            batch, size = [], 0
-        batch.append(p)
-        size += b
-    if batch:
-        yield batch
+
+    def weight(p: PointRecord) -> int:
+        return point_bytes(p.payload or {}, dims) + (len(p.sparse) * SPARSE_ENTRY_BYTES if p.sparse else 0)
+
+    return pack(points, weight, max_items=max_points, max_weight=max_bytes)
 
 
 def chunks_of(ids: Sequence[str], n: int) -> Iterator[Sequence[str]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
+from tasks.batching import pack
 from tasks.embed.protocol import EmbedInputError
 
 
@@ -20,20 +21,12 @@ def token_batches(
     """
     if max_inputs < 1 or max_tokens < 1:
         raise ValueError("max_inputs and max_tokens must be >= 1")
-    batch: list[int] = []
-    used = 0
     for i, n in enumerate(counts):
         if n > max_tokens:
             raise EmbedInputError(
                 f"input #{i} has {n} tokens, more than embed.max_tokens_per_request={max_tokens}"
             )
-        if batch and (len(batch) >= max_inputs or used + n > max_tokens):
-            yield batch
-            batch, used = [], 0
-        batch.append(i)
-        used += n
-    if batch:
-        yield batch
+    yield from pack(range(len(counts)), counts.__getitem__, max_items=max_inputs, max_weight=max_tokens)
 
 
 def fixed_groups(n: int, size: int) -> list[list[int]]:
