@@ -50,17 +50,17 @@ def _peak_rss_mb() -> float:
 
 # ---- child: one preprocess+chunk run in a fresh process ---------------------------------------------
 def child(source: Path, work: Path, params: Path | None) -> dict[str, Any]:
-    from tasks.artifacts import Artifacts
-    from tasks.chunk import make_budget, run_chunk
-    from tasks.config import load_config
-    from tasks.preprocess import run_preprocess
+    from embedline.tasks.artifacts import Artifacts
+    from embedline.tasks.chunk import make_budget, run_chunk
+    from embedline.tasks.config import load_config
+    from embedline.tasks.preprocess import run_preprocess
 
     cfg = load_config(params, {"source": str(source)})
     t0 = time.perf_counter()
     # one-off setup, timed apart like the model load + warm-up on the embedding side: the
     # tokenizer and the sentence splitter (NLTK's import alone is ~1 s)
     make_budget(cfg.chunk, cfg.embed, cfg.preprocess)
-    from tasks.chunkers import sentence_spans
+    from embedline.tasks.chunkers import sentence_spans
 
     sentence_spans("Warm up. Dr. Smith arrived.")
     load_s = time.perf_counter() - t0
@@ -106,9 +106,9 @@ def replicate(source: Path, dest: Path, times: int) -> Path:
 def embed_rate(chunks_path: Path, sample: int, params: Path | None) -> dict[str, Any]:
     from sentence_transformers import SentenceTransformer
 
-    from tasks.config import load_config
-    from tasks.records import Chunk, iter_records
-    from tasks.tokenize import resolve_model
+    from embedline.tasks.config import load_config
+    from embedline.tasks.records import Chunk, iter_records
+    from embedline.tasks.tokenize import resolve_model
 
     cfg = load_config(params)
     texts = [c.embed_text for c in iter_records(chunks_path, Chunk)]

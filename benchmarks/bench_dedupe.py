@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_dedupe.py            # 100 k and 1 M rows (targets: 1 M <= 10 min, <= 4 GiB)
     .venv/bin/python benchmarks/bench_dedupe.py --quick    # 20 k and 100 k rows
 
-Each size runs the real stage (:func:`tasks.dedupe.run_dedupe`, ``method=auto``: exact blocked search
+Each size runs the real stage (:func:`embedline.tasks.dedupe.run_dedupe`, ``method=auto``: exact blocked search
 up to ``dedupe.exact_max_rows``, IVF range search above) in a fresh subprocess, so its peak RSS is
 its own. The data: vectors around 2,000 cluster centres (realistic anisotropy: random pairs in a
 cluster have cosine ~0.35), 4 % of rows planted as near-copies (cosine 0.96-0.995 to their
@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tasks.records import CHUNK_SCHEMA, chunk_id_for, content_hash, doc_id_for, write_json  # noqa: E402
+from embedline.tasks.records import CHUNK_SCHEMA, chunk_id_for, content_hash, doc_id_for, write_json  # noqa: E402
 
 DIMS = 384
 THRESHOLD = 0.95
@@ -133,9 +133,9 @@ def score(root: Path) -> dict[str, float]:
 
 
 def worker(root: Path, method: str) -> None:
-    from tasks.artifacts import Artifacts
-    from tasks.config import load_config
-    from tasks.dedupe import run_dedupe
+    from embedline.tasks.artifacts import Artifacts
+    from embedline.tasks.config import load_config
+    from embedline.tasks.dedupe import run_dedupe
 
     cfg = load_config(None, {"dedupe.policy": "keep_canonical", "dedupe.threshold": THRESHOLD,
                              "dedupe.method": method})

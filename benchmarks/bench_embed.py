@@ -35,12 +35,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tasks.artifacts import Artifacts  # noqa: E402
-from tasks.config import EmbedParams, load_config  # noqa: E402
-from tasks.embed import clear_embedders, get_embedder, run_embed  # noqa: E402
-from tasks.embed.providers import sentence_transformers as st_provider  # noqa: E402
-from tasks.records import iter_records  # noqa: E402
-from tasks.tokenize import load_token_counter, resolve_model  # noqa: E402
+from embedline.tasks.artifacts import Artifacts  # noqa: E402
+from embedline.tasks.config import EmbedParams, load_config  # noqa: E402
+from embedline.tasks.embed import clear_embedders, get_embedder, run_embed  # noqa: E402
+from embedline.tasks.embed.providers import sentence_transformers as st_provider  # noqa: E402
+from embedline.tasks.records import iter_records  # noqa: E402
+from embedline.tasks.tokenize import load_token_counter, resolve_model  # noqa: E402
 
 WORK = ROOT / "benchmarks" / "work" / "embed"
 BACKENDS = [("torch", "fp32"), ("onnx", "fp32"), ("onnx", "int8"), ("openvino", "fp32"), ("openvino", "int8")]
@@ -48,14 +48,14 @@ BACKENDS = [("torch", "fp32"), ("onnx", "fp32"), ("onnx", "int8"), ("openvino", 
 
 # ---- texts -------------------------------------------------------------------------------------------
 def _from_chunks(path: Path) -> list[str]:
-    from tasks.records import Chunk
+    from embedline.tasks.records import Chunk
 
     return [c.embed_text for c in iter_records(path, Chunk)]
 
 
 def _chunk_sample_corpus() -> list[str]:
-    from tasks.chunk import run_chunk
-    from tasks.preprocess import run_preprocess
+    from embedline.tasks.chunk import run_chunk
+    from embedline.tasks.preprocess import run_preprocess
 
     art = Artifacts(WORK / "corpus")
     cfg = load_config(ROOT / "params.yaml" if (ROOT / "params.yaml").exists() else None,

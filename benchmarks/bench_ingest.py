@@ -5,7 +5,7 @@ Measured, in this order:
 
 1. **first run, 1x** (fresh work dir, empty embedding cache and store): tokenizer and model are loaded
    first (timed as ``setup``), then the five stages run as ``embedline stage`` runs them
-   (:func:`tasks.pipeline.run_stage`). Per-stage throughput = stage input / stage seconds.
+   (:func:`embedline.tasks.pipeline.run_stage`). Per-stage throughput = stage input / stage seconds.
 2. **raw encode** of the same unique chunk texts with ``SentenceTransformer.encode`` in a fresh process
    (model load and encode timed apart, same batch size, normalised, no warm-up for either side).
    ``embed_stage_vs_raw_encode`` = pipeline embed texts/s / raw encode texts/s (issue 4 target >= 0.90);
@@ -71,9 +71,9 @@ def child_ingest(source: Path, work: Path, preload: bool, overrides: list[str] |
     """One ingest (five stages) in this fresh process; ``overrides`` as ``--set section.key=value``."""
     import json
 
-    from tasks.artifacts import Artifacts
-    from tasks.config import load_config
-    from tasks.pipeline import INGEST_STAGES, run_stage
+    from embedline.tasks.artifacts import Artifacts
+    from embedline.tasks.config import load_config
+    from embedline.tasks.pipeline import INGEST_STAGES, run_stage
 
     import_rss = peak_rss_mib()
     cfg = load_config(ROOT / "params.yaml", [f"source={json.dumps(str(source))}", *(overrides or [])])
@@ -81,8 +81,8 @@ def child_ingest(source: Path, work: Path, preload: bool, overrides: list[str] |
     t0 = time.perf_counter()
     setup: dict[str, float] = {}
     if preload:  # what a first run pays once: tokenizer + model weights, timed apart from the stages
-        from tasks.chunk import make_budget
-        from tasks.embed import get_embedder
+        from embedline.tasks.chunk import make_budget
+        from embedline.tasks.embed import get_embedder
 
         t = time.perf_counter()
         make_budget(cfg.chunk, cfg.embed, cfg.preprocess)
@@ -110,9 +110,9 @@ def child_encode(chunks: Path, batch_size: int) -> dict[str, Any]:
 
     from sentence_transformers import SentenceTransformer
 
-    from tasks.config import load_config
-    from tasks.records import Chunk, iter_records
-    from tasks.tokenize import resolve_model
+    from embedline.tasks.config import load_config
+    from embedline.tasks.records import Chunk, iter_records
+    from embedline.tasks.tokenize import resolve_model
 
     cfg = load_config(ROOT / "params.yaml")
     texts = list(dict.fromkeys(cfg.embed.passage_prompt + c.embed_text for c in iter_records(chunks, Chunk)))
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.child == "encode":
         return child_encode(args.chunks, args.batch_size)
 
-    from tasks.config import load_config
+    from embedline.tasks.config import load_config
 
     scale = args.scale or (3 if args.quick else 10)
     batch = load_config(ROOT / "params.yaml").embed.batch_size

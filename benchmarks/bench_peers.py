@@ -84,7 +84,7 @@ def ensure_venv(install: bool) -> dict[str, Any]:
 
 def export_documents(documents: Path, out: Path) -> int:
     """embedline's documents.parquet as JSON lines {id, source, text} for the peers."""
-    from tasks.records import Document, iter_records
+    from embedline.tasks.records import Document, iter_records
 
     n = 0
     with out.open("w", encoding="utf-8") as fh:
@@ -119,8 +119,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--work", type=Path, default=WORK / "peers")
     args = ap.parse_args(argv)
 
-    from tasks.config import load_config
-    from tasks.tokenize import resolve_model
+    from embedline.tasks.config import load_config
+    from embedline.tasks.tokenize import resolve_model
 
     model = str(resolve_model(load_config(ROOT / "params.yaml").embed.model))
     shutil.rmtree(args.work, ignore_errors=True)

@@ -16,15 +16,14 @@ from typing import Annotated, Any
 
 import typer
 
-from flows.cli import app, err, out
-from flows.serve import HomeOpt, ServeError, api_url_for, default_home, project_root
+from embedline.flows.console import err, out
+from embedline.flows.serve import HomeOpt, ServeError, api_url_for, default_home, project_root
 
 WORK_POOL = "embedline-process"
 AUTOMATION_NAME = "embedline: ingest failed"
 NOTIFY_BLOCK = "embedline-failures"
 
 
-@app.command()
 def deploy(
     name: Annotated[str | None, typer.Option(help="Deploy only this deployment of prefect.yaml.")] = None,
     pool: Annotated[str, typer.Option(help="Process work pool to create if missing.")] = WORK_POOL,
@@ -134,7 +133,7 @@ def deploy_project(root: Path, api_url: str, *, pool: str = WORK_POOL, name: str
     spec_path = root / "prefect.yaml"
     if not spec_path.exists():
         raise ServeError(f"no prefect.yaml in {root}")
-    spec: dict[str, Any] = yaml.safe_load(spec_path.read_text()) or {}
+    spec: dict[str, Any] = yaml.safeload(spec_path.read_text()) or {}
     env = {"EMBEDLINE_ROOT": str(root), **(extra_env or {})}
     created = ensure_work_pool(api_url, pool)
     out.print(f"work pool {pool!r} " + ("created" if created else "exists"))
@@ -172,7 +171,6 @@ def deploy_project(root: Path, api_url: str, *, pool: str = WORK_POOL, name: str
     return ids
 
 
-@app.command()
 def notify(
     webhook: Annotated[str, typer.Option(help="URL that receives a JSON POST per failed run.")],
     home: HomeOpt = None,

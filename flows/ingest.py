@@ -11,9 +11,15 @@ from typing import Any
 
 from prefect import flow, unmapped
 
-from flows import stages
-from flows.runtime import dvc_record, embed_runner, ingest_lock, report_failure, resolve_config
-from tasks.config import Config
+from embedline.flows import stages
+from embedline.flows.runtime import (
+    dvc_record,
+    embed_runner,
+    ingest_lock,
+    report_failure,
+    resolve_config,
+)
+from embedline.tasks.config import Config
 
 
 @flow(name="embed-fanout", log_prints=True)

@@ -7,18 +7,17 @@ from typing import Annotated, Any
 
 import typer
 
-from flows.cli import ParamsOpt, SetOpt, _guard, _load, _print_stats, app, err, out
-from tasks.config import PARAMS_FILE
+from embedline.flows.console import ParamsOpt, SetOpt, err, guard, load, out, print_stats
+from embedline.tasks.config import PARAMS_FILE
 
 
 def _show_plan(result: dict[str, Any]) -> None:
-    _print_stats("embedline plan (nothing written)", result)
+    print_stats("embedline plan (nothing written)", result)
     if result.get("mass_delete"):
         err.print("[yellow]warning:[/yellow] this run would exceed qdrant.max_delete_fraction; "
                   "ingest will stop unless --allow-mass-delete is given")
 
 
-@app.command()
 def plan(
     source: Annotated[str | None, typer.Argument(help="Folder to plan for (default: params source).")] = None,
     set_: SetOpt = None,
@@ -27,15 +26,14 @@ def plan(
     """Print adds, updates, deletes and texts/tokens to embed for an ingest now; write nothing."""
 
     def body() -> None:
-        cfg, art = _load(params, set_, source)
-        from tasks.plan import plan_ingest
+        cfg, art = load(params, set_, source)
+        from embedline.tasks.plan import plan_ingest
 
         _show_plan(plan_ingest(cfg, art))
 
-    _guard(body)
+    guard(body)
 
 
-@app.command()
 def verify(
     repair: Annotated[bool, typer.Option("--repair", help="Fix what differs.")] = False,
     allow_mass_delete: Annotated[bool, typer.Option("--allow-mass-delete")] = False,
@@ -45,18 +43,17 @@ def verify(
     """Diff the collection against the current artifacts (missing, orphans, stale, dims)."""
 
     def body() -> None:
-        cfg, art = _load(params, set_)
-        from tasks.upsert import verify as do_verify
+        cfg, art = load(params, set_)
+        from embedline.tasks.upsert import verify as do_verify
 
         report = do_verify(cfg, art, repair=repair, allow_mass_delete=allow_mass_delete)
-        _print_stats("embedline verify", report.summary())
+        print_stats("embedline verify", report.summary())
         if not report.ok and not report.repaired:
             raise typer.Exit(1)
 
-    _guard(body)
+    guard(body)
 
 
-@app.command("export")
 def export_(
     out_path: Annotated[Path, typer.Argument(metavar="OUT", help="File to write (.jsonl or .parquet).")],
     fmt: Annotated[str | None, typer.Option("--format", help="jsonl | parquet (default: by suffix).")] = None,
@@ -67,16 +64,15 @@ def export_(
     """Write the live vector set, one record per point (id, payload, optional vector)."""
 
     def body() -> None:
-        cfg, art = _load(params, set_)
-        from tasks.upsert import export_points
+        cfg, art = load(params, set_)
+        from embedline.tasks.upsert import export_points
 
         n = export_points(cfg, art, out_path, fmt=fmt, with_vectors=with_vectors)  # type: ignore[arg-type]
         out.print(f"exported {n} points to {out_path}")
 
-    _guard(body)
+    guard(body)
 
 
-@app.command("import")
 def import_(
     in_path: Annotated[Path, typer.Argument(metavar="IN", help="A file written by `embedline export --with-vectors`.")],
     set_: SetOpt = None,
@@ -85,16 +81,15 @@ def import_(
     """Load an exported vector set into the configured store (no re-embedding)."""
 
     def body() -> None:
-        cfg, art = _load(params, set_)
-        from tasks.upsert import import_points
+        cfg, art = load(params, set_)
+        from embedline.tasks.upsert import import_points
 
         n = import_points(cfg, art, in_path)
         out.print(f"imported {n} points into alias {cfg.qdrant.collection!r}")
 
-    _guard(body)
+    guard(body)
 
 
-@app.command("eval")
 def eval_(
     dataset: Annotated[Path | None, typer.Option(help="A BEIR-layout folder to ingest and evaluate.")] = None,
     set_: SetOpt = None,
@@ -103,19 +98,19 @@ def eval_(
     """Retrieval metrics for the live collection, or for a BEIR dataset in its own collection."""
 
     def body() -> None:
-        cfg, art = _load(params, set_)
+        cfg, art = load(params, set_)
         if dataset is None:
-            from tasks.pipeline import run_stage
+            from embedline.tasks.pipeline import run_stage
 
-            _print_stats("embedline eval", run_stage("evaluate", cfg, art))
+            print_stats("embedline eval", run_stage("evaluate", cfg, art))
             return
-        from tasks.evaluate import evaluate_dataset
+        from embedline.tasks.evaluate import evaluate_dataset
 
         workdir = art.root / "data" / "eval-runs" / dataset.resolve().name
         result = evaluate_dataset(cfg, dataset.resolve(), workdir)
         _print_eval(result)
 
-    _guard(body)
+    guard(body)
 
 
 def _print_eval(result: dict[str, Any]) -> None:
@@ -133,4 +128,4 @@ def _print_eval(result: dict[str, Any]) -> None:
     out.print(table)
     rest = {k: v for k, v in result.items() if not isinstance(v, dict)}
     if rest:
-        _print_stats("run", rest)
+        print_stats("run", rest)

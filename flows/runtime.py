@@ -13,7 +13,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from tasks.config import PARAMS_FILE, Config, load_config
+from embedline.tasks.config import PARAMS_FILE, Config, load_config
 
 log = logging.getLogger("embedline")
 
@@ -27,7 +27,7 @@ def resolve_config(root: str, params: Config | None, overrides: list[str] | None
     if params is None:
         return load_config(Path(root) / PARAMS_FILE, overrides or [])
     if overrides:
-        from tasks.config import apply_overrides, validate
+        from embedline.tasks.config import apply_overrides, validate
 
         return validate(apply_overrides(params.model_dump(mode="json"), overrides))
     return params

@@ -25,7 +25,7 @@ from typing import Annotated, Any
 import httpx
 import typer
 
-from flows.cli import app, err, out
+from embedline.flows.console import err, out
 
 DEFAULT_PORT = 4200
 HOST = "127.0.0.1"
@@ -239,7 +239,6 @@ HomeOpt = Annotated[
 ]
 
 
-@app.command()
 def serve(
     port: Annotated[int, typer.Option(help="API + UI port.")] = DEFAULT_PORT,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = HOST,

@@ -22,11 +22,11 @@ from prefect.artifacts import (
 )
 from prefect.cache_policies import NONE
 
-from tasks.artifacts import Artifacts
-from tasks.config import Config
-from tasks.pipeline import run_stage
-from tasks.records import read_json, read_rejections
-from tasks.summary import one_line, summary_markdown
+from embedline.tasks.artifacts import Artifacts
+from embedline.tasks.config import Config
+from embedline.tasks.pipeline import run_stage
+from embedline.tasks.records import read_json, read_rejections
+from embedline.tasks.summary import one_line, summary_markdown
 
 
 def _art(root: str) -> Artifacts:
@@ -68,7 +68,7 @@ def chunk(cfg: Config, root: str) -> dict[str, Any]:
 
 @task(name="plan-embed-shards", cache_policy=NONE)
 def plan_embed_shards(cfg: Config, root: str) -> list[Any]:
-    from tasks.embed import plan_shards
+    from embedline.tasks.embed import plan_shards
 
     return list(plan_shards(cfg, _art(root)))
 
@@ -84,7 +84,7 @@ def plan_embed_shards(cfg: Config, root: str) -> list[Any]:
 )
 def embed_shard(cfg: Config, root: str, shard: Any) -> dict[str, Any]:
     """One shard of the embed fan-out: fills the embedding cache for a row range."""
-    from tasks.embed import embed_shard as _embed_shard
+    from embedline.tasks.embed import embed_shard as _embed_shard
 
     return _embed_shard(cfg, _art(root), shard)
 
@@ -92,12 +92,12 @@ def embed_shard(cfg: Config, root: str, shard: Any) -> dict[str, Any]:
 @task(name="embed", cache_policy=NONE, timeout_seconds=3600)
 def embed(cfg: Config, root: str, shard_stats: list[dict[str, Any]]) -> dict[str, Any]:
     """Assemble vectors.npy + manifest from the cache filled by the shards."""
-    from tasks.embed import finalize_embed
+    from embedline.tasks.embed import finalize_embed
 
     art = _art(root)
     stats = finalize_embed(cfg, art, shard_stats)
     stats["shards"] = len(shard_stats)
-    from tasks.records import write_json
+    from embedline.tasks.records import write_json
 
     write_json(art.metric("embed"), stats)
     get_run_logger().info(one_line("embed", stats))
@@ -157,7 +157,7 @@ def upsert(cfg: Config, root: str, allow_mass_delete: bool = False) -> dict[str,
 @task(name="plan", cache_policy=NONE)
 def plan(cfg: Config, root: str) -> dict[str, Any]:
     """What an ingest would change now (a scratch workspace; nothing is written)."""
-    from tasks.plan import plan_ingest
+    from embedline.tasks.plan import plan_ingest
 
     result = plan_ingest(cfg, _art(root))
     create_table_artifact(key="ingest-plan", table=[{"item": k, "value": str(v)} for k, v in result.items()],

@@ -1,15 +1,15 @@
 """Stage 2, chunk: documents -> chunks that fit the embedding model's window, never truncated.
 
 ``run_chunk(cfg, art)`` streams ``art.documents``, splits each document with the chunker chosen
-by ``chunk.strategy`` (see :mod:`tasks.chunkers`) and streams the chunks to ``art.chunks``.
+by ``chunk.strategy`` (see :mod:`embedline.tasks.chunkers`) and streams the chunks to ``art.chunks``.
 
-Token counts come from the embedding model's own tokenizer (:func:`tasks.tokenize.load_token_counter`).
+Token counts come from the embedding model's own tokenizer (:func:`embedline.tasks.tokenize.load_token_counter`).
 The budget for a chunk's embed text is::
 
     min(chunk.max_tokens, model window) - special tokens ([CLS]/[SEP]) - tokens of embed.passage_prompt
 
 and every chunk is measured on its final embed text (after the per-chunk transform of
-:class:`tasks.normalize.EmbedTransform`: lowercasing, lemmatising or stemming can change the
+:class:`embedline.tasks.normalize.EmbedTransform`: lowercasing, lemmatising or stemming can change the
 count), so the model never has to truncate.
 """
 
@@ -19,12 +19,12 @@ import logging
 import time
 from typing import Any
 
-from tasks.artifacts import Artifacts
-from tasks.chunkers import CHUNKERS, Chunker, TokenBudget
-from tasks.config import ChunkParams, Config, ConfigError, EmbedParams, PreprocessParams
-from tasks.normalize import EmbedTransform
-from tasks.records import Chunk, Document, ParquetSink, iter_records
-from tasks.tokenize import TokenCounter, load_token_counter
+from embedline.tasks.artifacts import Artifacts
+from embedline.tasks.chunkers import CHUNKERS, Chunker, TokenBudget
+from embedline.tasks.config import ChunkParams, Config, ConfigError, EmbedParams, PreprocessParams
+from embedline.tasks.normalize import EmbedTransform
+from embedline.tasks.records import Chunk, Document, ParquetSink, iter_records
+from embedline.tasks.tokenize import TokenCounter, load_token_counter
 
 log = logging.getLogger(__name__)
 

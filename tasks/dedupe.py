@@ -4,12 +4,12 @@
    record, represented by the row with the smallest ``chunk_id``. Its ``sources`` lists every
    (source, doc_id, chunk_id) holding that text, so no provenance is lost. Always applied.
 2. **Near**: among the exact representatives, vectors with cosine >= ``dedupe.threshold`` are joined
-   (range search, :mod:`tasks.neardup`; single linkage over the pairs, i.e. union-find), and each
+   (range search, :mod:`embedline.tasks.neardup`; single linkage over the pairs, i.e. union-find), and each
    group is represented by its member with the smallest ``chunk_id``: deterministic, independent of
    row order and of the search engine. ``dedupe.lexical`` adds MinHash (word 3-gram Jaccard >=
    ``dedupe.lexical_threshold``) pairs to the same groups.
 
-:class:`~tasks.config.DuplicatePolicy` decides what the near-duplicates become:
+:class:`~embedline.tasks.config.DuplicatePolicy` decides what the near-duplicates become:
 
 - ``drop``: only representatives are stored; ``duplicates`` on the representative lists the
   dropped chunk ids with their cosine to it. ``sources`` keeps exact provenance only.
@@ -38,10 +38,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tasks.artifacts import Artifacts
-from tasks.config import Config, DuplicatePolicy
-from tasks.neardup import Components, lexical_pairs, normalized, range_pairs, representatives
-from tasks.records import point_id_for, read_json, write_json
+from embedline.tasks.artifacts import Artifacts
+from embedline.tasks.config import Config, DuplicatePolicy
+from embedline.tasks.neardup import (
+    Components,
+    lexical_pairs,
+    normalized,
+    range_pairs,
+    representatives,
+)
+from embedline.tasks.records import point_id_for, read_json, write_json
 
 SNIPPET_CHARS = 240
 MAX_EXAMPLES = 20

@@ -1,6 +1,6 @@
-"""The ``evaluate`` stage (``embedline stage evaluate``): see :mod:`tasks.evaluation`."""
+"""The ``evaluate`` stage (``embedline stage evaluate``): see :mod:`embedline.tasks.evaluation`."""
 
-from tasks.evaluation import (
+from embedline.tasks.evaluation import (
     QualityGateError,
     evaluate_dataset,
     load_beir,

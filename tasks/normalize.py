@@ -22,7 +22,7 @@ import unicodedata
 from collections.abc import Callable
 from typing import Any
 
-from tasks.config import PreprocessParams
+from embedline.tasks.config import PreprocessParams
 
 # ---- display text --------------------------------------------------------------------------------
 _INVISIBLE = dict.fromkeys(map(ord, "\u00ad\u200b\u2060\ufeff"), None)  # soft hyphen, ZWSP, WJ, BOM

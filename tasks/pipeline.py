@@ -12,20 +12,20 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tasks.artifacts import Artifacts
-from tasks.config import Config
-from tasks.records import write_json
+from embedline.tasks.artifacts import Artifacts
+from embedline.tasks.config import Config
+from embedline.tasks.records import write_json
 
 StageFn = Callable[..., dict[str, Any]]
 
 # DAG order. Each value is "module:function" with the signature (cfg, art, **options) -> stats.
 STAGES: dict[str, str] = {
-    "preprocess": "tasks.preprocess:run_preprocess",
-    "chunk": "tasks.chunk:run_chunk",
-    "embed": "tasks.embed:run_embed",
-    "dedupe": "tasks.dedupe:run_dedupe",
-    "upsert": "tasks.upsert:run_upsert",
-    "evaluate": "tasks.evaluate:run_evaluate",
+    "preprocess": "embedline.tasks.preprocess:run_preprocess",
+    "chunk": "embedline.tasks.chunk:run_chunk",
+    "embed": "embedline.tasks.embed:run_embed",
+    "dedupe": "embedline.tasks.dedupe:run_dedupe",
+    "upsert": "embedline.tasks.upsert:run_upsert",
+    "evaluate": "embedline.tasks.evaluate:run_evaluate",
 }
 INGEST_STAGES = ("preprocess", "chunk", "embed", "dedupe", "upsert")
 

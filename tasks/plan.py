@@ -13,9 +13,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tasks.artifacts import Artifacts
-from tasks.config import Config, apply_overrides, validate
-from tasks.records import Chunk, iter_records, point_id_for
+from embedline.tasks.artifacts import Artifacts
+from embedline.tasks.config import Config, apply_overrides, validate
+from embedline.tasks.records import Chunk, iter_records, point_id_for
 
 
 def scratch_config(cfg: Config, root: Path) -> Config:
@@ -50,9 +50,9 @@ def _chunk_level_ids(art: Artifacts) -> set[str]:
 
 def plan_ingest(cfg: Config, art: Artifacts) -> dict[str, Any]:
     """Plan an ingest of ``cfg.source`` into the project at ``art.root``; writes nothing there."""
-    from tasks.embed import plan_embed, run_embed
-    from tasks.pipeline import stage_function
-    from tasks.upsert import plan as sync_plan
+    from embedline.tasks.embed import plan_embed, run_embed
+    from embedline.tasks.pipeline import stage_function
+    from embedline.tasks.upsert import plan as sync_plan
 
     scfg = scratch_config(cfg, art.root.resolve())
     with tempfile.TemporaryDirectory(prefix="embedline-plan-") as tmp:
@@ -82,9 +82,9 @@ def plan_ingest(cfg: Config, art: Artifacts) -> dict[str, Any]:
 
 def _estimate(cfg: Config, work: Artifacts) -> dict[str, Any]:
     """Chunk-level adds/deletes against the collection of this fingerprint (no vectors needed)."""
-    from tasks.embed import fingerprint_for
-    from tasks.store import open_store
-    from tasks.vectorset import physical_name
+    from embedline.tasks.embed import fingerprint_for
+    from embedline.tasks.store import open_store
+    from embedline.tasks.vectorset import physical_name
 
     store = open_store(cfg.qdrant, work.root)
     target = physical_name(cfg.qdrant, fingerprint_for(cfg))

@@ -1,7 +1,7 @@
 """Stage 1, preprocess: walk the source folder, load every file into Documents, reject the rest.
 
 ``run_preprocess(cfg, art)`` walks ``cfg.source`` in sorted order (deterministic), skips paths
-matching ``preprocess.exclude``, picks a loader per file from :mod:`tasks.loaders` and streams the
+matching ``preprocess.exclude``, picks a loader per file from :mod:`embedline.tasks.loaders` and streams the
 Documents to ``art.documents`` (Parquet, in batches) and every rejected input (path, reason,
 detail) to ``art.rejected`` (JSON lines). Bad input never stops the run; a folder with no usable
 document at all does, with :class:`NoUsableDocumentsError`.
@@ -21,10 +21,10 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from tasks.artifacts import Artifacts
-from tasks.config import Config, PreprocessParams
-from tasks.loaders import LOADERS, RejectedInput, RejectReason, loader_for, reject
-from tasks.records import Document, ParquetSink, Rejection
+from embedline.tasks.artifacts import Artifacts
+from embedline.tasks.config import Config, PreprocessParams
+from embedline.tasks.loaders import LOADERS, RejectedInput, RejectReason, loader_for, reject
+from embedline.tasks.records import Document, ParquetSink, Rejection
 
 log = logging.getLogger(__name__)
 _LOGGED_REJECTIONS = 20

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.config import Config
+from embedline.tasks.config import Config
 
 # The numbers each stage's one-line log shows, in order (missing keys are skipped).
 _LINE_KEYS: dict[str, tuple[str, ...]] = {

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from tasks.config import EmbedParams
+from embedline.tasks.config import EmbedParams
 
 DEFAULT_MODEL_IDS = {
     "sentence-transformers/all-MiniLM-L6-v2",

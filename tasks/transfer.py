@@ -27,12 +27,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.artifacts import Artifacts
-from tasks.config import Config
-from tasks.store import PointRecord, StoreError, VectorSetSpec
-from tasks.store.sparse import encoder_for, sparse_for
-from tasks.sync import sample_ids
-from tasks.vectorset import (
+from embedline.tasks.artifacts import Artifacts
+from embedline.tasks.config import Config
+from embedline.tasks.store import PointRecord, StoreError, VectorSetSpec
+from embedline.tasks.store.sparse import encoder_for, sparse_for
+from embedline.tasks.sync import sample_ids
+from embedline.tasks.vectorset import (
     VectorSetValidationError,
     physical_name,
     retain_versions,

@@ -3,7 +3,7 @@
 ``run_upsert`` makes the physical collection of the current fingerprint equal to deduped.parquet +
 vectors.npy, idempotently and incrementally:
 
-1. diff desired ``id -> payload_hash`` against a scan of the collection (:func:`tasks.sync.compute_plan`);
+1. diff desired ``id -> payload_hash`` against a scan of the collection (:func:`embedline.tasks.sync.compute_plan`);
 2. refuse a plan that deletes more than ``qdrant.max_delete_fraction`` of the collection (or a new
    vector set that shrinks the live one by as much) unless ``allow_mass_delete``;
 3. upsert adds + updates in batches (``qdrant.batch_points`` points, ``qdrant.batch_mb`` bytes,
@@ -13,7 +13,7 @@ vectors.npy, idempotently and incrementally:
 6. write the receipt (art.receipt).
 
 A crash anywhere is repaired by re-running: step 1 sees what already landed. Export/import live in
-:mod:`tasks.transfer` and are re-exported here.
+:mod:`embedline.tasks.transfer` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -26,14 +26,18 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow.parquet as pq
 
-from tasks.artifacts import Artifacts
-from tasks.config import Config
-from tasks.records import write_json
-from tasks.store import Hit, PayloadFilter, StoreError, VectorSetSpec, VectorStore
-from tasks.store.base import SparseVectorMissingError, VectorSetMismatchError, check_compatible
-from tasks.sync import SyncPlan, compute_plan, desired_hashes, iter_desired, sample_ids
-from tasks.transfer import export_points, import_points
-from tasks.vectorset import (
+from embedline.tasks.artifacts import Artifacts
+from embedline.tasks.config import Config
+from embedline.tasks.records import write_json
+from embedline.tasks.store import Hit, PayloadFilter, StoreError, VectorSetSpec, VectorStore
+from embedline.tasks.store.base import (
+    SparseVectorMissingError,
+    VectorSetMismatchError,
+    check_compatible,
+)
+from embedline.tasks.sync import SyncPlan, compute_plan, desired_hashes, iter_desired, sample_ids
+from embedline.tasks.transfer import export_points, import_points
+from embedline.tasks.vectorset import (
     Context,
     Gate,
     MassDeleteError,
@@ -155,12 +159,12 @@ def run_upsert(
     """Sync the vector set of the current fingerprint; swap the alias to it when it is new.
 
     ``gate(shadow, live)`` runs after validation and before a swap; raising refuses the swap. By
-    default it is the retrieval quality gate (:func:`tasks.evaluate.make_gate`) when ``eval.gate``.
+    default it is the retrieval quality gate (:func:`embedline.tasks.evaluate.make_gate`) when ``eval.gate``.
     """
     t0 = time.perf_counter()
     _require_deduped(art)
     if gate is None and cfg.eval.gate:
-        from tasks.evaluate import make_gate
+        from embedline.tasks.evaluate import make_gate
 
         gate = make_gate(cfg, art)
     ctx = load_context(cfg, art)
@@ -213,7 +217,7 @@ def _embed_backlog(cfg: Config, art: Artifacts) -> tuple[int | None, int | None]
     if not art.chunks.exists():
         return None, None
     try:
-        from tasks.embed.stage import plan_embed
+        from embedline.tasks.embed.stage import plan_embed
     except ImportError:
         return None, None
     backlog = plan_embed(cfg, art)
@@ -314,7 +318,7 @@ def _dense_search(store: VectorStore, spec: VectorSetSpec, alias: str, query: st
 
 def _hybrid_search(store: VectorStore, spec: VectorSetSpec, alias: str, query: str,
                    dense: Callable[[], np.ndarray], k: int, filter: PayloadFilter | None) -> list[Hit]:
-    from tasks.store.sparse import encoder_for
+    from embedline.tasks.store.sparse import encoder_for
 
     sparse = encoder_for(spec).query(query)  # a dense-only set fails here, before the model loads
     return store.search_hybrid(alias, dense(), sparse, k=k, filter=filter)
@@ -335,7 +339,7 @@ def search(
     """Embed ``query`` (query prompt applied) and search the live alias ``qdrant.collection``:
     ``dense`` (vector search) or ``hybrid`` (dense + BM25 sparse fused by RRF in Qdrant; needs a
     vector set built with ``qdrant.sparse=true``, else :class:`SparseVectorMissingError`)."""
-    from tasks.vectorset import store_for
+    from embedline.tasks.vectorset import store_for
 
     try:
         run = SEARCH_MODES[mode]
@@ -349,7 +353,7 @@ def search(
     live = spec
 
     def dense() -> np.ndarray:
-        from tasks.embed import embed_query
+        from embedline.tasks.embed import embed_query
 
         vec = np.asarray(embed_query(cfg.embed, query), dtype=np.float32).reshape(-1)
         if vec.shape[0] != live.dims:

@@ -7,8 +7,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tasks.artifacts import Artifacts
-from tasks.records import Chunk, chunk_id_for, content_hash, doc_id_for, write_json, write_records
+from embedline.tasks.artifacts import Artifacts
+from embedline.tasks.records import (
+    Chunk,
+    chunk_id_for,
+    content_hash,
+    doc_id_for,
+    write_json,
+    write_records,
+)
 
 
 @dataclass(frozen=True)

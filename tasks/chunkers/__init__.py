@@ -9,13 +9,20 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
-from tasks.chunkers.base import ChunkBuilder, ChunkingError, Packer, Table, TokenBudget, Unit
-from tasks.chunkers.code import CodeChunker
-from tasks.chunkers.prose import MarkdownChunker, SentenceChunker
-from tasks.chunkers.segment import ABBREVIATIONS, blocks, sections, sentence_spans
-from tasks.chunkers.sliding import SlidingChunker
-from tasks.config import ChunkStrategy
-from tasks.records import Chunk, Document
+from embedline.tasks.chunkers.base import (
+    ChunkBuilder,
+    ChunkingError,
+    Packer,
+    Table,
+    TokenBudget,
+    Unit,
+)
+from embedline.tasks.chunkers.code import CodeChunker
+from embedline.tasks.chunkers.prose import MarkdownChunker, SentenceChunker
+from embedline.tasks.chunkers.segment import ABBREVIATIONS, blocks, sections, sentence_spans
+from embedline.tasks.chunkers.sliding import SlidingChunker
+from embedline.tasks.config import ChunkStrategy
+from embedline.tasks.records import Chunk, Document
 
 
 class Chunker(Protocol):

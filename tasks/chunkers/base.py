@@ -3,7 +3,7 @@
 A chunker cuts a document into *units* (sentences, lines, code blocks, table rows, tokens) given as
 character spans of ``Document.text`` that together cover all of its non-whitespace text; the
 :class:`Packer` groups consecutive units into chunks up to the budget with overlap, and the
-:class:`ChunkBuilder` turns a group into a :class:`~tasks.records.Chunk`. Unit token counts are
+:class:`ChunkBuilder` turns a group into a :class:`~embedline.tasks.records.Chunk`. Unit token counts are
 estimates (tokens of the transformed unit text); every chunk is measured again on its final
 embed text, and a group that does not fit is shrunk, so no chunk's embed text ever exceeds
 ``TokenBudget.max_tokens``. A unit that is too long on its own is split at line boundaries, then at
@@ -18,10 +18,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tasks.chunkers.tokens import TokenIndex
-from tasks.normalize import EmbedTransform
-from tasks.records import Chunk, Document, chunk_id_for, content_hash
-from tasks.tokenize import TokenCounter
+from embedline.tasks.chunkers.tokens import TokenIndex
+from embedline.tasks.normalize import EmbedTransform
+from embedline.tasks.records import Chunk, Document, chunk_id_for, content_hash
+from embedline.tasks.tokenize import TokenCounter
 
 _DASHES = re.compile(r"-{4,}")
 

@@ -14,9 +14,9 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from tasks.chunkers.base import ChunkBuilder, Packer, TokenBudget, Unit
-from tasks.chunkers.sliding import SlidingChunker
-from tasks.records import Chunk, Document
+from embedline.tasks.chunkers.base import ChunkBuilder, Packer, TokenBudget, Unit
+from embedline.tasks.chunkers.sliding import SlidingChunker
+from embedline.tasks.records import Chunk, Document
 
 _DEFS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
 

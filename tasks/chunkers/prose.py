@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from tasks.chunkers.base import ChunkBuilder, Packer, TokenBudget
-from tasks.chunkers.segment import block_items, sections
-from tasks.records import Chunk, Document
+from embedline.tasks.chunkers.base import ChunkBuilder, Packer, TokenBudget
+from embedline.tasks.chunkers.segment import block_items, sections
+from embedline.tasks.records import Chunk, Document
 
 
 class SentenceChunker:

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from tasks.chunkers.base import ChunkBuilder, Item, Table
+from embedline.tasks.chunkers.base import ChunkBuilder, Item, Table
 
 _ABBREVIATION_GROUPS = (
     # titles and ranks

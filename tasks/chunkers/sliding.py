@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from tasks.chunkers.base import ChunkBuilder, Packer, TokenBudget, Unit
-from tasks.records import Chunk, Document
+from embedline.tasks.chunkers.base import ChunkBuilder, Packer, TokenBudget, Unit
+from embedline.tasks.records import Chunk, Document
 
 
 def word_units(b: ChunkBuilder, start: int, end: int) -> list[Unit]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left
 
-from tasks.tokenize import TokenCounter
+from embedline.tasks.tokenize import TokenCounter
 
 SEGMENT_CHARS = 32_768  # tokenised per call; cut at whitespace so no token crosses a segment
 

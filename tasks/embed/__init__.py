@@ -24,7 +24,7 @@ Exports happen once per model into ``embed.models_dir`` (``data/models``, git-ig
 ratios were taken on a CPU with AVX-512 BF16.
 """
 
-from tasks.embed.protocol import (
+from embedline.tasks.embed.protocol import (
     Embedder,
     EmbedError,
     EmbedInputError,
@@ -35,7 +35,7 @@ from tasks.embed.protocol import (
     validate_vectors,
     with_prompt,
 )
-from tasks.embed.registry import (
+from embedline.tasks.embed.registry import (
     PROVIDERS,
     REVISIONS,
     clear_embedders,
@@ -43,7 +43,7 @@ from tasks.embed.registry import (
     peek_embedder,
     revision_for,
 )
-from tasks.embed.stage import (
+from embedline.tasks.embed.stage import (
     Shard,
     embed_query,
     embed_shard,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from tasks.batching import pack
-from tasks.embed.protocol import EmbedInputError
+from embedline.tasks.batching import pack
+from embedline.tasks.embed.protocol import EmbedInputError
 
 
 def token_batches(

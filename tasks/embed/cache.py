@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.config import EmbedParams, stable_hash
+from embedline.tasks.config import EmbedParams, stable_hash
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS vectors (

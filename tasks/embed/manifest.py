@@ -7,10 +7,10 @@ import os
 from importlib import metadata
 from typing import Any
 
-from tasks.artifacts import Artifacts
-from tasks.config import Config, stable_hash
-from tasks.embed.registry import peek_embedder
-from tasks.tokenize import resolve_model
+from embedline.tasks.artifacts import Artifacts
+from embedline.tasks.config import Config, stable_hash
+from embedline.tasks.embed.registry import peek_embedder
+from embedline.tasks.tokenize import resolve_model
 
 _LIBS = ("numpy", "torch", "transformers", "sentence-transformers", "onnxruntime", "openvino", "openai")
 

@@ -12,7 +12,7 @@ class Embedder(Protocol):
     """Turns texts into float32 vectors of shape ``(len(texts), dims)``.
 
     ``texts`` arrive final: the passage or query prompt is already prepended by the caller
-    (see :func:`tasks.embed.prompts.with_prompt`), so every provider treats prompts the same way.
+    (see :func:`embedline.tasks.embed.prompts.with_prompt`), so every provider treats prompts the same way.
     Matryoshka truncation (``embed.dimensions``) and L2 normalisation happen inside ``embed``.
     """
 

@@ -1,6 +1,6 @@
 """Providers registry keyed by ``embed.provider`` and the process-wide embedder cache.
 
-Factories import their provider module lazily, so importing :mod:`tasks.embed` never loads torch,
+Factories import their provider module lazily, so importing :mod:`embedline.tasks.embed` never loads torch,
 a model or an HTTP client. :func:`get_embedder` builds each configuration once per process, under a
 lock, the first time it is asked for.
 """
@@ -10,24 +10,24 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from tasks.config import EmbedParams
-from tasks.embed.protocol import Embedder
+from embedline.tasks.config import EmbedParams
+from embedline.tasks.embed.protocol import Embedder
 
 
 def _fake(params: EmbedParams) -> Embedder:
-    from tasks.embed.providers.fake import FakeEmbedder
+    from embedline.tasks.embed.providers.fake import FakeEmbedder
 
     return FakeEmbedder(params)
 
 
 def _sentence_transformers(params: EmbedParams) -> Embedder:
-    from tasks.embed.providers.sentence_transformers import SentenceTransformerEmbedder
+    from embedline.tasks.embed.providers.sentence_transformers import SentenceTransformerEmbedder
 
     return SentenceTransformerEmbedder(params)
 
 
 def _openai(params: EmbedParams) -> Embedder:
-    from tasks.embed.providers.openai import OpenAIEmbedder
+    from embedline.tasks.embed.providers.openai import OpenAIEmbedder
 
     return OpenAIEmbedder(params)
 
@@ -40,19 +40,19 @@ PROVIDERS: dict[str, Callable[[EmbedParams], Embedder]] = {
 
 
 def _fake_revision(params: EmbedParams) -> str:
-    from tasks.embed.providers.fake import revision_for
+    from embedline.tasks.embed.providers.fake import revision_for
 
     return revision_for(params)
 
 
 def _st_revision(params: EmbedParams) -> str:
-    from tasks.embed.providers.sentence_transformers import revision_for
+    from embedline.tasks.embed.providers.sentence_transformers import revision_for
 
     return revision_for(params)
 
 
 def _openai_revision(params: EmbedParams) -> str:
-    from tasks.embed.providers.openai import revision_for
+    from embedline.tasks.embed.providers.openai import revision_for
 
     return revision_for(params)
 

@@ -30,15 +30,20 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 
-from tasks.artifacts import Artifacts
-from tasks.config import Config, EmbedParams
-from tasks.embed.batching import fixed_groups
-from tasks.embed.cache import EmbeddingCache, namespace_for, namespace_spec
-from tasks.embed.manifest import STAT_KEYS, aggregate_shards, build_manifest
-from tasks.embed.protocol import EmbedError, EmbedInputError, validate_vectors, with_prompt
-from tasks.embed.registry import get_embedder, revision_for
-from tasks.embed.rows import ChunkRows
-from tasks.records import write_json
+from embedline.tasks.artifacts import Artifacts
+from embedline.tasks.config import Config, EmbedParams
+from embedline.tasks.embed.batching import fixed_groups
+from embedline.tasks.embed.cache import EmbeddingCache, namespace_for, namespace_spec
+from embedline.tasks.embed.manifest import STAT_KEYS, aggregate_shards, build_manifest
+from embedline.tasks.embed.protocol import (
+    EmbedError,
+    EmbedInputError,
+    validate_vectors,
+    with_prompt,
+)
+from embedline.tasks.embed.registry import get_embedder, revision_for
+from embedline.tasks.embed.rows import ChunkRows
+from embedline.tasks.records import write_json
 
 Progress = Callable[[int, int], None]
 GROUP_BATCHES = 8  # local models: texts per cache commit = batch_size * GROUP_BATCHES
@@ -91,7 +96,7 @@ def plan_shards(cfg: Config, art: Artifacts) -> list[Shard]:
 def plan_embed(cfg: Config, art: Artifacts) -> dict[str, Any]:
     """What embedding would cost now, without embedding: rows, unique texts, uncached texts and
     their tokens (the token count uses the provider's tokenizer; no model weights are loaded)."""
-    from tasks.tokenize import load_token_counter
+    from embedline.tasks.tokenize import load_token_counter
 
     rows = ChunkRows(art.chunks)
     ns, _ = _namespace(cfg.embed)

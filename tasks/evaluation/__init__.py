@@ -17,11 +17,11 @@ intrinsic (duplicate rate, silhouette, 2-D map, curve file), gate, stage. Heavy 
 stores, bm25s, scikit-learn, matplotlib) load on first use.
 """
 
-from tasks.evaluation.beir import BeirDataset, BeirFormatError, load_beir
-from tasks.evaluation.gate import GateSetupError, QualityGate, QualityGateError, make_gate
-from tasks.evaluation.metrics import docs_from_hits, evaluate_run, recall_curve
-from tasks.evaluation.retrieval import RETRIEVERS, EvalContext, Retriever, get_retriever
-from tasks.evaluation.stage import (
+from embedline.tasks.evaluation.beir import BeirDataset, BeirFormatError, load_beir
+from embedline.tasks.evaluation.gate import GateSetupError, QualityGate, QualityGateError, make_gate
+from embedline.tasks.evaluation.metrics import docs_from_hits, evaluate_run, recall_curve
+from embedline.tasks.evaluation.retrieval import RETRIEVERS, EvalContext, Retriever, get_retriever
+from embedline.tasks.evaluation.stage import (
     METHODS,
     eval_collection_name,
     evaluate_dataset,

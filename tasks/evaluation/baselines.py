@@ -18,10 +18,16 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from tasks.artifacts import Artifacts
-from tasks.config import Config, EmbedParams
-from tasks.evaluation.retrieval import EvalDoc, RunDict, document_text, embed_queries, embed_texts
-from tasks.records import content_hash
+from embedline.tasks.artifacts import Artifacts
+from embedline.tasks.config import Config, EmbedParams
+from embedline.tasks.evaluation.interface import (
+    EvalDoc,
+    RunDict,
+    document_text,
+    embed_queries,
+    embed_texts,
+)
+from embedline.tasks.records import content_hash
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +91,8 @@ def embed_passages_cached(cfg: Config, art: Artifacts, params: EmbedParams, text
     embed stage, so a document whose whole text is one chunk costs nothing, and re-runs are free)."""
     if not cfg.embed.cache or not texts:
         return embed_texts(params, texts, params.passage_prompt)
-    from tasks.embed.cache import EmbeddingCache, namespace_for, namespace_spec
-    from tasks.embed.registry import revision_for
+    from embedline.tasks.embed.cache import EmbeddingCache, namespace_for, namespace_spec
+    from embedline.tasks.embed.registry import revision_for
 
     revision = revision_for(params)
     ns = namespace_for(params, revision)
@@ -113,7 +119,7 @@ class WholeDocRetriever:
     name = "wholedoc"
 
     def __init__(self, docs: Sequence[EvalDoc], params: EmbedParams, cfg: Config, art: Artifacts):
-        from tasks.normalize import EmbedTransform
+        from embedline.tasks.normalize import EmbedTransform
 
         transform = EmbedTransform(cfg.preprocess)
         self.params = params

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from tasks.artifacts import Artifacts
-from tasks.records import read_json
+from embedline.tasks.artifacts import Artifacts
+from embedline.tasks.records import read_json
 
 log = logging.getLogger(__name__)
 SEED = 0

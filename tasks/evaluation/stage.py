@@ -21,14 +21,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tasks.artifacts import Artifacts
-from tasks.config import Config, apply_overrides, validate
-from tasks.evaluation.beir import BeirDataset, is_beir_dir, load_beir
-from tasks.evaluation.gate import collection_embed_params
-from tasks.evaluation.intrinsic import intrinsic_checks, write_curve
-from tasks.evaluation.metrics import DocKey, evaluate_run, jsonl_record_key, recall_curve
-from tasks.evaluation.retrieval import EvalContext, get_retriever
-from tasks.records import read_json, write_json
+from embedline.tasks.artifacts import Artifacts
+from embedline.tasks.config import Config, apply_overrides, validate
+from embedline.tasks.evaluation.beir import BeirDataset, is_beir_dir, load_beir
+from embedline.tasks.evaluation.gate import collection_embed_params
+from embedline.tasks.evaluation.intrinsic import intrinsic_checks, write_curve
+from embedline.tasks.evaluation.metrics import DocKey, evaluate_run, jsonl_record_key, recall_curve
+from embedline.tasks.evaluation.retrieval import EvalContext, get_retriever
+from embedline.tasks.records import read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def run_evaluate(cfg: Config, art: Artifacts, *, collection: str | None = None) 
         note = f"no labelled query set at {dataset_dir} (queries.jsonl + qrels/*.tsv): nothing evaluated"
         log.warning(note)
         return {"queries": 0, "note": note}
-    from tasks.store import open_store
+    from embedline.tasks.store import open_store
 
     dataset = load_beir(dataset_dir)
     store = open_store(cfg.qdrant, art.root)
@@ -188,8 +188,8 @@ def evaluate_dataset(
     Returns ``{method: {"ndcg@10", "mrr@10", "recall@<k>" for each eval.k, "seconds"}}``; the full
     report (stage stats, timings, dataset sizes) is written to ``workdir/report.json``.
     """
-    from tasks.pipeline import INGEST_STAGES, run_stage
-    from tasks.store import open_store
+    from embedline.tasks.pipeline import INGEST_STAGES, run_stage
+    from embedline.tasks.store import open_store
 
     t0 = time.perf_counter()
     dataset_dir = Path(dataset_dir)

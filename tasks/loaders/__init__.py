@@ -9,7 +9,7 @@ from __future__ import annotations
 import mimetypes
 from pathlib import Path
 
-from tasks.loaders.base import (
+from embedline.tasks.loaders.base import (
     Loader,
     RejectedInput,
     RejectReason,
@@ -17,10 +17,10 @@ from tasks.loaders.base import (
     make_document,
     reject,
 )
-from tasks.loaders.html import HtmlLoader, html_to_text
-from tasks.loaders.jsonl import JsonlLoader, JsonLoader
-from tasks.loaders.pdf import PdfLoader
-from tasks.loaders.text import (
+from embedline.tasks.loaders.html import HtmlLoader, html_to_text
+from embedline.tasks.loaders.jsonl import JsonlLoader, JsonLoader
+from embedline.tasks.loaders.pdf import PdfLoader
+from embedline.tasks.loaders.text import (
     CODE_LANGUAGES,
     CodeLoader,
     MarkdownLoader,

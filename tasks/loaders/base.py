@@ -7,9 +7,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-from tasks.config import PreprocessParams
-from tasks.normalize import TextMode, clean_text
-from tasks.records import Document, Rejection, content_hash, doc_id_for
+from embedline.tasks.config import PreprocessParams
+from embedline.tasks.normalize import TextMode, clean_text
+from embedline.tasks.records import Document, Rejection, content_hash, doc_id_for
 
 
 class RejectReason(StrEnum):

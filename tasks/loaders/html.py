@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tasks.config import PreprocessParams
-from tasks.loaders.base import RejectedInput, RejectReason, make_document, read_text
-from tasks.records import Document, Rejection
+from embedline.tasks.config import PreprocessParams
+from embedline.tasks.loaders.base import RejectedInput, RejectReason, make_document, read_text
+from embedline.tasks.records import Document, Rejection
 
 _DROP_TAGS = [
     "script",

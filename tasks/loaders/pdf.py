@@ -7,9 +7,9 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-from tasks.config import PreprocessParams
-from tasks.loaders.base import RejectedInput, RejectReason, make_document, read_bytes
-from tasks.records import Document, Rejection
+from embedline.tasks.config import PreprocessParams
+from embedline.tasks.loaders.base import RejectedInput, RejectReason, make_document, read_bytes
+from embedline.tasks.records import Document, Rejection
 
 
 class PdfLoader:

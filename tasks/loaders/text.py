@@ -6,9 +6,9 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from tasks.config import PreprocessParams
-from tasks.loaders.base import make_document, read_text
-from tasks.records import Document, Rejection
+from embedline.tasks.config import PreprocessParams
+from embedline.tasks.loaders.base import make_document, read_text
+from embedline.tasks.records import Document, Rejection
 
 # extension -> language (the language picks the comment syntax and, for Python, the ast chunker)
 CODE_LANGUAGES: dict[str, str] = {

@@ -18,7 +18,7 @@ text because Qdrant's BM25 stems by itself (a stemmed/lemmatised embed text woul
 the document side and once on the query side) and because a pure function of the payload can be
 recomputed wherever points travel (export/import, repair) without the chunk artifacts.
 
-The recipe (:data:`tasks.config.SPARSE_BM25` + ``preprocess.language``) is part of the vector-set
+The recipe (:data:`embedline.tasks.config.SPARSE_BM25` + ``preprocess.language``) is part of the vector-set
 fingerprint and is stored in the collection metadata (``sparse_encoder``), so queries are encoded
 the way the collection was built.
 """
@@ -30,8 +30,13 @@ from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from typing import Any
 
-from tasks.config import SPARSE_BM25, Config
-from tasks.store.base import SparseVector, SparseVectorMissingError, StoreError, VectorSetSpec
+from embedline.tasks.config import SPARSE_BM25, Config
+from embedline.tasks.store.base import (
+    SparseVector,
+    SparseVectorMissingError,
+    StoreError,
+    VectorSetSpec,
+)
 
 RECIPE_KEY = "sparse_encoder"  # collection metadata key holding the recipe
 _lock = threading.Lock()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from tasks.records import Chunk, ParquetSink, chunk_id_for, content_hash, doc_id_for
+from embedline.tasks.records import Chunk, ParquetSink, chunk_id_for, content_hash, doc_id_for
 
 
 def write_chunks(path: Path, texts: Sequence[str], batch_rows: int = 4) -> list[Chunk]:

@@ -14,9 +14,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def point_ids(root: Path) -> list[str]:
-    from tasks.config import load_config
-    from tasks.records import read_json
-    from tasks.store import open_store
+    from embedline.tasks.config import load_config
+    from embedline.tasks.records import read_json
+    from embedline.tasks.store import open_store
 
     cfg = load_config(root / "params.yaml")
     receipt = read_json(root / "data" / "receipts" / "upsert.json")
@@ -33,7 +33,7 @@ def point_ids(root: Path) -> list[str]:
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.ingest import ingest
+    from embedline.flows.ingest import ingest
 
     # several shards, so the fan-out really spreads over both workers
     params = {**FAKE, "embed.shard_rows": 2, "run.dask_workers": 2}

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tasks.config import load_config
-from tasks.store import close_stores, open_store
+from embedline.tasks.config import load_config
+from embedline.tasks.store import close_stores, open_store
 from tests.dvcrepo import STAGES, Repo, build_repo, clone
 
 pytestmark = pytest.mark.integration
@@ -195,7 +195,7 @@ def test_exp_run_and_show_list_metrics(work: Repo) -> None:
 # ---- remote: push -> fresh clone -> pull -> upsert, nothing embedded -----------------------------
 POISON = '''
 """Loaded at interpreter start-up (PYTHONPATH): any attempt to embed fails the command."""
-from tasks.embed import registry
+from embedline.tasks.embed import registry
 
 def _poisoned(params):
     raise RuntimeError("poisoned: this command must not embed anything")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.artifacts import Artifacts
-from tasks.config import Config, load_config
+from embedline.tasks.artifacts import Artifacts
+from embedline.tasks.config import Config, load_config
 from tests.conftest import FAKE, make_project
 
 pytestmark = pytest.mark.integration
@@ -64,7 +64,7 @@ def write_eval_set(root: Path) -> Path:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Iterator[Path]:
-    from tasks.store import close_stores
+    from embedline.tasks.store import close_stores
 
     root = make_project(tmp_path / "proj", {**FAKE, "eval.k": [1, 5, 10], "eval.map_sample": 50}, docs=DOCS)
     write_eval_set(root)
@@ -77,7 +77,7 @@ def config(root: Path, *overrides: str) -> Config:
 
 
 def ingest(cfg: Config, art: Artifacts, **upsert_options: object) -> dict[str, dict[str, object]]:
-    from tasks.pipeline import INGEST_STAGES, run_stage
+    from embedline.tasks.pipeline import INGEST_STAGES, run_stage
 
     stats = {}
     for stage in INGEST_STAGES:
@@ -86,7 +86,7 @@ def ingest(cfg: Config, art: Artifacts, **upsert_options: object) -> dict[str, d
 
 
 def test_run_evaluate_reports_sane_metrics_and_writes_plots(project: Path) -> None:
-    from tasks.evaluate import run_evaluate
+    from embedline.tasks.evaluate import run_evaluate
 
     cfg, art = config(project), Artifacts(project)
     ingest(cfg, art)
@@ -118,15 +118,15 @@ def test_run_evaluate_reports_sane_metrics_and_writes_plots(project: Path) -> No
 
 
 def test_missing_dataset_is_a_note_not_a_failure(project: Path) -> None:
-    from tasks.evaluate import run_evaluate
+    from embedline.tasks.evaluate import run_evaluate
 
     m = run_evaluate(config(project, "eval.dataset=data/nowhere"), Artifacts(project))
     assert m["queries"] == 0 and "nowhere" in m["note"]
 
 
 def test_gate_refuses_a_worse_vector_set_and_accepts_an_equal_one(project: Path) -> None:
-    from tasks.evaluate import QualityGateError, make_gate
-    from tasks.store import open_store
+    from embedline.tasks.evaluate import QualityGateError, make_gate
+    from embedline.tasks.store import open_store
 
     art = Artifacts(project)
     good = config(project)
@@ -158,7 +158,7 @@ def test_gate_refuses_a_worse_vector_set_and_accepts_an_equal_one(project: Path)
 
 
 def test_gate_is_a_no_op_when_off_or_without_live_or_dataset(project: Path) -> None:
-    from tasks.evaluate import make_gate
+    from embedline.tasks.evaluate import make_gate
 
     art = Artifacts(project)
     cfg = config(project)
@@ -174,8 +174,8 @@ def test_gate_is_a_no_op_when_off_or_without_live_or_dataset(project: Path) -> N
 
 
 def test_evaluate_dataset_ingests_a_beir_corpus_into_its_own_collection(project: Path, tmp_path: Path) -> None:
-    from tasks.evaluate import evaluate_dataset
-    from tasks.evaluation import eval_collection_name
+    from embedline.tasks.evaluate import evaluate_dataset
+    from embedline.tasks.evaluation import eval_collection_name
 
     ds = tmp_path / "Tiny BEIR"
     (ds / "qrels").mkdir(parents=True)

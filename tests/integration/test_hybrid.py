@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from tasks.artifacts import Artifacts
-from tasks.config import Config, load_config
+from embedline.tasks.artifacts import Artifacts
+from embedline.tasks.config import Config, load_config
 from tests.conftest import FAKE, make_project
 
 pytestmark = pytest.mark.integration
@@ -45,7 +45,7 @@ QUERIES = {
 
 @pytest.fixture
 def project(tmp_path: Path) -> Iterator[Path]:
-    from tasks.store import close_stores
+    from embedline.tasks.store import close_stores
 
     root = make_project(tmp_path / "proj", {**FAKE, "eval.k": [1, 5, 10], "eval.map_sample": 50}, docs=DOCS)
     d = root / "data" / "eval"
@@ -62,16 +62,16 @@ def config(root: Path, *overrides: str) -> Config:
 
 
 def ingest(cfg: Config, art: Artifacts) -> dict[str, dict[str, Any]]:
-    from tasks.pipeline import INGEST_STAGES, run_stage
+    from embedline.tasks.pipeline import INGEST_STAGES, run_stage
 
     return {stage: run_stage(stage, cfg, art) for stage in INGEST_STAGES}
 
 
 def test_sparse_vector_set_answers_hybrid_search_and_evaluation(project: Path) -> None:
-    from tasks.evaluate import run_evaluate
-    from tasks.store import open_store
-    from tasks.store.sparse import RECIPE_KEY, encoder_for, sparse_for
-    from tasks.upsert import search, verify
+    from embedline.tasks.evaluate import run_evaluate
+    from embedline.tasks.store import open_store
+    from embedline.tasks.store.sparse import RECIPE_KEY, encoder_for, sparse_for
+    from embedline.tasks.upsert import search, verify
 
     cfg, art = config(project, "qdrant.sparse=true"), Artifacts(project)
     stats = ingest(cfg, art)
@@ -106,12 +106,12 @@ def test_sparse_vector_set_answers_hybrid_search_and_evaluation(project: Path) -
 def test_dense_only_set_is_unchanged_refuses_hybrid_and_switches_to_sparse(project: Path) -> None:
     from typer.testing import CliRunner
 
-    from flows.cli import app
-    from tasks.embed import fingerprint_for
-    from tasks.evaluate import run_evaluate
-    from tasks.pipeline import run_stage
-    from tasks.store import SparseVectorMissingError, open_store
-    from tasks.upsert import search
+    from embedline.flows.cli import app
+    from embedline.tasks.embed import fingerprint_for
+    from embedline.tasks.evaluate import run_evaluate
+    from embedline.tasks.pipeline import run_stage
+    from embedline.tasks.store import SparseVectorMissingError, open_store
+    from embedline.tasks.upsert import search
 
     art = Artifacts(project)
     dense = config(project)
@@ -148,8 +148,8 @@ def test_dense_only_set_is_unchanged_refuses_hybrid_and_switches_to_sparse(proje
 
 
 def test_export_import_recomputes_the_sparse_vectors(project: Path, tmp_path: Path) -> None:
-    from tasks.store import open_store
-    from tasks.upsert import export_points, import_points, search
+    from embedline.tasks.store import open_store
+    from embedline.tasks.upsert import export_points, import_points, search
 
     cfg, art = config(project, "qdrant.sparse=true"), Artifacts(project)
     ingest(cfg, art)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.artifacts import Artifacts
-from tasks.config import load_config
-from tasks.records import count_rows, read_json
+from embedline.tasks.artifacts import Artifacts
+from embedline.tasks.config import load_config
+from embedline.tasks.records import count_rows, read_json
 
 pytestmark = pytest.mark.integration
 PROJECT = Path(__file__).resolve().parents[2]
@@ -25,7 +25,7 @@ def smoke_query() -> tuple[str, str]:
 def ingested(tmp_path_factory: pytest.TempPathFactory) -> dict:
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.ingest import ingest
+    from embedline.flows.ingest import ingest
     from tests.conftest import make_project
 
     root = tmp_path_factory.mktemp("e2e") / "proj"
@@ -42,7 +42,7 @@ def ingested(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_points_equal_unique_chunks(ingested: dict) -> None:
-    from tasks.store import open_store
+    from embedline.tasks.store import open_store
 
     root: Path = ingested["root"]
     cfg = load_config(root / "params.yaml")
@@ -58,7 +58,7 @@ def test_points_equal_unique_chunks(ingested: dict) -> None:
 
 
 def test_payloads_carry_provenance(ingested: dict) -> None:
-    from tasks.store import open_store
+    from embedline.tasks.store import open_store
 
     root: Path = ingested["root"]
     cfg = load_config(root / "params.yaml")
@@ -78,7 +78,7 @@ def test_payloads_carry_provenance(ingested: dict) -> None:
 
 
 def test_known_query_top_hit(ingested: dict) -> None:
-    from tasks.upsert import search
+    from embedline.tasks.upsert import search
 
     root: Path = ingested["root"]
     query, expected = smoke_query()

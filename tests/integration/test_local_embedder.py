@@ -12,11 +12,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tasks.artifacts import Artifacts
-from tasks.config import EmbedParams, load_config
-from tasks.embed import clear_embedders, embed_query, fingerprint_for, get_embedder, run_embed
-from tasks.embed.providers.sentence_transformers import local_model_revision
-from tasks.tokenize import resolve_model
+from embedline.tasks.artifacts import Artifacts
+from embedline.tasks.config import EmbedParams, load_config
+from embedline.tasks.embed import (
+    clear_embedders,
+    embed_query,
+    fingerprint_for,
+    get_embedder,
+    run_embed,
+)
+from embedline.tasks.embed.providers.sentence_transformers import local_model_revision
+from embedline.tasks.tokenize import resolve_model
 from tests.fakes.chunks import write_chunks
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -113,9 +119,9 @@ def test_accelerated_backends(tmp_path: Path, backend: str, precision: str, floo
 _CLEAN_RUN = """
 import sys
 from pathlib import Path
-from tasks.artifacts import Artifacts
-from tasks.config import load_config
-from tasks.embed import run_embed
+from embedline.tasks.artifacts import Artifacts
+from embedline.tasks.config import load_config
+from embedline.tasks.embed import run_embed
 from tests.fakes.chunks import write_chunks
 root = Path(sys.argv[1])
 art = Artifacts(root)

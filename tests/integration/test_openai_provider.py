@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.artifacts import Artifacts
-from tasks.config import Config, EmbedParams, load_config
-from tasks.embed import (
+from embedline.tasks.artifacts import Artifacts
+from embedline.tasks.config import Config, EmbedParams, load_config
+from embedline.tasks.embed import (
     EmbedError,
     EmbedInputError,
     EmbedResponseError,
@@ -22,10 +22,10 @@ from tasks.embed import (
     get_embedder,
     run_embed,
 )
-from tasks.embed.cache import EmbeddingCache
-from tasks.embed.ratelimit import clear_limiters
-from tasks.embed.stage import cache_path
-from tasks.tokenize import load_token_counter
+from embedline.tasks.embed.cache import EmbeddingCache
+from embedline.tasks.embed.ratelimit import clear_limiters
+from embedline.tasks.embed.stage import cache_path
+from embedline.tasks.tokenize import load_token_counter
 from tests.fakes.chunks import write_chunks
 from tests.fakes.openai_server import Fault, OpenAIFakeServer, fake_vector
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks.artifacts import Artifacts
-from tasks.config import load_config
-from tasks.pipeline import INGEST_STAGES, run_stage
-from tasks.plan import plan_ingest
+from embedline.tasks.artifacts import Artifacts
+from embedline.tasks.config import load_config
+from embedline.tasks.pipeline import INGEST_STAGES, run_stage
+from embedline.tasks.plan import plan_ingest
 
 pytestmark = pytest.mark.integration
 

@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from flows.deploy import WORK_POOL, create_failure_automation, deploy_project
-from flows.serve import ServerInfo, free_port, start_server, stop_server
+from embedline.flows.deploy import WORK_POOL, create_failure_automation, deploy_project
+from embedline.flows.serve import ServerInfo, free_port, start_server, stop_server
 from tests.conftest import FAKE, TINY_DOCS, make_project
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

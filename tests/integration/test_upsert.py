@@ -16,11 +16,11 @@ from typing import Any, Literal
 
 import pytest
 
-from tasks.artifacts import Artifacts
-from tasks.config import Config, load_config
-from tasks.pipeline import INGEST_STAGES, run_stage
-from tasks.store import PointRecord, close_stores, open_store
-from tasks.store.base import VectorStore
+from embedline.tasks.artifacts import Artifacts
+from embedline.tasks.config import Config, load_config
+from embedline.tasks.pipeline import INGEST_STAGES, run_stage
+from embedline.tasks.store import PointRecord, close_stores, open_store
+from embedline.tasks.store.base import VectorStore
 from tests.conftest import FAKE, PROJECT, make_project, write_corpus
 
 pytestmark = pytest.mark.integration
@@ -126,9 +126,9 @@ def test_incremental_sync_equals_clean_ingest(tmp_path: Path, backend: str) -> N
 _CHILD = """
 import sys
 from pathlib import Path
-from tasks.artifacts import Artifacts
-from tasks.config import load_config
-from tasks.pipeline import INGEST_STAGES, run_stage
+from embedline.tasks.artifacts import Artifacts
+from embedline.tasks.config import load_config
+from embedline.tasks.pipeline import INGEST_STAGES, run_stage
 root = Path(sys.argv[1])
 cfg, art = load_config(root / "params.yaml"), Artifacts(root)
 for name in INGEST_STAGES:
@@ -180,8 +180,8 @@ def test_sigkill_mid_upsert_then_rerun_converges_without_re_embedding(tmp_path: 
 
 
 def test_model_change_builds_a_shadow_and_swaps_after_validation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tasks import upsert as upsert_mod
-    from tasks.vectorset import VectorSetValidationError
+    from embedline.tasks import upsert as upsert_mod
+    from embedline.tasks.vectorset import VectorSetValidationError
 
     cfg, art = _project(tmp_path / "p", CORPUS_A, **{"qdrant.keep_versions": 1})
     v1 = _ingest(cfg, art)["upsert"]["collection"]
@@ -239,7 +239,7 @@ def test_model_change_builds_a_shadow_and_swaps_after_validation(tmp_path: Path,
 
 
 def test_dims_mismatch_in_an_existing_collection_is_a_clear_error(tmp_path: Path) -> None:
-    from tasks.store.base import VectorSetMismatchError, VectorSetSpec
+    from embedline.tasks.store.base import VectorSetMismatchError, VectorSetSpec
 
     cfg, art = _project(tmp_path / "p", CORPUS_A)
     for name in ("preprocess", "chunk", "embed", "dedupe"):
@@ -251,7 +251,7 @@ def test_dims_mismatch_in_an_existing_collection_is_a_clear_error(tmp_path: Path
 
 
 def test_mass_delete_guard_on_an_emptied_source(tmp_path: Path) -> None:
-    from tasks.vectorset import MassDeleteError
+    from embedline.tasks.vectorset import MassDeleteError
 
     cfg, art = _project(tmp_path / "p", CORPUS_A)
     total = _ingest(cfg, art)["upsert"]["points_total"]
@@ -266,7 +266,7 @@ def test_mass_delete_guard_on_an_emptied_source(tmp_path: Path) -> None:
 
 
 def test_dry_run_and_plan_write_nothing(tmp_path: Path) -> None:
-    from tasks.upsert import plan, run_upsert
+    from embedline.tasks.upsert import plan, run_upsert
 
     cfg, art = _project(tmp_path / "p", CORPUS_A)
     _ingest(cfg, art)
@@ -292,7 +292,7 @@ def test_dry_run_and_plan_write_nothing(tmp_path: Path) -> None:
 def test_verify_finds_and_repairs_drift(tmp_path: Path) -> None:
     import numpy as np
 
-    from tasks.upsert import verify
+    from embedline.tasks.upsert import verify
 
     cfg, art = _project(tmp_path / "p", CORPUS_A)
     _ingest(cfg, art)
@@ -322,7 +322,7 @@ def test_verify_finds_and_repairs_drift(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
 def test_export_import_moves_a_vector_set_between_backends(tmp_path: Path, fmt: Literal["jsonl", "parquet"]) -> None:
-    from tasks.upsert import export_points, import_points, search
+    from embedline.tasks.upsert import export_points, import_points, search
 
     cfg, art = _project(tmp_path / "edge", CORPUS_A)
     _ingest(cfg, art)

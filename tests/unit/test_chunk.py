@@ -10,11 +10,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tasks.artifacts import Artifacts
-from tasks.chunk import make_budget, run_chunk
-from tasks.chunkers import CHUNKERS, TokenBudget, sentence_spans
-from tasks.config import ChunkParams, ChunkStrategy, Config, EmbedParams, PreprocessParams
-from tasks.records import (
+from embedline.tasks.artifacts import Artifacts
+from embedline.tasks.chunk import make_budget, run_chunk
+from embedline.tasks.chunkers import CHUNKERS, TokenBudget, sentence_spans
+from embedline.tasks.config import ChunkParams, ChunkStrategy, Config, EmbedParams, PreprocessParams
+from embedline.tasks.records import (
     Chunk,
     Document,
     chunk_id_for,
@@ -23,7 +23,7 @@ from tasks.records import (
     iter_records,
     write_records,
 )
-from tasks.tokenize import TokenCounter, load_token_counter
+from embedline.tasks.tokenize import TokenCounter, load_token_counter
 
 pytestmark = pytest.mark.unit
 

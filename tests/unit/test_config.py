@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import Config, ConfigError, load_config
+from embedline.tasks.config import Config, ConfigError, load_config
 
 pytestmark = pytest.mark.unit
 PROJECT = Path(__file__).resolve().parents[2]

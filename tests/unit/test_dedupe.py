@@ -10,11 +10,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.artifacts import Artifacts
-from tasks.config import Config, load_config
-from tasks.dedupe import DedupeInputError, run_dedupe
-from tasks.neardup import Components, lexical_groups, range_pairs
-from tasks.records import read_json
+from embedline.tasks.artifacts import Artifacts
+from embedline.tasks.config import Config, load_config
+from embedline.tasks.dedupe import DedupeInputError, run_dedupe
+from embedline.tasks.neardup import Components, lexical_groups, range_pairs
+from embedline.tasks.records import read_json
 from tests.chunkdata import Item, make_chunk, near, unit, write_artifacts
 
 pytestmark = pytest.mark.unit
@@ -187,8 +187,8 @@ def test_report_artifact(tmp_path: Path) -> None:
 
 
 def test_fake_embedder_versioned_copies(tmp_path: Path) -> None:
-    from tasks.config import EmbedParams
-    from tasks.embed.providers.fake import FakeEmbedder
+    from embedline.tasks.config import EmbedParams
+    from embedline.tasks.embed.providers.fake import FakeEmbedder
 
     texts = {
         "lic/a.txt": "Licensed under the Apache License, Version 2.0; you may not use this file except in "

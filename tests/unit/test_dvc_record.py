@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from flows import runtime
-from flows.runtime import DvcRecordError, dvc_record
-from tasks.config import load_config
+from embedline.flows import runtime
+from embedline.flows.runtime import DvcRecordError, dvc_record
+from embedline.tasks.config import load_config
 
 pytestmark = pytest.mark.unit
 

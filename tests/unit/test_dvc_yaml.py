@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tasks.pipeline import STAGES
+from embedline.tasks.pipeline import STAGES
 
 pytestmark = pytest.mark.unit
 

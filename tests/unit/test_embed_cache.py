@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.config import EmbedParams
-from tasks.embed.cache import EmbeddingCache, namespace_for
+from embedline.tasks.config import EmbedParams
+from embedline.tasks.embed.cache import EmbeddingCache, namespace_for
 
 pytestmark = pytest.mark.unit
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.config import EmbedParams
-from tasks.embed import (
+from embedline.tasks.config import EmbedParams
+from embedline.tasks.embed import (
     Embedder,
     EmbedInputError,
     clear_embedders,
@@ -18,7 +18,7 @@ from tasks.embed import (
     l2_normalize,
     truncate_dims,
 )
-from tasks.embed.providers.fake import FakeEmbedder
+from embedline.tasks.embed.providers.fake import FakeEmbedder
 
 pytestmark = pytest.mark.unit
 
@@ -56,8 +56,8 @@ def test_deterministic_across_processes() -> None:
     here = FakeEmbedder(FAKE).embed(["stable across processes"])
     code = (
         "import sys, numpy as np;"
-        "from tasks.config import EmbedParams;"
-        "from tasks.embed.providers.fake import FakeEmbedder;"
+        "from embedline.tasks.config import EmbedParams;"
+        "from embedline.tasks.embed.providers.fake import FakeEmbedder;"
         "v = FakeEmbedder(EmbedParams.model_validate({'provider': 'fake'})).embed(['stable across processes']);"
         "sys.stdout.write(v.tobytes().hex())"
     )
@@ -80,7 +80,7 @@ def test_registry_caches_one_instance_per_config() -> None:
 
 
 def test_importing_the_package_loads_no_model() -> None:
-    code = "import sys, tasks.embed; print('torch' in sys.modules, 'openai' in sys.modules)"
+    code = "import sys, embedline.tasks.embed; print('torch' in sys.modules, 'openai' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.split() == ["False", "False"]
 

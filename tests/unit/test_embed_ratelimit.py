@@ -9,7 +9,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from tasks.embed.ratelimit import (
+from embedline.tasks.embed.ratelimit import (
     RateLimiter,
     TokenBucket,
     clear_limiters,
@@ -166,7 +166,7 @@ def test_prefect_layer_called_per_request_and_switched_off_after_a_failure(
 ) -> None:
     import prefect.concurrency.sync as sync
 
-    from tasks.embed import ratelimit
+    from embedline.tasks.embed import ratelimit
 
     calls: list[tuple[str, int, bool]] = []
 

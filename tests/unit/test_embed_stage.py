@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tasks.artifacts import Artifacts
-from tasks.config import Config, EmbedParams, load_config
-from tasks.embed import (
+from embedline.tasks.artifacts import Artifacts
+from embedline.tasks.config import Config, EmbedParams, load_config
+from embedline.tasks.embed import (
     PROVIDERS,
     EmbedError,
     EmbedInputError,
@@ -27,9 +27,9 @@ from tasks.embed import (
     plan_shards,
     run_embed,
 )
-from tasks.embed.cache import EmbeddingCache
-from tasks.embed.providers.fake import FakeEmbedder
-from tasks.embed.stage import cache_path
+from embedline.tasks.embed.cache import EmbeddingCache
+from embedline.tasks.embed.providers.fake import FakeEmbedder
+from embedline.tasks.embed.stage import cache_path
 from tests.fakes.chunks import SAMPLE_TEXTS, write_chunks
 
 pytestmark = pytest.mark.unit

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from prefect.states import Failed
 
-from flows.runtime import failure_cause
+from embedline.flows.runtime import failure_cause
 
 pytestmark = pytest.mark.unit
 
@@ -20,8 +20,8 @@ def test_cause_falls_back_to_the_state_message() -> None:
 
 
 def test_ingest_flow_declares_the_hook() -> None:
-    from flows.ingest import ingest
-    from flows.runtime import report_failure
+    from embedline.flows.ingest import ingest
+    from embedline.flows.runtime import report_failure
 
     assert report_failure in ingest.on_failure_hooks
     assert report_failure in ingest.on_crashed_hooks

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from tasks.artifacts import Artifacts
-from tasks.config import Config, PreprocessParams
-from tasks.loaders import loader_for
-from tasks.preprocess import (
+from embedline.tasks.artifacts import Artifacts
+from embedline.tasks.config import Config, PreprocessParams
+from embedline.tasks.loaders import loader_for
+from embedline.tasks.preprocess import (
     NoUsableDocumentsError,
     PreprocessError,
     is_excluded,
@@ -21,7 +21,7 @@ from tasks.preprocess import (
     run_preprocess,
     walk_source,
 )
-from tasks.records import (
+from embedline.tasks.records import (
     Document,
     Rejection,
     content_hash,

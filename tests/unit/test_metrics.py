@@ -10,10 +10,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tasks.evaluation.baselines import BM25Retriever, bm25_tokens
-from tasks.evaluation.beir import BeirFormatError, iter_corpus, load_beir, load_qrels, load_queries
-from tasks.evaluation.intrinsic import silhouette, source_label, write_curve
-from tasks.evaluation.metrics import (
+from embedline.tasks.evaluation.baselines import BM25Retriever, bm25_tokens
+from embedline.tasks.evaluation.beir import (
+    BeirFormatError,
+    iter_corpus,
+    load_beir,
+    load_qrels,
+    load_queries,
+)
+from embedline.tasks.evaluation.intrinsic import silhouette, source_label, write_curve
+from embedline.tasks.evaluation.metrics import (
     docs_from_hits,
     evaluate_run,
     jsonl_record_key,
@@ -24,7 +30,7 @@ from tasks.evaluation.metrics import (
     recall_at_k,
     recall_curve,
 )
-from tasks.evaluation.retrieval import EvalDoc
+from embedline.tasks.evaluation.retrieval import EvalDoc
 
 pytestmark = pytest.mark.unit
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from tasks.config import PreprocessParams
-from tasks.normalize import EmbedTransform, clean_text, dehyphenate, strip_comments
+from embedline.tasks.config import PreprocessParams
+from embedline.tasks.normalize import EmbedTransform, clean_text, dehyphenate, strip_comments
 
 pytestmark = pytest.mark.unit
 

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from flows.deploy import PullSteps
-from flows.serve import (
+from embedline.flows.deploy import PullSteps
+from embedline.flows.serve import (
     PID_FILE,
     STATE_FILE,
     ServerInfo,
@@ -74,7 +74,7 @@ def test_stop_ends_the_process_group(tmp_path: Path) -> None:
 
 
 def test_api_url_needs_a_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from flows.serve import ServeError
+    from embedline.flows.serve import ServeError
 
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     with pytest.raises(ServeError, match="make serve"):
@@ -101,8 +101,8 @@ def test_prefect_yaml_nightly_ingest() -> None:
 
 
 def test_cli_registers_commands() -> None:
-    from flows import commands  # noqa: F401
-    from flows.cli import app
+    from embedline.flows import commands  # noqa: F401
+    from embedline.flows.cli import app
 
     result = CliRunner().invoke(app, ["serve", "--help"])
     assert result.exit_code == 0 and "--stop" in result.output

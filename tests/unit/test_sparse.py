@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import SPARSE_BM25, load_config
-from tasks.store import SparseVector, SparseVectorMissingError, StoreError, VectorSetSpec
-from tasks.store.sparse import (
+from embedline.tasks.config import SPARSE_BM25, load_config
+from embedline.tasks.store import SparseVector, SparseVectorMissingError, StoreError, VectorSetSpec
+from embedline.tasks.store.sparse import (
     RECIPE_KEY,
     Bm25Encoder,
     encoder,
@@ -68,7 +68,7 @@ def test_encoding_is_deterministic_across_processes(enc: Bm25Encoder) -> None:
     text = "Shock waves interact with a turbulent boundary layer near the trailing edge."
     here = enc.document(text)
     code = (
-        "from tasks.store.sparse import encoder; "
+        "from embedline.tasks.store.sparse import encoder; "
         f"v = encoder({{'language': 'en'}}).document({text!r}); print(list(v.indices), list(v.values))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tasks.store import PointRecord
-from tasks.sync import (
+from embedline.tasks.store import PointRecord
+from embedline.tasks.sync import (
     PAYLOAD_HASH,
     batched,
     build_payload,

@@ -1,1 +1,1 @@
-"""Embedding providers (imported lazily through :data:`tasks.embed.registry.PROVIDERS`)."""
+"""Embedding providers (imported lazily through :data:`embedline.tasks.embed.registry.PROVIDERS`)."""

@@ -16,8 +16,8 @@ from collections import Counter
 
 import numpy as np
 
-from tasks.config import EmbedParams
-from tasks.embed.protocol import EmbedInputError, l2_normalize
+from embedline.tasks.config import EmbedParams
+from embedline.tasks.embed.protocol import EmbedInputError, l2_normalize
 
 DEFAULT_DIMS = 256
 _WORD = re.compile(r"\w+", re.UNICODE)

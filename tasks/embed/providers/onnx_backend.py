@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.embed.protocol import EmbedError
+from embedline.tasks.embed.protocol import EmbedError
 
 log = logging.getLogger(__name__)
 

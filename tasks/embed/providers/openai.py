@@ -6,7 +6,7 @@
   logged). Missing: a clear error, unless ``embed.base_url`` is set (local servers rarely need one),
   then ``"EMPTY"``.
 * Token-budget batching (``embed.max_inputs_per_request`` / ``embed.max_tokens_per_request``, tokens
-  from :func:`tasks.tokenize.load_token_counter`); a 413, or a 400 that says the request is too
+  from :func:`embedline.tasks.tokenize.load_token_counter`); a 413, or a 400 that says the request is too
   large, splits the batch in halves and retries them; a single input that is too large is an error.
 * Every request first takes a slot from the process-wide :class:`RateLimiter` for this endpoint and
   model. ``Retry-After`` / ``retry-after-ms`` / ``x-ratelimit-reset-*`` block that shared limiter.
@@ -29,9 +29,9 @@ import numpy as np
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
-from tasks.config import EmbedParams
-from tasks.embed.batching import halves, token_batches
-from tasks.embed.protocol import (
+from embedline.tasks.config import EmbedParams
+from embedline.tasks.embed.batching import halves, token_batches
+from embedline.tasks.embed.protocol import (
     EmbedError,
     EmbedInputError,
     EmbedResponseError,
@@ -39,8 +39,8 @@ from tasks.embed.protocol import (
     l2_normalize,
     validate_vectors,
 )
-from tasks.embed.ratelimit import shared_limiter, wait_from_headers
-from tasks.tokenize import load_token_counter
+from embedline.tasks.embed.ratelimit import shared_limiter, wait_from_headers
+from embedline.tasks.tokenize import load_token_counter
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def _api_key(params: EmbedParams) -> str:
 
 
 class OpenAIEmbedder:
-    """An OpenAI-compatible ``/v1/embeddings`` endpoint behind :class:`tasks.embed.Embedder`."""
+    """An OpenAI-compatible ``/v1/embeddings`` endpoint behind :class:`embedline.tasks.embed.Embedder`."""
 
     def __init__(self, params: EmbedParams):
         self.params = params

@@ -1,12 +1,12 @@
 """Local models through sentence-transformers (torch) or an exported ONNX graph (onnx, openvino).
 
-* The model is resolved with :func:`tasks.tokenize.resolve_model` (the bundled all-MiniLM-L6-v2
-  offline) and loaded lazily, once per process (:func:`tasks.embed.get_embedder` caches this object).
+* The model is resolved with :func:`embedline.tasks.tokenize.resolve_model` (the bundled all-MiniLM-L6-v2
+  offline) and loaded lazily, once per process (:func:`embedline.tasks.embed.get_embedder` caches this object).
 * Device: ``embed.device=auto`` picks cuda > mps > cpu.
 * Batching: sentence-transformers sorts a call's texts by length before cutting batches (checked in
   6.2: ``SentenceTransformer._inference`` argsorts by ``_input_length``); the exported backends
   do the same by token count.
-* Prompts are prepended by the caller (:func:`tasks.embed.with_prompt`); a model's own
+* Prompts are prepended by the caller (:func:`embedline.tasks.embed.with_prompt`); a model's own
   ``default_prompt_name`` is switched off so that prompts come from params only.
 * ``embed.dimensions`` truncates (Matryoshka) and ``embed.normalize`` re-normalises afterwards.
 * Only out-of-memory is caught: the batch is halved and retried (kept for the rest of the process).
@@ -26,9 +26,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from tasks.config import EmbedParams
-from tasks.embed.protocol import EmbedError, truncate_dims
-from tasks.tokenize import model_window, resolve_model
+from embedline.tasks.config import EmbedParams
+from embedline.tasks.embed.protocol import EmbedError, truncate_dims
+from embedline.tasks.tokenize import model_window, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -156,13 +156,13 @@ class TorchBackend:
 
 
 def _onnx(model_path: str, params: EmbedParams, device: str) -> LocalBackend:
-    from tasks.embed.providers.onnx_backend import OnnxRuntimeBackend
+    from embedline.tasks.embed.providers.onnx_backend import OnnxRuntimeBackend
 
     return OnnxRuntimeBackend(model_path, params.precision, export_dir(model_path, params), device)
 
 
 def _openvino(model_path: str, params: EmbedParams, device: str) -> LocalBackend:
-    from tasks.embed.providers.onnx_backend import OpenVinoBackend
+    from embedline.tasks.embed.providers.onnx_backend import OpenVinoBackend
 
     return OpenVinoBackend(model_path, params.precision, export_dir(model_path, params), device)
 
@@ -196,7 +196,7 @@ def is_oom(exc: BaseException) -> bool:
 
 # ---- the embedder -------------------------------------------------------------------------------------
 class SentenceTransformerEmbedder:
-    """A local model behind :class:`tasks.embed.Embedder` (backend chosen by ``embed.backend``)."""
+    """A local model behind :class:`embedline.tasks.embed.Embedder` (backend chosen by ``embed.backend``)."""
 
     def __init__(self, params: EmbedParams):
         self.params = params

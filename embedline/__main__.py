@@ -1,0 +1,6 @@
+"""``python -m embedline`` = the ``embedline`` command."""
+
+from embedline.flows.cli import main
+
+if __name__ == "__main__":
+    main()
