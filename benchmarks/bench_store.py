@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/bench_store.py --quick   # edge 10 k, local 2 k
 
 Points carry ~0.8 KB payloads (text, source, doc_id, ...) and go through the stage's own batching
-(:func:`embedline.tasks.vectorset.write_points`, ``qdrant.batch_points``/``batch_mb``). qdrant-client's local mode
+(:func:`embedline.tasks.vectorsets.lifecycle.write_points`, ``qdrant.batch_points``/``batch_mb``). qdrant-client's local mode
 is run on fewer points because it is slow (it warns above 20 k points). Edge's HNSW build
 (``optimize()``) is timed separately (``--optimize``; ~1 min per 100 k points).
 Results: benchmarks/results/store.json.
@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from embedline.tasks.config import load_config  # noqa: E402
-from embedline.tasks.store import PointRecord, VectorSetSpec, close_stores, open_store  # noqa: E402
-from embedline.tasks.vectorset import write_points  # noqa: E402
+from embedline.tasks.vectorsets.lifecycle import write_points  # noqa: E402
+from embedline.tasks.vectorsets.stores import PointRecord, VectorSetSpec, close_stores, open_store  # noqa: E402
 
 DIMS = 384
 TARGET = 5_000

@@ -85,7 +85,7 @@ def search(
 
     def body() -> None:
         cfg, art = load(params, set_)
-        from embedline.tasks.upsert import search as do_search
+        from embedline.tasks.vectorsets.upsert import search as do_search
 
         hits = do_search(cfg, art, query, k, mode="hybrid" if hybrid else "dense")
         if as_json:
@@ -119,7 +119,7 @@ def summary(
         if seconds is not None:
             rows["wall time (s)"] = round(seconds, 1)
         if query:
-            from embedline.tasks.upsert import search as do_search
+            from embedline.tasks.vectorsets.upsert import search as do_search
 
             hits = do_search(cfg, art, query, 1)
             rows["example query"] = query

@@ -44,7 +44,7 @@ def verify(
 
     def body() -> None:
         cfg, art = load(params, set_)
-        from embedline.tasks.upsert import verify as do_verify
+        from embedline.tasks.vectorsets.upsert import verify as do_verify
 
         report = do_verify(cfg, art, repair=repair, allow_mass_delete=allow_mass_delete)
         print_stats("embedline verify", report.summary())
@@ -65,7 +65,7 @@ def export_(
 
     def body() -> None:
         cfg, art = load(params, set_)
-        from embedline.tasks.upsert import export_points
+        from embedline.tasks.vectorsets.upsert import export_points
 
         n = export_points(cfg, art, out_path, fmt=fmt, with_vectors=with_vectors)  # type: ignore[arg-type]
         out.print(f"exported {n} points to {out_path}")
@@ -82,7 +82,7 @@ def import_(
 
     def body() -> None:
         cfg, art = load(params, set_)
-        from embedline.tasks.upsert import import_points
+        from embedline.tasks.vectorsets.upsert import import_points
 
         n = import_points(cfg, art, in_path)
         out.print(f"imported {n} points into alias {cfg.qdrant.collection!r}")

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 PARAMS_FILE = "params.yaml"
 
-# The sparse-vector recipe used when qdrant.sparse is on (implemented by tasks/store/sparse.py with
+# The sparse-vector recipe used when qdrant.sparse is on (implemented by tasks/vectorsets/sparse.py with
 # Qdrant's own BM25; preprocess.language picks stop words and stemmer). Part of the fingerprint:
 # change a value or the version and sparse vector sets are rebuilt, never mixed.
 SPARSE_BM25: dict[str, Any] = {

@@ -24,7 +24,7 @@ STAGES: dict[str, str] = {
     "chunk": "embedline.tasks.chunk:run_chunk",
     "embed": "embedline.tasks.embed:run_embed",
     "dedupe": "embedline.tasks.dedupe:run_dedupe",
-    "upsert": "embedline.tasks.upsert:run_upsert",
+    "upsert": "embedline.tasks.vectorsets.upsert:run_upsert",
     "evaluate": "embedline.tasks.evaluate:run_evaluate",
 }
 INGEST_STAGES = ("preprocess", "chunk", "embed", "dedupe", "upsert")

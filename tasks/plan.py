@@ -52,7 +52,7 @@ def plan_ingest(cfg: Config, art: Artifacts) -> dict[str, Any]:
     """Plan an ingest of ``cfg.source`` into the project at ``art.root``; writes nothing there."""
     from embedline.tasks.embed import plan_embed, run_embed
     from embedline.tasks.pipeline import stage_function
-    from embedline.tasks.upsert import plan as sync_plan
+    from embedline.tasks.vectorsets.upsert import plan as sync_plan
 
     scfg = scratch_config(cfg, art.root.resolve())
     with tempfile.TemporaryDirectory(prefix="embedline-plan-") as tmp:
@@ -83,8 +83,8 @@ def plan_ingest(cfg: Config, art: Artifacts) -> dict[str, Any]:
 def _estimate(cfg: Config, work: Artifacts) -> dict[str, Any]:
     """Chunk-level adds/deletes against the collection of this fingerprint (no vectors needed)."""
     from embedline.tasks.embed import fingerprint_for
-    from embedline.tasks.store import open_store
-    from embedline.tasks.vectorset import physical_name
+    from embedline.tasks.vectorsets.lifecycle import physical_name
+    from embedline.tasks.vectorsets.stores import open_store
 
     store = open_store(cfg.qdrant, work.root)
     target = physical_name(cfg.qdrant, fingerprint_for(cfg))

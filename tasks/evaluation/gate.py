@@ -1,6 +1,6 @@
 """The quality gate: a new vector set replaces the live one only if it is not measurably worse.
 
-:func:`make_gate` returns the callable :func:`embedline.tasks.upsert.run_upsert` invokes as
+:func:`make_gate` returns the callable :func:`embedline.tasks.vectorsets.upsert.run_upsert` invokes as
 ``gate(shadow_collection, live_collection)`` before swapping the alias. It scores both collections
 (dense nDCG@10 on ``eval.dataset``, each queried with its own embedder) and raises
 :class:`QualityGateError` when ``shadow < live - eval.max_regression``; the shadow collection is
@@ -52,7 +52,7 @@ def collection_embed_params(store: Any, collection: str, cfg: Config) -> EmbedPa
     """
     spec = store.describe(collection)
     if spec is None:
-        from embedline.tasks.store import CollectionNotFoundError
+        from embedline.tasks.vectorsets.stores import CollectionNotFoundError
 
         raise CollectionNotFoundError(collection)
     meta = dict(spec.metadata or {})
@@ -86,7 +86,7 @@ def dense_metrics(
     cfg: Config, art: Artifacts, collection: str, dataset: BeirDataset, *, embed: EmbedParams | None = None
 ) -> dict[str, float]:
     """Dense retrieval metrics of one collection on ``dataset`` (doc ids = payload sources)."""
-    from embedline.tasks.store import open_store
+    from embedline.tasks.vectorsets.stores import open_store
 
     store = open_store(cfg.qdrant, art.root)
     params = embed or collection_embed_params(store, collection, cfg)
@@ -139,5 +139,5 @@ class QualityGate:
 
 
 def make_gate(cfg: Config, art: Artifacts) -> QualityGate:
-    """The gate :func:`embedline.tasks.upsert.run_upsert` calls before swapping the alias (see module doc)."""
+    """The gate :func:`embedline.tasks.vectorsets.upsert.run_upsert` calls before swapping the alias (see module doc)."""
     return QualityGate(cfg, art)

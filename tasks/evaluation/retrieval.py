@@ -4,7 +4,7 @@ A :class:`Retriever` answers a batch of queries with a document-level run ``{qid
 :data:`RETRIEVERS` maps a method name to a factory taking an :class:`EvalContext`:
 
 - ``dense``: the configured embedder + the query prompt, searched in a (named) Qdrant collection
-  through :mod:`embedline.tasks.store`; chunk hits are mapped to documents by max score per document;
+  through :mod:`embedline.tasks.vectorsets.stores`; chunk hits are mapped to documents by max score per document;
 - ``hybrid``: the same dense query plus the BM25 sparse query of the collection's own recipe, fused
   server-side by Qdrant (prefetch dense + prefetch sparse, reciprocal rank fusion); needs a
   collection built with ``qdrant.sparse=true``;
@@ -32,7 +32,7 @@ from embedline.tasks.evaluation.interface import (
 from embedline.tasks.evaluation.metrics import docs_from_hits
 
 if TYPE_CHECKING:
-    from embedline.tasks.store import Hit
+    from embedline.tasks.vectorsets.stores import Hit
 
 __all__ = [
     "RETRIEVERS", "DenseRetriever", "EvalContext", "EvalDoc", "HybridRetriever", "Retriever",
@@ -49,7 +49,7 @@ class DenseRetriever:
     name = "dense"
 
     def __init__(self, ctx: EvalContext, *, hits_factor: int = CHUNK_HITS_FACTOR):
-        from embedline.tasks.store import open_store
+        from embedline.tasks.vectorsets.stores import open_store
 
         self.ctx = ctx
         self.store = open_store(ctx.cfg.qdrant, ctx.art.root)
@@ -76,8 +76,8 @@ class HybridRetriever(DenseRetriever):
     name = "hybrid"
 
     def __init__(self, ctx: EvalContext, *, hits_factor: int = CHUNK_HITS_FACTOR):
-        from embedline.tasks.store import CollectionNotFoundError
-        from embedline.tasks.store.sparse import encoder_for
+        from embedline.tasks.vectorsets.sparse import encoder_for
+        from embedline.tasks.vectorsets.stores import CollectionNotFoundError
 
         super().__init__(ctx, hits_factor=hits_factor)
         spec = self.store.describe(ctx.collection)

@@ -101,7 +101,7 @@ def run_evaluate(cfg: Config, art: Artifacts, *, collection: str | None = None) 
         note = f"no labelled query set at {dataset_dir} (queries.jsonl + qrels/*.tsv): nothing evaluated"
         log.warning(note)
         return {"queries": 0, "note": note}
-    from embedline.tasks.store import open_store
+    from embedline.tasks.vectorsets.stores import open_store
 
     dataset = load_beir(dataset_dir)
     store = open_store(cfg.qdrant, art.root)
@@ -189,7 +189,7 @@ def evaluate_dataset(
     report (stage stats, timings, dataset sizes) is written to ``workdir/report.json``.
     """
     from embedline.tasks.pipeline import INGEST_STAGES, run_stage
-    from embedline.tasks.store import open_store
+    from embedline.tasks.vectorsets.stores import open_store
 
     t0 = time.perf_counter()
     dataset_dir = Path(dataset_dir)

@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def point_ids(root: Path) -> list[str]:
     from embedline.tasks.config import load_config
     from embedline.tasks.records import read_json
-    from embedline.tasks.store import open_store
+    from embedline.tasks.vectorsets.stores import open_store
 
     cfg = load_config(root / "params.yaml")
     receipt = read_json(root / "data" / "receipts" / "upsert.json")

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from embedline.tasks.config import load_config
-from embedline.tasks.store import close_stores, open_store
+from embedline.tasks.vectorsets.stores import close_stores, open_store
 from tests.dvcrepo import STAGES, Repo, build_repo, clone
 
 pytestmark = pytest.mark.integration

@@ -64,7 +64,7 @@ def write_eval_set(root: Path) -> Path:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Iterator[Path]:
-    from embedline.tasks.store import close_stores
+    from embedline.tasks.vectorsets.stores import close_stores
 
     root = make_project(tmp_path / "proj", {**FAKE, "eval.k": [1, 5, 10], "eval.map_sample": 50}, docs=DOCS)
     write_eval_set(root)
@@ -126,7 +126,7 @@ def test_missing_dataset_is_a_note_not_a_failure(project: Path) -> None:
 
 def test_gate_refuses_a_worse_vector_set_and_accepts_an_equal_one(project: Path) -> None:
     from embedline.tasks.evaluate import QualityGateError, make_gate
-    from embedline.tasks.store import open_store
+    from embedline.tasks.vectorsets.stores import open_store
 
     art = Artifacts(project)
     good = config(project)

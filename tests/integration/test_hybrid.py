@@ -45,7 +45,7 @@ QUERIES = {
 
 @pytest.fixture
 def project(tmp_path: Path) -> Iterator[Path]:
-    from embedline.tasks.store import close_stores
+    from embedline.tasks.vectorsets.stores import close_stores
 
     root = make_project(tmp_path / "proj", {**FAKE, "eval.k": [1, 5, 10], "eval.map_sample": 50}, docs=DOCS)
     d = root / "data" / "eval"
@@ -69,9 +69,9 @@ def ingest(cfg: Config, art: Artifacts) -> dict[str, dict[str, Any]]:
 
 def test_sparse_vector_set_answers_hybrid_search_and_evaluation(project: Path) -> None:
     from embedline.tasks.evaluate import run_evaluate
-    from embedline.tasks.store import open_store
-    from embedline.tasks.store.sparse import RECIPE_KEY, encoder_for, sparse_for
-    from embedline.tasks.upsert import search, verify
+    from embedline.tasks.vectorsets.sparse import RECIPE_KEY, encoder_for, sparse_for
+    from embedline.tasks.vectorsets.stores import open_store
+    from embedline.tasks.vectorsets.upsert import search, verify
 
     cfg, art = config(project, "qdrant.sparse=true"), Artifacts(project)
     stats = ingest(cfg, art)
@@ -110,8 +110,8 @@ def test_dense_only_set_is_unchanged_refuses_hybrid_and_switches_to_sparse(proje
     from embedline.tasks.embed import fingerprint_for
     from embedline.tasks.evaluate import run_evaluate
     from embedline.tasks.pipeline import run_stage
-    from embedline.tasks.store import SparseVectorMissingError, open_store
-    from embedline.tasks.upsert import search
+    from embedline.tasks.vectorsets.stores import SparseVectorMissingError, open_store
+    from embedline.tasks.vectorsets.upsert import search
 
     art = Artifacts(project)
     dense = config(project)
@@ -148,8 +148,8 @@ def test_dense_only_set_is_unchanged_refuses_hybrid_and_switches_to_sparse(proje
 
 
 def test_export_import_recomputes_the_sparse_vectors(project: Path, tmp_path: Path) -> None:
-    from embedline.tasks.store import open_store
-    from embedline.tasks.upsert import export_points, import_points, search
+    from embedline.tasks.vectorsets.stores import open_store
+    from embedline.tasks.vectorsets.upsert import export_points, import_points, search
 
     cfg, art = config(project, "qdrant.sparse=true"), Artifacts(project)
     ingest(cfg, art)

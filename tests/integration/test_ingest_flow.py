@@ -42,7 +42,7 @@ def ingested(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_points_equal_unique_chunks(ingested: dict) -> None:
-    from embedline.tasks.store import open_store
+    from embedline.tasks.vectorsets.stores import open_store
 
     root: Path = ingested["root"]
     cfg = load_config(root / "params.yaml")
@@ -58,7 +58,7 @@ def test_points_equal_unique_chunks(ingested: dict) -> None:
 
 
 def test_payloads_carry_provenance(ingested: dict) -> None:
-    from embedline.tasks.store import open_store
+    from embedline.tasks.vectorsets.stores import open_store
 
     root: Path = ingested["root"]
     cfg = load_config(root / "params.yaml")
@@ -78,7 +78,7 @@ def test_payloads_carry_provenance(ingested: dict) -> None:
 
 
 def test_known_query_top_hit(ingested: dict) -> None:
-    from embedline.tasks.upsert import search
+    from embedline.tasks.vectorsets.upsert import search
 
     root: Path = ingested["root"]
     query, expected = smoke_query()

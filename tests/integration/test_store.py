@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from embedline.tasks.config import QdrantParams
-from embedline.tasks.store import (
+from embedline.tasks.vectorsets.stores import (
     CollectionNotFoundError,
     PointRecord,
     StoreError,
@@ -204,7 +204,7 @@ def test_edge_collection_locked_by_another_process_is_a_clear_error(tmp_path: Pa
     import subprocess
     import sys
 
-    from embedline.tasks.store import edge
+    from embedline.tasks.vectorsets import edge
 
     params = QdrantParams.model_validate({"backend": "edge", "path": str(tmp_path / "q")})
     s = open_store(params, tmp_path)
@@ -212,7 +212,7 @@ def test_edge_collection_locked_by_another_process_is_a_clear_error(tmp_path: Pa
     close_stores()
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from embedline.tasks.config import QdrantParams; from embedline.tasks.store import open_store; "
+         "import sys, time; from embedline.tasks.config import QdrantParams; from embedline.tasks.vectorsets.stores import open_store; "
          f"s = open_store(QdrantParams.model_validate({{'path': {str(tmp_path / 'q')!r}}})); s.count('held'); "
          "print('ready', flush=True); time.sleep(60)"],
         cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE, text=True,
@@ -240,7 +240,7 @@ _TOPICS = [
 
 
 def _sparse_points(seed: int = 3) -> tuple[list[PointRecord], np.ndarray]:
-    from embedline.tasks.store.sparse import encoder
+    from embedline.tasks.vectorsets.sparse import encoder
 
     enc = encoder({"language": "en"})
     pts, vecs = _points(len(_TOPICS) * 4, seed=seed)
@@ -253,9 +253,9 @@ def _sparse_points(seed: int = 3) -> tuple[list[PointRecord], np.ndarray]:
 
 
 def test_hybrid_search_fuses_dense_and_sparse(store: VectorStore) -> None:
-    from embedline.tasks.store import SparseVector
-    from embedline.tasks.store.base import RRF_K
-    from embedline.tasks.store.sparse import encoder
+    from embedline.tasks.vectorsets.base import RRF_K
+    from embedline.tasks.vectorsets.sparse import encoder
+    from embedline.tasks.vectorsets.stores import SparseVector
 
     name = _name("h")
     assert store.ensure(VectorSetSpec(name=name, dims=DIMS, sparse=True, metadata={"fingerprint": "fp1"}))
@@ -298,7 +298,7 @@ def test_hybrid_search_fuses_dense_and_sparse(store: VectorStore) -> None:
 
 
 def test_hybrid_on_a_dense_only_collection_is_a_clear_error(store: VectorStore) -> None:
-    from embedline.tasks.store import SparseVector, SparseVectorMissingError
+    from embedline.tasks.vectorsets.stores import SparseVector, SparseVectorMissingError
 
     name = _name("nosparse")
     store.ensure(_spec(name))
@@ -315,7 +315,7 @@ def test_hybrid_on_a_dense_only_collection_is_a_clear_error(store: VectorStore) 
 
 @pytest.mark.parametrize("backend", ["edge", "local"])
 def test_reopen_keeps_the_sparse_vector(backend: str, tmp_path: Path) -> None:
-    from embedline.tasks.store.sparse import encoder
+    from embedline.tasks.vectorsets.sparse import encoder
 
     params = QdrantParams.model_validate({"backend": backend, "path": str(tmp_path / "q")})
     s = open_store(params, tmp_path)

@@ -19,8 +19,8 @@ import pytest
 from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.config import Config, load_config
 from embedline.tasks.pipeline import INGEST_STAGES, run_stage
-from embedline.tasks.store import PointRecord, close_stores, open_store
-from embedline.tasks.store.base import VectorStore
+from embedline.tasks.vectorsets.base import VectorStore
+from embedline.tasks.vectorsets.stores import PointRecord, close_stores, open_store
 from tests.conftest import FAKE, PROJECT, make_project, write_corpus
 
 pytestmark = pytest.mark.integration
@@ -180,8 +180,8 @@ def test_sigkill_mid_upsert_then_rerun_converges_without_re_embedding(tmp_path: 
 
 
 def test_model_change_builds_a_shadow_and_swaps_after_validation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from embedline.tasks import upsert as upsert_mod
-    from embedline.tasks.vectorset import VectorSetValidationError
+    from embedline.tasks.vectorsets import upsert as upsert_mod
+    from embedline.tasks.vectorsets.lifecycle import VectorSetValidationError
 
     cfg, art = _project(tmp_path / "p", CORPUS_A, **{"qdrant.keep_versions": 1})
     v1 = _ingest(cfg, art)["upsert"]["collection"]
@@ -239,7 +239,7 @@ def test_model_change_builds_a_shadow_and_swaps_after_validation(tmp_path: Path,
 
 
 def test_dims_mismatch_in_an_existing_collection_is_a_clear_error(tmp_path: Path) -> None:
-    from embedline.tasks.store.base import VectorSetMismatchError, VectorSetSpec
+    from embedline.tasks.vectorsets.base import VectorSetMismatchError, VectorSetSpec
 
     cfg, art = _project(tmp_path / "p", CORPUS_A)
     for name in ("preprocess", "chunk", "embed", "dedupe"):
@@ -251,7 +251,7 @@ def test_dims_mismatch_in_an_existing_collection_is_a_clear_error(tmp_path: Path
 
 
 def test_mass_delete_guard_on_an_emptied_source(tmp_path: Path) -> None:
-    from embedline.tasks.vectorset import MassDeleteError
+    from embedline.tasks.vectorsets.lifecycle import MassDeleteError
 
     cfg, art = _project(tmp_path / "p", CORPUS_A)
     total = _ingest(cfg, art)["upsert"]["points_total"]
@@ -266,7 +266,7 @@ def test_mass_delete_guard_on_an_emptied_source(tmp_path: Path) -> None:
 
 
 def test_dry_run_and_plan_write_nothing(tmp_path: Path) -> None:
-    from embedline.tasks.upsert import plan, run_upsert
+    from embedline.tasks.vectorsets.upsert import plan, run_upsert
 
     cfg, art = _project(tmp_path / "p", CORPUS_A)
     _ingest(cfg, art)
@@ -292,7 +292,7 @@ def test_dry_run_and_plan_write_nothing(tmp_path: Path) -> None:
 def test_verify_finds_and_repairs_drift(tmp_path: Path) -> None:
     import numpy as np
 
-    from embedline.tasks.upsert import verify
+    from embedline.tasks.vectorsets.upsert import verify
 
     cfg, art = _project(tmp_path / "p", CORPUS_A)
     _ingest(cfg, art)
@@ -322,7 +322,7 @@ def test_verify_finds_and_repairs_drift(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
 def test_export_import_moves_a_vector_set_between_backends(tmp_path: Path, fmt: Literal["jsonl", "parquet"]) -> None:
-    from embedline.tasks.upsert import export_points, import_points, search
+    from embedline.tasks.vectorsets.upsert import export_points, import_points, search
 
     cfg, art = _project(tmp_path / "edge", CORPUS_A)
     _ingest(cfg, art)

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from embedline.tasks.config import SPARSE_BM25, load_config
-from embedline.tasks.store import SparseVector, SparseVectorMissingError, StoreError, VectorSetSpec
-from embedline.tasks.store.sparse import (
+from embedline.tasks.vectorsets.sparse import (
     RECIPE_KEY,
     Bm25Encoder,
     encoder,
@@ -19,6 +18,12 @@ from embedline.tasks.store.sparse import (
     recipe_for,
     sparse_for,
     sparse_text,
+)
+from embedline.tasks.vectorsets.stores import (
+    SparseVector,
+    SparseVectorMissingError,
+    StoreError,
+    VectorSetSpec,
 )
 
 pytestmark = pytest.mark.unit
@@ -68,7 +73,7 @@ def test_encoding_is_deterministic_across_processes(enc: Bm25Encoder) -> None:
     text = "Shock waves interact with a turbulent boundary layer near the trailing edge."
     here = enc.document(text)
     code = (
-        "from embedline.tasks.store.sparse import encoder; "
+        "from embedline.tasks.vectorsets.sparse import encoder; "
         f"v = encoder({{'language': 'en'}}).document({text!r}); print(list(v.indices), list(v.values))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

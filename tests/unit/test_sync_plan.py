@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from embedline.tasks.store import PointRecord
-from embedline.tasks.sync import (
+from embedline.tasks.vectorsets.stores import PointRecord
+from embedline.tasks.vectorsets.sync import (
     PAYLOAD_HASH,
     batched,
     build_payload,

@@ -7,7 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from embedline.tasks.store.base import SPARSE_VECTOR, PayloadFilter, SparseVector, VectorSetSpec
+from embedline.tasks.vectorsets.base import (
+    SPARSE_VECTOR,
+    PayloadFilter,
+    SparseVector,
+    VectorSetSpec,
+)
 
 
 def _qe() -> Any:  # untyped on purpose: the stubs' invariant lists reject plain list literals

@@ -24,11 +24,11 @@ import numpy as np
 from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.config import Config, QdrantParams
 from embedline.tasks.records import read_json
-from embedline.tasks.store import PointRecord, VectorSetSpec, VectorStore, open_store
-from embedline.tasks.sync import PAYLOAD_HASH, batched, chunks_of
+from embedline.tasks.vectorsets.stores import PointRecord, VectorSetSpec, VectorStore, open_store
+from embedline.tasks.vectorsets.sync import PAYLOAD_HASH, batched, chunks_of
 
 if TYPE_CHECKING:
-    from embedline.tasks.store.sparse import Bm25Encoder
+    from embedline.tasks.vectorsets.sparse import Bm25Encoder
 
 # Tests set this to pause after the first upsert batch (then SIGKILL the process): crash safety.
 PAUSE_ENV = "EMBEDLINE_TEST_UPSERT_PAUSE_S"
@@ -63,7 +63,7 @@ class Context:
     def spec(self, **metadata: Any) -> VectorSetSpec:
         q = self.cfg.qdrant
         if q.sparse:
-            from embedline.tasks.store.sparse import RECIPE_KEY, recipe_for
+            from embedline.tasks.vectorsets.sparse import RECIPE_KEY, recipe_for
 
             metadata = {RECIPE_KEY: recipe_for(self.cfg), **metadata}
         return VectorSetSpec(
@@ -202,9 +202,9 @@ def records_for(
     *,
     sparse: Bm25Encoder | None = None,
 ) -> Iterator[PointRecord]:
-    """PointRecords of desired points (``embedline.tasks.sync.DesiredPoint`` batches) whose id is wanted; with
+    """PointRecords of desired points (``embedline.tasks.vectorsets.sync.DesiredPoint`` batches) whose id is wanted; with
     a ``sparse`` encoder each also carries its BM25 sparse vector (a function of its payload)."""
-    from embedline.tasks.store.sparse import sparse_for
+    from embedline.tasks.vectorsets.sparse import sparse_for
 
     for batch in batches:
         for p in batch:
@@ -221,7 +221,7 @@ def sparse_encoder(cfg: Config) -> Bm25Encoder | None:
     """The BM25 encoder when ``qdrant.sparse`` is on, else None."""
     if not cfg.qdrant.sparse:
         return None
-    from embedline.tasks.store.sparse import encoder_for_config
+    from embedline.tasks.vectorsets.sparse import encoder_for_config
 
     return encoder_for_config(cfg)
 
@@ -268,7 +268,7 @@ def validate_collection(
 
 
 def _sparse_matches(rec: PointRecord, enc: Bm25Encoder) -> bool:
-    from embedline.tasks.store.sparse import sparse_for
+    from embedline.tasks.vectorsets.sparse import sparse_for
 
     if rec.sparse is None:
         return False

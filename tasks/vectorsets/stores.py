@@ -9,12 +9,12 @@ Public API::
     close_stores()               close every client/shard this process opened (tests, shutdown)
 
 Hybrid search: a collection built with ``VectorSetSpec.sparse`` also holds the named sparse vector
-``SPARSE_VECTOR`` ("bm25"; BM25 term weights from :mod:`embedline.tasks.store.sparse`, IDF applied by Qdrant)
+``SPARSE_VECTOR`` ("bm25"; BM25 term weights from :mod:`embedline.tasks.vectorsets.sparse`, IDF applied by Qdrant)
 and answers ``search_hybrid`` (dense + sparse prefetch fused by RRF, server-side).
 
-Backends: ``edge`` (default; Qdrant Edge embedded, :mod:`embedline.tasks.store.edge`), ``local``
+Backends: ``edge`` (default; Qdrant Edge embedded, :mod:`embedline.tasks.vectorsets.edge`), ``local``
 (qdrant-client local mode) and ``server`` (qdrant-client against ``qdrant.url``); the last two share
-:class:`embedline.tasks.store.qdrant.QdrantClientStore`. Nothing heavy is imported until a store is used.
+:class:`embedline.tasks.vectorsets.qdrant.QdrantClientStore`. Nothing heavy is imported until a store is used.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from embedline.tasks.config import QdrantParams
-from embedline.tasks.store.base import (
+from embedline.tasks.vectorsets.base import (
     SPARSE_VECTOR,
     CollectionNotFoundError,
     Hit,
@@ -41,19 +41,19 @@ StoreFactory = Callable[[QdrantParams, Path], VectorStore]
 
 
 def _edge(params: QdrantParams, root: Path) -> VectorStore:
-    from embedline.tasks.store.edge import EdgeStore
+    from embedline.tasks.vectorsets.edge import EdgeStore
 
     return EdgeStore(_path(params, root))
 
 
 def _local(params: QdrantParams, root: Path) -> VectorStore:
-    from embedline.tasks.store.qdrant import local_store
+    from embedline.tasks.vectorsets.qdrant import local_store
 
     return local_store(_path(params, root), max_retries=0)
 
 
 def _server(params: QdrantParams, root: Path) -> VectorStore:
-    from embedline.tasks.store.qdrant import server_store
+    from embedline.tasks.vectorsets.qdrant import server_store
 
     if not params.url:
         raise StoreError("qdrant.backend=server needs qdrant.url (e.g. http://localhost:6333)")
@@ -89,14 +89,14 @@ def close_stores() -> None:
     """Close every shard and client opened by this process."""
     import sys
 
-    edge = sys.modules.get("embedline.tasks.store.edge")
+    edge = sys.modules.get("embedline.tasks.vectorsets.edge")
     if edge is not None:
         with edge._shards_lock:
             for d in list(edge._shards):
                 shard = edge._shards.pop(d)
                 shard.flush()
                 shard.close()
-    qd = sys.modules.get("embedline.tasks.store.qdrant")
+    qd = sys.modules.get("embedline.tasks.vectorsets.qdrant")
     if qd is not None:
         with qd._clients_lock:
             clients = list(qd._clients.values())

@@ -3,7 +3,7 @@
 ``run_upsert`` makes the physical collection of the current fingerprint equal to deduped.parquet +
 vectors.npy, idempotently and incrementally:
 
-1. diff desired ``id -> payload_hash`` against a scan of the collection (:func:`embedline.tasks.sync.compute_plan`);
+1. diff desired ``id -> payload_hash`` against a scan of the collection (:func:`embedline.tasks.vectorsets.sync.compute_plan`);
 2. refuse a plan that deletes more than ``qdrant.max_delete_fraction`` of the collection (or a new
    vector set that shrinks the live one by as much) unless ``allow_mass_delete``;
 3. upsert adds + updates in batches (``qdrant.batch_points`` points, ``qdrant.batch_mb`` bytes,
@@ -13,7 +13,7 @@ vectors.npy, idempotently and incrementally:
 6. write the receipt (art.receipt).
 
 A crash anywhere is repaired by re-running: step 1 sees what already landed. Export/import live in
-:mod:`embedline.tasks.transfer` and are re-exported here.
+:mod:`embedline.tasks.vectorsets.transfer` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -29,15 +29,12 @@ import pyarrow.parquet as pq
 from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.config import Config
 from embedline.tasks.records import write_json
-from embedline.tasks.store import Hit, PayloadFilter, StoreError, VectorSetSpec, VectorStore
-from embedline.tasks.store.base import (
+from embedline.tasks.vectorsets.base import (
     SparseVectorMissingError,
     VectorSetMismatchError,
     check_compatible,
 )
-from embedline.tasks.sync import SyncPlan, compute_plan, desired_hashes, iter_desired, sample_ids
-from embedline.tasks.transfer import export_points, import_points
-from embedline.tasks.vectorset import (
+from embedline.tasks.vectorsets.lifecycle import (
     Context,
     Gate,
     MassDeleteError,
@@ -52,6 +49,21 @@ from embedline.tasks.vectorset import (
     validate_collection,
     write_points,
 )
+from embedline.tasks.vectorsets.stores import (
+    Hit,
+    PayloadFilter,
+    StoreError,
+    VectorSetSpec,
+    VectorStore,
+)
+from embedline.tasks.vectorsets.sync import (
+    SyncPlan,
+    compute_plan,
+    desired_hashes,
+    iter_desired,
+    sample_ids,
+)
+from embedline.tasks.vectorsets.transfer import export_points, import_points
 
 API_PROVIDERS = frozenset({"openai"})
 
@@ -318,7 +330,7 @@ def _dense_search(store: VectorStore, spec: VectorSetSpec, alias: str, query: st
 
 def _hybrid_search(store: VectorStore, spec: VectorSetSpec, alias: str, query: str,
                    dense: Callable[[], np.ndarray], k: int, filter: PayloadFilter | None) -> list[Hit]:
-    from embedline.tasks.store.sparse import encoder_for
+    from embedline.tasks.vectorsets.sparse import encoder_for
 
     sparse = encoder_for(spec).query(query)  # a dense-only set fails here, before the model loads
     return store.search_hybrid(alias, dense(), sparse, k=k, filter=filter)
@@ -339,7 +351,7 @@ def search(
     """Embed ``query`` (query prompt applied) and search the live alias ``qdrant.collection``:
     ``dense`` (vector search) or ``hybrid`` (dense + BM25 sparse fused by RRF in Qdrant; needs a
     vector set built with ``qdrant.sparse=true``, else :class:`SparseVectorMissingError`)."""
-    from embedline.tasks.vectorset import store_for
+    from embedline.tasks.vectorsets.lifecycle import store_for
 
     try:
         run = SEARCH_MODES[mode]

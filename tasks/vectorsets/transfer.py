@@ -29,10 +29,7 @@ import pyarrow.parquet as pq
 
 from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.config import Config
-from embedline.tasks.store import PointRecord, StoreError, VectorSetSpec
-from embedline.tasks.store.sparse import encoder_for, sparse_for
-from embedline.tasks.sync import sample_ids
-from embedline.tasks.vectorset import (
+from embedline.tasks.vectorsets.lifecycle import (
     VectorSetValidationError,
     physical_name,
     retain_versions,
@@ -40,6 +37,9 @@ from embedline.tasks.vectorset import (
     validate_collection,
     write_points,
 )
+from embedline.tasks.vectorsets.sparse import encoder_for, sparse_for
+from embedline.tasks.vectorsets.stores import PointRecord, StoreError, VectorSetSpec
+from embedline.tasks.vectorsets.sync import sample_ids
 
 FORMAT = "embedline-points"
 VERSION = 1

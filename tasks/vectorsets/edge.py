@@ -11,12 +11,12 @@ Edge has no server-side aliases, so an alias is a pointer in ``aliases.json``; a
 file and ``os.replace``-s it, so a reader sees either the old or the new target, never a mix.
 
 Indexing: Edge builds HNSW only when :meth:`EdgeStore.optimize` is called (``EdgeShard.optimize``,
-~60 s per 100 k × 384-d). :func:`embedline.tasks.upsert.run_upsert` calls it after a sync that changed
+~60 s per 100 k × 384-d). :func:`embedline.tasks.vectorsets.upsert.run_upsert` calls it after a sync that changed
 points. Searches use exact (brute force, ~9 ms at 100 k) while a collection has at most
 ``EXACT_SEARCH_MAX`` points or is not fully indexed, HNSW (``hnsw_ef``) otherwise.
 
 Hybrid: a spec with ``sparse`` adds the named sparse vector ``bm25`` (IDF modifier) to the shard
-config (:mod:`embedline.tasks.store.edge_schema`); :meth:`EdgeStore.search_hybrid` is one ``QueryRequest``
+config (:mod:`embedline.tasks.vectorsets.edge_schema`); :meth:`EdgeStore.search_hybrid` is one ``QueryRequest``
 with a dense and a sparse prefetch fused by ``Fusion.Rrf``.
 
 Shards are opened lazily, once per process, and shared by every EdgeStore on the same path. Edge
@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from embedline.tasks.store.base import (
+from embedline.tasks.vectorsets.base import (
     RRF_K,
     SPARSE_VECTOR,
     CollectionNotFoundError,
@@ -60,7 +60,7 @@ from embedline.tasks.store.base import (
     record_from,
     require_sparse,
 )
-from embedline.tasks.store.edge_schema import edge_config, edge_filter, edge_sparse
+from embedline.tasks.vectorsets.edge_schema import edge_config, edge_filter, edge_sparse
 
 EXACT_SEARCH_MAX = 20_000
 LOCK_WAIT_S = float(os.environ.get("EMBEDLINE_EDGE_LOCK_WAIT_S", "30"))

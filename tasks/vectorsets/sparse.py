@@ -31,7 +31,7 @@ from functools import lru_cache
 from typing import Any
 
 from embedline.tasks.config import SPARSE_BM25, Config
-from embedline.tasks.store.base import (
+from embedline.tasks.vectorsets.base import (
     SparseVector,
     SparseVectorMissingError,
     StoreError,

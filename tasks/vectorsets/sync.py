@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from embedline.tasks.batching import pack
 from embedline.tasks.config import stable_hash
-from embedline.tasks.store.base import PointRecord
+from embedline.tasks.vectorsets.base import PointRecord
 
 PAYLOAD_HASH = "payload_hash"
 VECTOR_JSON_BYTES = 20  # a float32 as JSON text in a REST request, generously

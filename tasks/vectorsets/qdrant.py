@@ -10,7 +10,7 @@ Hybrid: a spec with ``sparse`` adds ``sparse_vectors_config={"bm25": IDF modifie
 ``query_points`` call with a dense and a sparse ``Prefetch`` and an ``RrfQuery`` (RRF with k=RRF_K;
 needs a Qdrant server recent enough for parametrised RRF, as qdrant-client 1.20 expects).
 Clients are created lazily, once per process per location. Requests are retried only on transient
-errors (:mod:`embedline.tasks.store.retry`); uploads use ``wait=True``.
+errors (:mod:`embedline.tasks.vectorsets.retry`); uploads use ``wait=True``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from embedline.tasks.store.base import (
+from embedline.tasks.vectorsets.base import (
     RRF_K,
     SPARSE_VECTOR,
     CollectionNotFoundError,
@@ -40,7 +40,7 @@ from embedline.tasks.store.base import (
     record_from,
     require_sparse,
 )
-from embedline.tasks.store.retry import call_with_retry
+from embedline.tasks.vectorsets.retry import call_with_retry
 
 _clients: dict[tuple[str, ...], Any] = {}
 _clients_lock = threading.Lock()
