@@ -59,6 +59,10 @@ class PreprocessParams(_Section):
     stem: Literal["none", "porter", "snowball"] = "none"
     strip_code_comments: bool = False
     language: str = Field("en", description="language for spaCy / NLTK helpers")
+    max_metadata_bytes: int = Field(
+        4096, ge=0, description="cap per metadata field (JSON bytes; 0 = no cap): a JSON record's side "
+        "fields are copied into every chunk's payload; longer ones are cut and listed in truncated_fields",
+    )
 
 
 class ChunkStrategy(StrEnum):
@@ -232,7 +236,7 @@ class Config(BaseModel):
                 "dimensions": e.dimensions,
                 "passage_prompt": e.passage_prompt,
             },
-            "preprocess": _jsonable(self.preprocess),
+            "preprocess": {k: v for k, v in _jsonable(self.preprocess).items() if k not in _PAYLOAD_ONLY},
             "chunk": _jsonable(self.chunk),
         }
         if self.qdrant.sparse:  # a collection schema of its own; absent when off, so dense-only
@@ -246,6 +250,10 @@ class Config(BaseModel):
 
     def params_hash(self) -> str:
         return stable_hash(_jsonable(self))[:16]
+
+
+# preprocess params that shape payloads, never vectors: not part of the fingerprint
+_PAYLOAD_ONLY = frozenset({"max_metadata_bytes"})
 
 
 # ---- hashing helpers -----------------------------------------------------------------------------

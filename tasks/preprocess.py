@@ -10,13 +10,12 @@ document at all does, with :class:`NoUsableDocumentsError`.
 from __future__ import annotations
 
 import contextlib
-import json
+import errno
 import logging
 import os
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import asdict
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,8 @@ from typing import Any
 from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.config import Config, PreprocessParams
 from embedline.tasks.loaders import LOADERS, RejectedInput, RejectReason, loader_for, reject
-from embedline.tasks.records import Document, ParquetSink, Rejection
+from embedline.tasks.loaders.base import TRUNCATED_FIELDS
+from embedline.tasks.records import Document, ParquetSink, Rejection, display_path, rejection_json
 
 log = logging.getLogger(__name__)
 _LOGGED_REJECTIONS = 20
@@ -50,11 +50,17 @@ def is_excluded(rel: str, patterns: tuple[str, ...], is_dir: bool = False) -> bo
     return False
 
 
+_DESCEND = object()  # _classify's answer for a folder to walk into
+
+
 def walk_source(
     root: Path, params: PreprocessParams, counts: Counter[str] | None = None
 ) -> Iterator[tuple[str, Path] | Rejection]:
     """Yield (relative posix path, path) for each regular file to load, sorted, or a Rejection for
-    entries that cannot be loaded (escaping or broken symlinks, special files, unreadable dirs)."""
+    entries that cannot be loaded (escaping, broken or looping symlinks, special files, unreadable
+    entries). Never raises for what it finds under ``root`` and always terminates: each folder is
+    entered through a symlink at most once, and a failing entry is reported and skipped. Names
+    that are not valid UTF-8 come through as ``os.scandir`` gives them (surrogate escapes)."""
     counts = counts if counts is not None else Counter()
     root_real = root.resolve()
     seen_dirs = {root_real}
@@ -65,50 +71,66 @@ def walk_source(
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
             yield reject(
-                rel_dir or ".", RejectReason.unreadable, f"cannot list folder: {exc.strerror}"
+                rel_dir or ".", RejectReason.unreadable, f"cannot list folder: {_os_detail(exc)}"
             )
             return
         for entry in entries:
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-            path = Path(entry.path)
-            is_link = entry.is_symlink()
-            is_dir = entry.is_dir(follow_symlinks=is_link)
-            if is_excluded(rel, params.exclude, is_dir):
+            try:
+                item = _classify(entry, rel, root_real, seen_dirs, params)
+            except (OSError, RuntimeError) as exc:  # RuntimeError: Path.resolve on a loop (3.11)
+                item = _entry_error(rel, exc)
+            if item is None:
                 counts["excluded"] += 1
-                continue
-            if is_link:
-                target = path.resolve()  # not strict: a dangling link still has a target path
-                if not target.is_relative_to(root_real):
-                    yield reject(
-                        rel, RejectReason.symlink_escape, "points outside the source folder"
-                    )
-                    continue
-                if not target.exists():
-                    yield reject(
-                        rel, RejectReason.broken_symlink, f"points to missing {os.readlink(path)}"
-                    )
-                    continue
-                if not params.follow_symlinks:
-                    yield reject(
-                        rel, RejectReason.not_a_file, "symlink (preprocess.follow_symlinks is off)"
-                    )
-                    continue
-                if is_dir and target in seen_dirs:
-                    yield reject(
-                        rel, RejectReason.not_a_file, "symlink loop to an already walked folder"
-                    )
-                    continue
-            if is_dir:
-                seen_dirs.add(path.resolve())
-                yield from visit(path, rel)
-            elif entry.is_file(follow_symlinks=True):
-                yield rel, path
+            elif item is _DESCEND:
+                yield from visit(Path(entry.path), rel)
             else:
-                yield reject(
-                    rel, RejectReason.not_a_file, "not a regular file (fifo, socket or device)"
-                )
+                yield item  # type: ignore[misc]
 
     yield from visit(root, "")
+
+
+def _classify(
+    entry: os.DirEntry[str], rel: str, root_real: Path, seen_dirs: set[Path], params: PreprocessParams
+) -> object:
+    """None (excluded), _DESCEND (a folder to walk), (rel, path) (a file to load) or a Rejection.
+    May raise OSError / RuntimeError (looping or vanished entries): the caller reports those."""
+    path = Path(entry.path)
+    is_link = entry.is_symlink()
+    is_dir = entry.is_dir(follow_symlinks=is_link)
+    if is_excluded(rel, params.exclude, is_dir):
+        return None
+    if is_link:
+        target = path.resolve()  # not strict: a dangling link still has a target path
+        if not target.is_relative_to(root_real):
+            return reject(rel, RejectReason.symlink_escape, "points outside the source folder")
+        if not target.exists():
+            return reject(rel, RejectReason.broken_symlink, f"points to missing {os.readlink(path)}")
+        if not params.follow_symlinks:
+            return reject(rel, RejectReason.not_a_file, "symlink (preprocess.follow_symlinks is off)")
+        if is_dir and target in seen_dirs:
+            return reject(rel, RejectReason.symlink_loop, "symlink to an already walked folder")
+    if is_dir:
+        seen_dirs.add(path.resolve())
+        return _DESCEND
+    if entry.is_file(follow_symlinks=True):
+        return rel, path
+    return reject(rel, RejectReason.not_a_file, "not a regular file (fifo, socket or device)")
+
+
+def _os_detail(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+def _entry_error(rel: str, exc: BaseException) -> Rejection:
+    """The Rejection for an entry whose inspection raised."""
+    if isinstance(exc, RuntimeError) or getattr(exc, "errno", None) == errno.ELOOP:
+        return reject(rel, RejectReason.symlink_loop, "symlink loop (too many levels of symbolic links)")
+    if isinstance(exc, PermissionError):
+        return reject(rel, RejectReason.unreadable, f"permission denied: {_os_detail(exc)}")
+    if isinstance(exc, FileNotFoundError):
+        return reject(rel, RejectReason.unreadable, "vanished while the folder was walked")
+    return reject(rel, RejectReason.unreadable, f"{type(exc).__name__}: {_os_detail(exc)}")
 
 
 def load_path(path: Path, rel: str, params: PreprocessParams) -> Iterator[Document | Rejection]:
@@ -149,10 +171,10 @@ class RejectionSink:
         self.counts: Counter[str] = Counter()
 
     def write(self, rej: Rejection) -> None:
-        self._fh.write(json.dumps(asdict(rej), ensure_ascii=False) + "\n")
+        self._fh.write(rejection_json(rej) + "\n")
         self.counts[rej.reason] += 1
         if sum(self.counts.values()) <= _LOGGED_REJECTIONS:
-            log.warning("rejected %s: %s %s", rej.path, rej.reason, rej.detail)
+            log.warning("rejected %s: %s %s", display_path(rej.path), rej.reason, display_path(rej.detail))
 
     def close(self) -> None:
         self._fh.close()
@@ -172,7 +194,7 @@ def run_preprocess(cfg: Config, art: Artifacts) -> dict[str, Any]:
     walk_counts: Counter[str] = Counter()
     formats: Counter[str] = Counter()
     seen_ids: set[str] = set()
-    files = bytes_in = chars_out = 0
+    files = bytes_in = chars_out = truncated = 0
     rejections = RejectionSink(art.rejected)
     sink = ParquetSink(art.documents, Document)
     try:
@@ -197,6 +219,7 @@ def run_preprocess(cfg: Config, art: Artifacts) -> dict[str, Any]:
                     )
                 else:
                     seen_ids.add(out.doc_id)
+                    truncated += len(out.metadata.get(TRUNCATED_FIELDS) or ())
                     sink.write(out)
                     formats[out.format] += 1
                     chars_out += len(out.text)
@@ -221,10 +244,16 @@ def run_preprocess(cfg: Config, art: Artifacts) -> dict[str, Any]:
         "excluded": walk_counts["excluded"],
         "bytes_in": bytes_in,
         "chars_out": chars_out,
+        "metadata_truncated": truncated,
         "seconds": round(time.perf_counter() - t0, 3),
     }
     stats.update({f"rejected_{r.value}": rejections.counts.get(r.value, 0) for r in RejectReason})
     known = sorted({ld.name for ld in LOADERS.values()} | set(formats))  # stable metric columns
     stats.update({f"docs_{fmt}": formats.get(fmt, 0) for fmt in known})
+    if truncated:
+        log.warning(
+            "preprocess: %d metadata field(s) cut to preprocess.max_metadata_bytes=%d (listed in each "
+            "document's truncated_fields)", truncated, params.max_metadata_bytes,
+        )
     log.info("preprocess: %d documents from %d files, %d rejected", sink.count, files, n_rej)
     return stats

@@ -32,7 +32,35 @@ def sha256(text: str) -> str:
 
 
 def doc_id_for(rel_path: str) -> str:
-    return sha256(Path(rel_path).as_posix())[:32]
+    """Hash of the relative path's bytes: a file name that is not valid UTF-8 (a str holding
+    surrogate escapes, as ``os.scandir`` returns it) hashes its raw bytes; other names hash as before."""
+    return hashlib.sha256(_raw_bytes(Path(rel_path).as_posix())).hexdigest()[:32]
+
+
+def _raw_bytes(text: str) -> bytes:
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte (e.g. "\ud800" in JSON)
+        return text.encode("utf-8", "surrogatepass")
+
+
+def display_path(text: str) -> str:
+    """``text`` as valid UTF-8: the bytes of a non-UTF-8 file name (surrogate escapes) become
+    ``\\xNN``, other lone surrogates ``\\uNNNN``; valid text is returned unchanged."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:
+            return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def rejection_json(rej: Rejection) -> str:
+    """One JSON line for a rejection; paths and details of non-UTF-8 names come out escaped."""
+    row = {k: display_path(v) for k, v in asdict(rej).items()}
+    return json.dumps(row, ensure_ascii=False)
 
 
 def content_hash(text: str) -> str:
@@ -210,7 +238,7 @@ def write_rejections(path: str | Path, rejections: Iterable[Rejection]) -> int:
     tmp = p.with_suffix(p.suffix + ".tmp")
     with tmp.open("w", encoding="utf-8") as fh:
         for r in rejections:
-            fh.write(json.dumps(asdict(r), ensure_ascii=False) + "\n")
+            fh.write(rejection_json(r) + "\n")
             n += 1
     os.replace(tmp, p)
     return n

@@ -330,7 +330,7 @@ def test_walk_symlinks_and_special_files(tmp_path: Path) -> None:
         "dangling_out.txt": "symlink_escape",
         "escape.txt": "symlink_escape",
         "escape_dir": "symlink_escape",
-        "loop": "not_a_file",
+        "loop": "symlink_loop",
         "pipe.txt": "not_a_file",
     }
     no_follow = [
