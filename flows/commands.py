@@ -11,6 +11,7 @@ import typer
 
 from embedline.flows.console import ParamsOpt, SetOpt, guard, load, out, print_stats
 from embedline.tasks.config import PARAMS_FILE, ConfigError
+from embedline.tasks.preflight import check_ready
 
 
 def ingest(
@@ -29,6 +30,7 @@ def ingest(
         if runner:
             items.append(f"run.runner={runner}")
         cfg, art = load(params, items, source)
+        check_ready(cfg, art)  # before Prefect starts: a bad value fails in one line, in a second
         from embedline.flows.ingest import ingest as ingest_flow
 
         run = ingest_flow(
@@ -58,6 +60,7 @@ def stage(
         if name not in STAGES:
             raise ConfigError(str(UnknownStageError(name)))
         cfg, art = load(params, set_)
+        check_ready(cfg, art, source=name == "preprocess")
         if os.environ.get("PREFECT_API_URL"):
             from embedline.flows.ingest import stage_flow
 

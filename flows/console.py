@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from embedline.tasks.artifacts import Artifacts
-from embedline.tasks.config import Config, ConfigError, load_config
+from embedline.tasks.config import PARAMS_FILE, Config, ConfigError, load_config
 
 out = Console()
 err = Console(stderr=True)
@@ -52,6 +52,8 @@ def guard(fn: Callable[[], T]) -> T:
 
 
 def load(params: Path, overrides: list[str] | None, source: str | None = None) -> tuple[Config, Artifacts]:
+    if not params.exists() and params != Path(PARAMS_FILE):  # an explicit --params must exist
+        raise ConfigError(f"--params {params}: no such file")
     items = list(overrides or [])
     if source is not None:
         items.append(f"source={json.dumps(source)}")

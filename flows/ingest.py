@@ -19,7 +19,9 @@ from embedline.flows.runtime import (
     report_failure,
     resolve_config,
 )
+from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.config import Config
+from embedline.tasks.preflight import check_ready
 
 
 @flow(name="embed-fanout", log_prints=True)
@@ -51,6 +53,7 @@ def ingest(
     """
     root = str(Path(root).resolve())
     cfg = resolve_config(root, params, overrides)
+    check_ready(cfg, Artifacts(Path(root)))  # UI / deployment runs: fail before any work
     if dry_run:
         return {"plan": stages.plan(cfg, root)}
     with ingest_lock(root):

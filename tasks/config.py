@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -154,6 +155,9 @@ class DedupeParams(_Section):
     lexical_threshold: float = Field(0.9, gt=0, le=1.0)
 
 
+_COLLECTION_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}")
+
+
 class QdrantParams(_Section):
     backend: Literal["edge", "local", "server"] = Field(
         "edge", description="edge = Qdrant Edge embedded; local = qdrant-client local mode"
@@ -175,6 +179,16 @@ class QdrantParams(_Section):
     max_retries: int = Field(5, ge=0)
     validate_sample: int = Field(32, ge=0, description="vectors read back before an alias swap")
     sparse: bool = False  # also store a BM25 sparse vector per point (hybrid search); a new vector set
+
+    @field_validator("collection")
+    @classmethod
+    def _collection_name(cls, v: str) -> str:
+        if not _COLLECTION_NAME.fullmatch(v):
+            raise ValueError(
+                "a collection name is 1-200 letters, digits, '_', '-' or '.', starting with a letter, "
+                "digit or '_' (it names Qdrant collections and, embedded, their folders)"
+            )
+        return v
 
     @model_validator(mode="after")
     def _url_means_server(self) -> QdrantParams:
