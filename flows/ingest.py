@@ -13,9 +13,9 @@ from prefect import flow, unmapped
 
 from embedline.flows import stages
 from embedline.flows.runtime import (
-    dvc_record,
     embed_runner,
     ingest_lock,
+    record_after_swap,
     report_failure,
     resolve_config,
 )
@@ -70,7 +70,7 @@ def ingest(
         if evaluate:
             run["evaluate"] = stages.evaluate(cfg, root, wait_for=[run["upsert"]])
         stages.summary(cfg, run)
-        dvc_record(root, cfg, ran=list(run))
+        record_after_swap(root, cfg, ran=list(run))  # never fails a run whose set is live
     return run
 
 
