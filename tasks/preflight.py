@@ -65,9 +65,17 @@ def _offline() -> bool:
 
 
 def model_problem(params: EmbedParams) -> str | None:
-    """None if the sentence-transformers model can be loaded here; else what is wrong."""
+    """None if the model (and, for an API, its tokenizer) can be loaded here; else what is wrong."""
+    if params.provider == "openai":  # the model itself is checked by the first request
+        from embedline.tasks.tokenize import TokenizerUnavailableError, load_token_counter
+
+        try:
+            load_token_counter(params)
+        except TokenizerUnavailableError as exc:
+            return str(exc)
+        return None
     if params.provider != "sentence-transformers":
-        return None  # API models are checked by their first request; the fake needs nothing
+        return None  # the fake needs nothing
     from embedline.tasks.tokenize import resolve_model
 
     resolved = resolve_model(params.model)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from embedline.tasks.config import EmbedParams
+from embedline.tasks.config import ConfigError, EmbedParams
 
 DEFAULT_MODEL_IDS = {
     "sentence-transformers/all-MiniLM-L6-v2",
@@ -154,10 +154,11 @@ _PIECE = re.compile(r"\w{1,4}|[^\w\s]", re.UNICODE)
 
 
 class ConservativeCounter:
-    """An offline upper bound: every ≤4-character word piece and every symbol counts as a token.
+    """An offline estimate: every ≤4-character word piece and every symbol counts as a token.
 
-    Used when a provider's tokenizer cannot be loaded (e.g. tiktoken without its encoding file).
-    It over-counts real BPE tokenizers, so budgets built on it are never exceeded.
+    Used by the fake provider, and for an API provider only when asked for by name
+    (``embed.tokenizer: conservative``), so the choice is recorded in the params: it is not what
+    the API counts (it under-counts some CJK and emoji), and chunk boundaries follow it.
     """
 
     def __init__(self, max_tokens: int, name: str = "conservative"):
@@ -172,15 +173,29 @@ class ConservativeCounter:
         return [m.span() for m in _PIECE.finditer(text)]
 
 
+CONSERVATIVE = "conservative"  # embed.tokenizer value that picks ConservativeCounter explicitly
+
+
+class TokenizerUnavailableError(ConfigError):
+    """The configured tokenizer cannot be loaded here (e.g. tiktoken without its encoding file)."""
+
+
 def _openai_counter(params: EmbedParams) -> TokenCounter:
     window = params.max_seq_tokens or 8191
     name = params.tokenizer or "cl100k_base"
+    if name == CONSERVATIVE:
+        return ConservativeCounter(window, name=CONSERVATIVE)
     if name.startswith(("hf:", "/")) or Path(name).exists():
         return HFTokenCounter(name.removeprefix("hf:"), window)
     try:
         return TiktokenCounter(name, window)
-    except Exception:  # no network for the encoding file: fall back to a safe upper bound
-        return ConservativeCounter(window, name=f"conservative(for {name})")
+    except Exception as exc:  # any failure to get the encoding (network, cache, unknown name)
+        # no silent fallback: another counter moves chunk boundaries (and ids) per machine
+        raise TokenizerUnavailableError(
+            f"embed.tokenizer: tiktoken encoding {name!r} cannot be loaded ({type(exc).__name__}); "
+            "put its file in TIKTOKEN_CACHE_DIR (or run once online), or set "
+            f"embed.tokenizer={CONSERVATIVE} to count with the offline regex estimate"
+        ) from None
 
 
 def _st_counter(params: EmbedParams) -> TokenCounter:
