@@ -21,6 +21,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from embedline.tasks.plugins import PROVIDERS
+
 PARAMS_FILE = "params.yaml"
 
 # The sparse-vector recipe used when qdrant.sparse is on (implemented by tasks/vectorsets/sparse.py with
@@ -91,7 +93,9 @@ class ChunkParams(_Section):
 class EmbedParams(_Section):
     """Which model embeds, how, and within which provider limits."""
 
-    provider: Literal["sentence-transformers", "openai", "fake"] = "sentence-transformers"
+    provider: str = Field(
+        "sentence-transformers", description="a name registered in tasks/plugins.py PROVIDERS"
+    )
     model: str = Field(
         "sentence-transformers/all-MiniLM-L6-v2",
         description="Hugging Face id, local path, or API model name",
@@ -128,6 +132,12 @@ class EmbedParams(_Section):
     cache: bool = True
     cache_path: str = "data/cache/embeddings.sqlite"
     shard_rows: int = Field(4096, ge=1, description="chunks per embedding shard")
+
+
+    @field_validator("provider")
+    @classmethod
+    def _registered_provider(cls, value: str) -> str:
+        return PROVIDERS.check(value)
 
 
 class DuplicatePolicy(StrEnum):

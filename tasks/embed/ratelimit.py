@@ -280,7 +280,7 @@ def prefect_rate_limit(name: str) -> None:
         from prefect.concurrency.sync import rate_limit
 
         rate_limit(name, occupy=1, strict=False)
-    except Exception as exc:  # the server is the optional, coarse layer: never fail a run on it
+    except Exception as exc:  # noqa: BLE001 the server is the optional, coarse layer: never fail a run on it
         _prefect_disabled = True
         log.warning("Prefect rate limit %r unavailable (%s); using the in-process limiter only", name, exc)
 

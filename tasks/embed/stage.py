@@ -32,7 +32,6 @@ import pyarrow.compute as pc
 
 from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.config import Config, EmbedParams
-from embedline.tasks.embed.batching import fixed_groups
 from embedline.tasks.embed.cache import EmbeddingCache, namespace_for, namespace_spec
 from embedline.tasks.embed.manifest import STAT_KEYS, aggregate_shards, build_manifest
 from embedline.tasks.embed.protocol import (
@@ -41,7 +40,13 @@ from embedline.tasks.embed.protocol import (
     validate_vectors,
     with_prompt,
 )
-from embedline.tasks.embed.registry import get_embedder, revision_for
+from embedline.tasks.embed.registry import (
+    get_embedder,
+    request_groups,
+    request_workers,
+    revision_for,
+    token_counter_for,
+)
 from embedline.tasks.embed.rows import ChunkRows
 from embedline.tasks.records import write_json
 
@@ -96,14 +101,12 @@ def plan_shards(cfg: Config, art: Artifacts) -> list[Shard]:
 def plan_embed(cfg: Config, art: Artifacts) -> dict[str, Any]:
     """What embedding would cost now, without embedding: rows, unique texts, uncached texts and
     their tokens (the token count uses the provider's tokenizer; no model weights are loaded)."""
-    from embedline.tasks.tokenize import load_token_counter
-
     rows = ChunkRows(art.chunks)
     ns, _ = _namespace(cfg.embed)
     path = cache_path(cfg, art)
     seen: set[str] = set()
     todo = tokens = 0
-    counter = load_token_counter(cfg.embed)
+    counter = token_counter_for(cfg.embed)
     cache = EmbeddingCache(path) if path.exists() else None
     try:
         for batch in rows.iter_batches(["text_hash", "embed_text"]):
@@ -190,9 +193,8 @@ def _embed_into_cache(
 ) -> int:
     emb = get_embedder(params)
     texts = with_prompt([owned[h] for h in todo], params.passage_prompt)
-    planner = getattr(emb, "plan_groups", None)
-    groups = planner(texts) if callable(planner) else fixed_groups(len(texts), params.batch_size * GROUP_BATCHES)
-    workers = max(1, int(getattr(emb, "concurrency", 1)))
+    groups = request_groups(emb, params, texts, params.batch_size * GROUP_BATCHES)
+    workers = request_workers(params)
     width = cache.dims(ns)
     done = 0
 

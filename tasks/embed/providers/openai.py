@@ -6,7 +6,7 @@
   logged). Missing: a clear error, unless ``embed.base_url`` is set (local servers rarely need one),
   then ``"EMPTY"``.
 * Token-budget batching (``embed.max_inputs_per_request`` / ``embed.max_tokens_per_request``, tokens
-  from :func:`embedline.tasks.tokenize.load_token_counter`); a 413, or a 400 that says the request is too
+  from :func:`embedline.tasks.embed.registry.token_counter_for`); a 413, or a 400 that says the request is too
   large, splits the batch in halves and retries them; a single input that is too large is an error.
 * Every request first takes a slot from the process-wide :class:`RateLimiter` for this endpoint and
   model. ``Retry-After`` / ``retry-after-ms`` / ``x-ratelimit-reset-*`` block that shared limiter.
@@ -30,17 +30,20 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 from tenacity.wait import wait_exponential_jitter
 
 from embedline.tasks.config import EmbedParams
-from embedline.tasks.embed.batching import halves, token_batches
 from embedline.tasks.embed.protocol import (
+    Capability,
     EmbedError,
     EmbedInputError,
     EmbedResponseError,
     EmbedTransientError,
+    ProviderSpec,
     l2_normalize,
     validate_vectors,
 )
 from embedline.tasks.embed.ratelimit import shared_limiter, wait_from_headers
-from embedline.tasks.tokenize import load_token_counter
+from embedline.tasks.embed.registry import token_counter_for
+from embedline.tasks.embed.requests import halves, token_batches
+from embedline.tasks.tokenize import tiktoken_counter
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +102,7 @@ class OpenAIEmbedder:
         self.revision = revision_for(params)
         self.base_url = (params.base_url or DEFAULT_BASE_URL).rstrip("/")
         self._api_key = _api_key(params)
-        self.counter = load_token_counter(params)
+        self.counter = token_counter_for(params)
         self.max_tokens = int(self.counter.max_tokens)
         self.concurrency = params.concurrency
         self.limiter = shared_limiter(
@@ -244,7 +247,7 @@ class OpenAIEmbedder:
             self.limiter.block_for(wait)  # a limit is at zero: stop before being told no
         try:
             parsed = raw.parse()
-        except Exception as exc:  # not JSON, or not the embeddings schema
+        except Exception as exc:  # noqa: BLE001 the SDK's parse raises JSON/pydantic/KeyError variants: any means an unreadable response
             raise EmbedResponseError(f"{self.base_url}: unreadable embeddings response: {exc}") from None
         return self._parse(parsed, len(texts))
 
@@ -298,3 +301,12 @@ def _error_message(exc: Any) -> str:
         if isinstance(err, str):
             return err
     return str(getattr(exc, "message", None) or exc)
+
+
+SPEC = ProviderSpec(
+    name="openai",
+    factory=OpenAIEmbedder,
+    revision_for=revision_for,
+    tokenizer_for=tiktoken_counter,
+    capabilities=frozenset({Capability.PLANS_REQUESTS, Capability.CONCURRENT, Capability.BILLED_BY_TOKEN}),
+)
