@@ -190,4 +190,4 @@ def hf_counter(params: EmbedParams) -> TokenCounter:
 
 def conservative_counter(params: EmbedParams) -> TokenCounter:
     """No real tokenizer (the fake provider): the offline upper bound."""
-    return ConservativeCounter(params.max_seq_tokens or 256, name="fake")
+    return ConservativeCounter(params.max_seq_tokens or 256)

@@ -35,6 +35,7 @@ from embedline.tasks.config import Config, EmbedParams
 from embedline.tasks.embed.cache import EmbeddingCache, namespace_for, namespace_spec
 from embedline.tasks.embed.manifest import STAT_KEYS, aggregate_shards, build_manifest
 from embedline.tasks.embed.protocol import (
+    Capability,
     EmbedError,
     EmbedInputError,
     validate_vectors,
@@ -42,6 +43,7 @@ from embedline.tasks.embed.protocol import (
 )
 from embedline.tasks.embed.registry import (
     get_embedder,
+    provider_spec,
     request_groups,
     request_workers,
     revision_for,
@@ -100,7 +102,8 @@ def plan_shards(cfg: Config, art: Artifacts) -> list[Shard]:
 
 def plan_embed(cfg: Config, art: Artifacts) -> dict[str, Any]:
     """What embedding would cost now, without embedding: rows, unique texts, uncached texts and
-    their tokens (the token count uses the provider's tokenizer; no model weights are loaded)."""
+    their tokens (the token count uses the provider's tokenizer; no model weights are loaded), and
+    whether the provider bills by token (``Capability.BILLED_BY_TOKEN``)."""
     rows = ChunkRows(art.chunks)
     ns, _ = _namespace(cfg.embed)
     path = cache_path(cfg, art)
@@ -121,7 +124,9 @@ def plan_embed(cfg: Config, art: Artifacts) -> dict[str, Any]:
     finally:
         if cache:
             cache.close()
-    return {"rows": rows.num_rows, "unique_texts": len(seen), "texts_to_embed": todo, "tokens_to_embed": tokens}
+    billed = provider_spec(cfg.embed.provider).has(Capability.BILLED_BY_TOKEN)
+    return {"rows": rows.num_rows, "unique_texts": len(seen), "texts_to_embed": todo,
+            "tokens_to_embed": tokens, "billed_by_token": billed}
 
 
 # ---- one shard -------------------------------------------------------------------------------------
