@@ -254,9 +254,6 @@ class Config(BaseModel):
         payload = {"params": self.vector_params(), "model_revision": model_revision}
         return stable_hash(payload)[:16]
 
-    def params_hash(self) -> str:
-        return stable_hash(_jsonable(self))[:16]
-
 
 # ---- hashing helpers -----------------------------------------------------------------------------
 def _jsonable(model: BaseModel) -> Any:

@@ -6,10 +6,11 @@ twice) and returns the same object afterwards. :func:`close` releases everything
 a long-running worker between runs): each object's ``close`` callback runs, or its own ``close()``
 method if it has one; :func:`drop` does the same for one kind only.
 
-Kinds in use: ``embedder`` (tasks/embed/registry.py), ``token-counter`` (tasks/embed/registry.py),
-``spacy`` (tasks/chunkers/segment.py). Modules that keep their own process-wide dicts
-(tasks/vectorsets/edge.py shards, tasks/vectorsets/qdrant.py clients, tasks/embed/ratelimit.py
-limiters) hook their cleanup in with :func:`on_close`.
+Kinds in use: ``embedder`` and ``token-counter`` (tasks/embed/registry.py), ``punkt``
+(tasks/chunkers/segment.py). Modules that keep their own process-wide tables hook their cleanup in
+with :func:`on_close`: ``rate-limiters`` (tasks/embed/ratelimit.py), ``normalize`` (spaCy
+lemmatisers, stemmers). Not yet moved here: the store handles of tasks/vectorsets (closed by
+``vectorsets.close_stores()``) and the BM25 encoders of tasks/vectorsets/sparse.py.
 """
 
 from __future__ import annotations

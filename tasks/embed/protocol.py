@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from embedline.tasks.vectors import l2_normalize
+
 if TYPE_CHECKING:
     from embedline.tasks.config import EmbedParams
     from embedline.tasks.tokenize import TokenCounter
@@ -122,13 +124,6 @@ def validate_vectors(vecs: np.ndarray, n: int, dims: int | None, who: str) -> np
     if zero.any():
         raise EmbedResponseError(f"{who}: all-zero vector(s) at positions {np.flatnonzero(zero)[:10].tolist()}")
     return arr
-
-
-def l2_normalize(vecs: np.ndarray) -> np.ndarray:
-    """Row-wise L2 normalisation in float32 (zero rows stay zero)."""
-    arr = np.asarray(vecs, dtype=np.float32)
-    norms = np.linalg.norm(arr, axis=1, keepdims=True)
-    return np.divide(arr, norms, out=np.zeros_like(arr), where=norms > 0).astype(np.float32, copy=False)
 
 
 def truncate_dims(vecs: np.ndarray, dimensions: int | None, normalize: bool) -> np.ndarray:

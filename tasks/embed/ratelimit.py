@@ -26,6 +26,8 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
+from embedline.tasks import resources
+
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
@@ -254,6 +256,9 @@ def _limits_of(lim: RateLimiter) -> tuple[float | None, float | None]:
 def clear_limiters() -> None:
     with _limiters_lock:
         _limiters.clear()
+
+
+resources.on_close("rate-limiters", clear_limiters)
 
 
 # ---- cross-process (Prefect global concurrency limit) ---------------------------------------------

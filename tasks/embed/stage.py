@@ -18,7 +18,6 @@ a fan-out runner (Prefect threads or Dask) calls the three itself. Properties:
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 
-from embedline.tasks.artifacts import Artifacts
+from embedline.tasks.artifacts import Artifacts, atomic_path
 from embedline.tasks.config import Config, EmbedParams
 from embedline.tasks.embed.cache import EmbeddingCache, namespace_for, namespace_spec
 from embedline.tasks.embed.manifest import STAT_KEYS, aggregate_shards, build_manifest
@@ -250,11 +249,9 @@ def finalize_embed(
     n = rows.num_rows
     ns, revision = _namespace(params)
     path = cache_path(cfg, art)
-    art.vectors.parent.mkdir(parents=True, exist_ok=True)
-    tmp = art.vectors.with_name(art.vectors.stem + ".tmp.npy")
     corpus = hashlib.sha256()
     unique: set[str] = set()
-    with EmbeddingCache(path) as cache:
+    with EmbeddingCache(path) as cache, atomic_path(art.vectors) as tmp:
         dims = cache.dims(ns) if n else None
         if dims is None:
             if n:
@@ -280,7 +277,6 @@ def finalize_embed(
             row += len(hashes)
         out.flush()
         del out
-    os.replace(tmp, art.vectors)
     if not cfg.embed.cache:
         for suffix in ("", "-wal", "-shm"):
             Path(str(path) + suffix).unlink(missing_ok=True)
