@@ -39,9 +39,8 @@ from embedline.tasks.artifacts import Artifacts  # noqa: E402
 from embedline.tasks.config import EmbedParams, load_config  # noqa: E402
 from embedline.tasks.embed import clear_embedders, get_embedder, run_embed  # noqa: E402
 from embedline.tasks.embed.providers import sentence_transformers as st_provider  # noqa: E402
-from embedline.tasks.embed.registry import token_counter_for  # noqa: E402
 from embedline.tasks.records import iter_records  # noqa: E402
-from embedline.tasks.tokenize import resolve_model  # noqa: E402
+from embedline.tasks.tokenize import load_token_counter, resolve_model  # noqa: E402
 
 WORK = ROOT / "benchmarks" / "work" / "embed"
 BACKENDS = [("torch", "fp32"), ("onnx", "fp32"), ("onnx", "int8"), ("openvino", "fp32"), ("openvino", "int8")]
@@ -185,7 +184,7 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     texts, origin = load_texts(args.limit)
-    counter = token_counter_for(EmbedParams.model_validate({}))
+    counter = load_token_counter(EmbedParams.model_validate({}))
     tokens = [counter.count(t) + counter.special_tokens for t in texts]
     print(f"{len(texts)} texts from {origin}; tokens mean {np.mean(tokens):.0f}, max {max(tokens)}")
 

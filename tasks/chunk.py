@@ -3,7 +3,7 @@
 ``run_chunk(cfg, art)`` streams ``art.documents``, splits each document with the chunker chosen
 by ``chunk.strategy`` (see :mod:`embedline.tasks.chunkers`) and streams the chunks to ``art.chunks``.
 
-Token counts come from the embedding model's own tokenizer (:func:`embedline.tasks.embed.registry.token_counter_for`).
+Token counts come from the embedding model's own tokenizer (:func:`embedline.tasks.tokenize.load_token_counter`).
 The budget for a chunk's embed text is::
 
     min(chunk.max_tokens, model window) - special tokens ([CLS]/[SEP]) - tokens of embed.passage_prompt
@@ -22,10 +22,9 @@ from typing import Any
 from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.chunkers import CHUNKERS, Chunker, TokenBudget
 from embedline.tasks.config import ChunkParams, Config, ConfigError, EmbedParams, PreprocessParams
-from embedline.tasks.embed.registry import token_counter_for
 from embedline.tasks.normalize import EmbedTransform
 from embedline.tasks.records import Chunk, Document, ParquetSink, iter_records
-from embedline.tasks.tokenize import TokenCounter
+from embedline.tasks.tokenize import TokenCounter, load_token_counter
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +36,7 @@ def make_budget(
     counter: TokenCounter | None = None,
 ) -> TokenBudget:
     """The token budget for chunks of this config (loads the model's tokenizer, not its weights)."""
-    counter = counter or token_counter_for(embed)
+    counter = counter or load_token_counter(embed)
     window = min(chunk.max_tokens, counter.max_tokens)
     prompt = counter.count(embed.passage_prompt) if embed.passage_prompt else 0
     max_tokens = window - counter.special_tokens - prompt

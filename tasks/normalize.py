@@ -275,4 +275,9 @@ class EmbedTransform:
         return out
 
 
-resources.on_close("normalize", lambda: (_spacy_lemmatizer.cache_clear(), _stemmer.cache_clear()))
+def _clear_caches() -> None:
+    _spacy_lemmatizer.cache_clear()
+    _stemmer.cache_clear()
+
+
+resources.on_close("normalize", _clear_caches)

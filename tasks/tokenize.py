@@ -3,8 +3,9 @@
 The chunker needs to know, without loading the model weights, how many tokens a text costs the
 embedder and where token boundaries fall (to split an over-long sentence without truncation).
 A :class:`TokenCounter` answers both. Each provider names its counter in its ``ProviderSpec``
-(``tokenizer_for``: one of the ``*_counter`` functions below); get one with
-:func:`embedline.tasks.embed.registry.token_counter_for`, which loads it once per process.
+(``tokenizer_for``: one of the ``*_counter`` functions below); :func:`load_token_counter` looks it
+up by ``embed.provider`` and loads it once per process. This module does not import the embed
+package (the chunk stage, and its DVC deps, stay independent of the embedding code).
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import os
 import re
 import threading
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
+from embedline.tasks import resources
 from embedline.tasks.config import EmbedParams
+from embedline.tasks.plugins import PROVIDERS
 
 DEFAULT_MODEL_IDS = {
     "sentence-transformers/all-MiniLM-L6-v2",
@@ -191,3 +194,18 @@ def hf_counter(params: EmbedParams) -> TokenCounter:
 def conservative_counter(params: EmbedParams) -> TokenCounter:
     """No real tokenizer (the fake provider): the offline upper bound."""
     return ConservativeCounter(params.max_seq_tokens or 256)
+
+
+COUNTER_KIND = "token-counter"  # its kind in tasks/resources.py
+
+
+class _DeclaresTokenizer(Protocol):
+    """The part of a ``ProviderSpec`` this module reads (typed here to keep the embed package out)."""
+
+    def tokenizer_for(self, params: EmbedParams) -> TokenCounter: ...
+
+
+def load_token_counter(params: EmbedParams) -> TokenCounter:
+    """The provider's token counter for ``params`` (loaded once per process; no model weights)."""
+    spec = cast(_DeclaresTokenizer, PROVIDERS.load(params.provider))
+    return resources.get(COUNTER_KIND, params, lambda: spec.tokenizer_for(params))

@@ -4,7 +4,7 @@ Public API (nothing heavy is imported here: models and clients load on first use
 
     get_embedder(params) -> Embedder          process-wide cached instance per EmbedParams
     PROVIDERS                                 embed.provider -> ProviderSpec (the table: tasks/plugins.py)
-    provider_spec(name) / token_counter_for(params)   a provider's declaration / its token counter
+    provider_spec(name)                       a provider's declaration (factory, revision, tokenizer, capabilities)
     run_embed(cfg, art, progress=None)        the embed stage (vectors.npy + manifest.json)
     plan_shards / embed_shard / finalize_embed   the same stage split for a fan-out runner
     fingerprint_for(cfg)                      vector-set fingerprint without loading the model
@@ -46,7 +46,6 @@ from embedline.tasks.embed.registry import (
     peek_embedder,
     provider_spec,
     revision_for,
-    token_counter_for,
 )
 from embedline.tasks.embed.stage import (
     Shard,
@@ -83,7 +82,6 @@ __all__ = [
     "provider_spec",
     "revision_for",
     "run_embed",
-    "token_counter_for",
     "truncate_dims",
     "validate_vectors",
     "with_prompt",

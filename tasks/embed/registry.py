@@ -15,10 +15,9 @@ from embedline.tasks.config import EmbedParams
 from embedline.tasks.embed.protocol import Capability, Embedder, ProviderSpec, RequestPlanner
 from embedline.tasks.embed.requests import fixed_groups
 from embedline.tasks.plugins import PROVIDERS
-from embedline.tasks.tokenize import TokenCounter
+from embedline.tasks.tokenize import COUNTER_KIND
 
 _EMBEDDER = "embedder"
-_COUNTER = "token-counter"
 # Params that do not change the embedder object (cache location, sharding) are not part of its key.
 _NOT_EMBEDDER_FIELDS = {"cache", "cache_path", "shard_rows", "concurrency"}
 
@@ -36,11 +35,6 @@ def revision_for(params: EmbedParams) -> str:
     without building the embedder: the cache namespace and the fingerprint need it even when
     every vector is already cached."""
     return provider_spec(params.provider).revision_for(params)
-
-
-def token_counter_for(params: EmbedParams) -> TokenCounter:
-    """The provider's token counter for ``params`` (loaded once per process; no model weights)."""
-    return resources.get(_COUNTER, params, lambda: provider_spec(params.provider).tokenizer_for(params))
 
 
 def embedder_key(params: EmbedParams) -> tuple[object, ...]:
@@ -88,7 +82,7 @@ def request_workers(params: EmbedParams) -> int:
 def clear_embedders() -> None:
     """Forget cached embedders and token counters (tests; frees models)."""
     resources.drop(_EMBEDDER)
-    resources.drop(_COUNTER)
+    resources.drop(COUNTER_KIND)
 
 
 __all__ = [
@@ -101,5 +95,4 @@ __all__ = [
     "request_groups",
     "request_workers",
     "revision_for",
-    "token_counter_for",
 ]

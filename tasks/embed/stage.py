@@ -46,10 +46,10 @@ from embedline.tasks.embed.registry import (
     request_groups,
     request_workers,
     revision_for,
-    token_counter_for,
 )
 from embedline.tasks.embed.rows import ChunkRows
 from embedline.tasks.records import write_json
+from embedline.tasks.tokenize import load_token_counter
 
 Progress = Callable[[int, int], None]
 GROUP_BATCHES = 8  # local models: texts per cache commit = batch_size * GROUP_BATCHES
@@ -108,7 +108,7 @@ def plan_embed(cfg: Config, art: Artifacts) -> dict[str, Any]:
     path = cache_path(cfg, art)
     seen: set[str] = set()
     todo = tokens = 0
-    counter = token_counter_for(cfg.embed)
+    counter = load_token_counter(cfg.embed)
     cache = EmbeddingCache(path) if path.exists() else None
     try:
         for batch in rows.iter_batches(["text_hash", "embed_text"]):

@@ -21,11 +21,11 @@ from embedline.tasks.embed import (
     clear_embedders,
     get_embedder,
     run_embed,
-    token_counter_for,
 )
 from embedline.tasks.embed.cache import EmbeddingCache
 from embedline.tasks.embed.ratelimit import clear_limiters
 from embedline.tasks.embed.stage import cache_path
+from embedline.tasks.tokenize import load_token_counter
 from tests.fakes.chunks import write_chunks
 from tests.fakes.openai_server import Fault, OpenAIFakeServer, fake_vector
 
@@ -171,7 +171,7 @@ def test_observed_request_and_token_rates_within_limits(server: OpenAIFakeServer
     rpm, tpm = 1200.0, 6000.0  # 20 requests/s, 100 tokens/s
     p = params(server, max_inputs_per_request=1, requests_per_minute=rpm, tokens_per_minute=tpm)
     emb = get_embedder(p)
-    counter = token_counter_for(p)
+    counter = load_token_counter(p)
     texts = [f"short text {i}" for i in range(24)]
     t0 = time.monotonic()
     emb.embed(texts)

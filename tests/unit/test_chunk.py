@@ -14,7 +14,6 @@ from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.chunk import make_budget, run_chunk
 from embedline.tasks.chunkers import CHUNKERS, TokenBudget, sentence_spans
 from embedline.tasks.config import ChunkParams, ChunkStrategy, Config, EmbedParams, PreprocessParams
-from embedline.tasks.embed.registry import token_counter_for
 from embedline.tasks.records import (
     Chunk,
     Document,
@@ -24,14 +23,14 @@ from embedline.tasks.records import (
     iter_records,
     write_records,
 )
-from embedline.tasks.tokenize import TokenCounter
+from embedline.tasks.tokenize import TokenCounter, load_token_counter
 
 pytestmark = pytest.mark.unit
 
 
 @pytest.fixture(scope="module")
 def counter() -> TokenCounter:
-    return token_counter_for(EmbedParams.model_validate({}))
+    return load_token_counter(EmbedParams.model_validate({}))
 
 
 def budget(

@@ -22,9 +22,9 @@ from embedline.tasks.embed import (
     plan_embed,
     provider_spec,
     run_embed,
-    token_counter_for,
 )
 from embedline.tasks.embed.protocol import Capability
+from embedline.tasks.tokenize import load_token_counter
 from tests.fakes import toy_provider
 from tests.fakes.chunks import SAMPLE_TEXTS, write_chunks
 
@@ -50,7 +50,7 @@ def test_toy_provider_runs_the_embed_stage(tmp_path: Path) -> None:
     write_chunks(art.chunks, SAMPLE_TEXTS)
     with PROVIDERS.registered("toy", TOY):  # the registration line (tasks/plugins.py for real ones)
         cfg = _cfg(tmp_path)
-        assert token_counter_for(cfg.embed).name == "toy"
+        assert load_token_counter(cfg.embed).name == "toy"
         before = plan_embed(cfg, art)
         stats = run_embed(cfg, art)
         emb = get_embedder(cfg.embed)

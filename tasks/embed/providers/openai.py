@@ -6,7 +6,7 @@
   logged). Missing: a clear error, unless ``embed.base_url`` is set (local servers rarely need one),
   then ``"EMPTY"``.
 * Token-budget batching (``embed.max_inputs_per_request`` / ``embed.max_tokens_per_request``, tokens
-  from :func:`embedline.tasks.embed.registry.token_counter_for`); a 413, or a 400 that says the request is too
+  from :func:`embedline.tasks.tokenize.load_token_counter`); a 413, or a 400 that says the request is too
   large, splits the batch in halves and retries them; a single input that is too large is an error.
 * Every request first takes a slot from the process-wide :class:`RateLimiter` for this endpoint and
   model. ``Retry-After`` / ``retry-after-ms`` / ``x-ratelimit-reset-*`` block that shared limiter.
@@ -41,9 +41,8 @@ from embedline.tasks.embed.protocol import (
     validate_vectors,
 )
 from embedline.tasks.embed.ratelimit import shared_limiter, wait_from_headers
-from embedline.tasks.embed.registry import token_counter_for
 from embedline.tasks.embed.requests import halves, token_batches
-from embedline.tasks.tokenize import tiktoken_counter
+from embedline.tasks.tokenize import load_token_counter, tiktoken_counter
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +101,7 @@ class OpenAIEmbedder:
         self.revision = revision_for(params)
         self.base_url = (params.base_url or DEFAULT_BASE_URL).rstrip("/")
         self._api_key = _api_key(params)
-        self.counter = token_counter_for(params)
+        self.counter = load_token_counter(params)
         self.max_tokens = int(self.counter.max_tokens)
         self.concurrency = params.concurrency
         self.limiter = shared_limiter(
