@@ -21,7 +21,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from embedline.tasks.plugins import PROVIDERS
+from embedline.tasks.plugins import CHUNKERS, PROVIDERS
 
 PARAMS_FILE = "params.yaml"
 
@@ -64,6 +64,9 @@ class PreprocessParams(_Section):
 
 
 class ChunkStrategy(StrEnum):
+    """The built-in strategies (names for code; ``chunk.strategy`` accepts any name registered in
+    tasks/plugins.py CHUNKERS)."""
+
     sentence = "sentence"
     sliding = "sliding"
     markdown = "markdown"
@@ -74,11 +77,16 @@ class ChunkStrategy(StrEnum):
 class ChunkParams(_Section):
     """How documents are split into chunks. Token counts use the embedding model's tokenizer."""
 
-    strategy: ChunkStrategy = ChunkStrategy.auto
+    strategy: str = Field(ChunkStrategy.auto.value, description="a name registered in tasks/plugins.py CHUNKERS")
     max_tokens: int = Field(256, ge=8, le=8192, description="upper bound per chunk, special tokens included")
     overlap_tokens: int = Field(32, ge=0)
     min_tokens: int = Field(8, ge=1, description="merge trailing fragments smaller than this")
     heading_prefix: bool = Field(True, description="prefix the heading path to markdown chunks' text")
+
+    @field_validator("strategy")
+    @classmethod
+    def _registered_strategy(cls, value: str) -> str:
+        return CHUNKERS.check(value)
 
     @model_validator(mode="after")
     def _overlap_smaller_than_window(self) -> ChunkParams:

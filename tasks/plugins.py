@@ -9,10 +9,11 @@ their implementation from it.
 Registries (the only place each kind is listed)::
 
     PROVIDERS   embed.provider -> a ProviderSpec (tasks/embed/protocol.py)      entry points: embedline.providers
+    CHUNKERS    chunk.strategy -> a Chunker class (tasks/chunkers/)              entry points: embedline.chunkers
 
 Other kinds register where their objects live: loaders by extension in ``tasks/loaders/__init__.py``
-(``LOADERS``), chunkers by ``chunk.strategy`` in ``tasks/chunkers/__init__.py`` (``CHUNKERS``), stores
-by ``qdrant.backend`` in ``tasks/vectorsets/stores.py`` (``STORES``). See docs/extending.md.
+(``LOADERS``), stores by ``qdrant.backend`` in ``tasks/vectorsets/stores.py`` (``STORES``). See
+docs/extending.md.
 
 An installed package can add a provider without editing this repository through the entry-point
 group ``embedline.providers`` (``name = "package.module:SPEC"``).
@@ -119,4 +120,19 @@ PROVIDERS: Registry[object] = Registry(
         "fake": f"{_EMBED}.fake:SPEC",
     },
     group="embedline.providers",
+)
+
+_CHUNKERS = "embedline.tasks.chunkers"
+
+# Chunker classes (built with no arguments; see the Chunker protocol in tasks/chunkers/__init__.py).
+CHUNKERS: Registry[object] = Registry(
+    "chunk.strategy",
+    {
+        "sentence": f"{_CHUNKERS}.prose:SentenceChunker",
+        "sliding": f"{_CHUNKERS}.sliding:SlidingChunker",
+        "markdown": f"{_CHUNKERS}.prose:MarkdownChunker",
+        "code": f"{_CHUNKERS}.code:CodeChunker",
+        "auto": f"{_CHUNKERS}:AutoChunker",
+    },
+    group="embedline.chunkers",
 )

@@ -84,6 +84,17 @@ def test_declared_capabilities_of_the_shipped_providers() -> None:
     assert {provider_spec(n).name for n in PROVIDERS.names()} == set(PROVIDERS.names())
 
 
+def test_a_chunker_registers_with_one_line() -> None:
+    from embedline.tasks.chunkers import SlidingChunker, chunker_for
+    from embedline.tasks.plugins import CHUNKERS
+
+    with pytest.raises(ConfigError, match=r"unknown chunk.strategy 'windows'; valid: auto, code, markdown"):
+        load_config(None, ["chunk.strategy=windows"])
+    with CHUNKERS.registered("windows", "embedline.tasks.chunkers.sliding:SlidingChunker"):
+        cfg = load_config(None, ["chunk.strategy=windows"])
+        assert isinstance(chunker_for(cfg.chunk.strategy), SlidingChunker)
+
+
 def test_docs_show_the_toy_provider_verbatim() -> None:
     """The walk-through cannot drift from the file this test runs."""
     blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
