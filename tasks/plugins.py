@@ -44,7 +44,7 @@ class Registry(Generic[T]):
         self._targets: dict[str, str | T] = dict(entries)
         self._loaded: dict[str, T] = {}
         self._scanned = group is None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: an imported target may register more names
 
     def _scan(self) -> None:
         if self._scanned:
