@@ -90,7 +90,7 @@ def model_problem(params: EmbedParams) -> str | None:
         try:
             snapshot_download(repo, revision=params.revision, local_files_only=True)
             return None
-        except Exception:  # not on disk (or not a valid repo id): try the next name, then the hub
+        except Exception:  # noqa: BLE001 not on disk (or not a valid repo id; huggingface_hub raises several types): try the next name
             continue
     if _offline():
         return (f"embed.model {params.model!r} is not a local folder, not the installed default "
@@ -110,6 +110,6 @@ def _hub_problem(candidates: list[str], revision: str | None) -> str | None:
         except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
             last = f"the Hugging Face hub has no model {repo!r}" + (f" at {revision}" if revision else "")
             last += f" ({type(exc).__name__})"
-        except Exception as exc:  # network errors of any kind: the hub cannot be reached
+        except Exception as exc:  # noqa: BLE001 network errors of any kind (httpx, requests, OSError): the hub cannot be reached
             return f"embed.model {candidates[0]!r} is not on disk and the Hugging Face hub cannot be reached ({type(exc).__name__})"
     return f"embed.model: {last}"

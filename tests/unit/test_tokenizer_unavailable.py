@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from embedline.tasks import resources
 from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.config import EmbedParams, load_config
 from embedline.tasks.preflight import PreflightError, check_ready
 from embedline.tasks.tokenize import (
+    COUNTER_KIND,
     ConservativeCounter,
     TokenizerUnavailableError,
     load_token_counter,
@@ -28,9 +30,9 @@ def no_tiktoken_data(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         raise ConnectionError("cannot download the encoding file (offline)")
 
     monkeypatch.setattr(tiktoken, "get_encoding", missing)
-    load_token_counter.cache_clear()
+    resources.drop(COUNTER_KIND)
     yield
-    load_token_counter.cache_clear()
+    resources.drop(COUNTER_KIND)
 
 
 def api(**kw: object) -> EmbedParams:

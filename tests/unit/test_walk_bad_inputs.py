@@ -171,13 +171,82 @@ def unreadable_as_root() -> Iterator[None]:
         yield
 
 
+def _write(path: bytes, body: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(body)
+
+
+Made = list[tuple[bytes, str]]  # (path relative to the item's folder, "good" or the expected reason)
+
+
+def _plain(kind: str) -> Any:
+    body = {"good": b"good text\n", "empty": b"", "binary": b"\x00\x01\x02" * 8}[kind]
+
+    def make(folder: bytes, name: bytes, up: bytes) -> Made:
+        _write(os.path.join(folder, name), body)
+        return [(name, {"good": "good"}.get(kind, kind))]
+
+    return make
+
+
+def _unreadable_file(folder: bytes, name: bytes, up: bytes) -> Made:
+    name = name[: -len(b".txt")] + UNREADABLE + b".txt"
+    _write(os.path.join(folder, name), b"secret text\n")
+    os.chmod(os.path.join(folder, name), 0)
+    return [(name, "unreadable")]
+
+
+def _fifo(folder: bytes, name: bytes, up: bytes) -> Made:
+    os.mkfifo(os.path.join(folder, name))
+    return [(name, "not_a_file")]
+
+
+def _dangling(folder: bytes, name: bytes, up: bytes) -> Made:
+    os.symlink(b"missing-" + name, os.path.join(folder, name))
+    return [(name, "broken_symlink")]
+
+
+def _loop_pair(folder: bytes, name: bytes, up: bytes) -> Made:
+    other = name[: -len(b".txt")] + b"-pair.txt"
+    os.symlink(other, os.path.join(folder, name))
+    os.symlink(name, os.path.join(folder, other))
+    return [(name, "symlink_loop"), (other, "symlink_loop")]
+
+
+def _self_loop(folder: bytes, name: bytes, up: bytes) -> Made:
+    os.symlink(name, os.path.join(folder, name))
+    return [(name, "symlink_loop")]
+
+
+def _dir_loop(folder: bytes, name: bytes, up: bytes) -> Made:
+    os.symlink(up or b".", os.path.join(folder, name))  # to the source root: already walked
+    return [(name, "symlink_loop")]
+
+
+def _link_to_good(folder: bytes, name: bytes, up: bytes) -> Made:
+    target = b"target-" + name
+    _write(os.path.join(folder, target), b"linked text\n")
+    os.symlink(target, os.path.join(folder, name))
+    return [(name, "good"), (target, "good")]
+
+
+def _escape(folder: bytes, name: bytes, up: bytes) -> Made:
+    os.symlink(up + b"../outside/secret.txt", os.path.join(folder, name))
+    return [(name, "symlink_escape")]
+
+
+MAKERS = {"good": _plain("good"), "empty": _plain("empty"), "binary": _plain("binary"),
+          "unreadable_file": _unreadable_file, "fifo": _fifo, "dangling": _dangling,
+          "loop_pair": _loop_pair, "self_loop": _self_loop, "dir_loop": _dir_loop,
+          "link_to_good": _link_to_good, "escape": _escape}
+
+
 def build_tree(top: bytes, dirs: list[tuple[bytes, int, bool]],
                items: list[tuple[str, bytes, int]]) -> tuple[set[str], set[tuple[str, str]]]:
     """Create the tree under ``top/src``; return (expected good rel paths, expected rejections)."""
     src = os.path.join(top, b"src")
     os.makedirs(os.path.join(top, b"outside"))
-    with open(os.path.join(top, b"outside", b"secret.txt"), "wb") as fh:
-        fh.write(b"outside text\n")
+    _write(os.path.join(top, b"outside", b"secret.txt"), b"outside text\n")
     os.mkdir(src)
     folders_rel: list[tuple[bytes, bool]] = [(b"", True)]  # (rel, readable)
     locked: list[bytes] = []  # unreadable folders, locked once filled
@@ -192,59 +261,13 @@ def build_tree(top: bytes, dirs: list[tuple[bytes, int, bool]],
             if preadable:
                 bad.add((os.fsdecode(rel), "unreadable"))
         folders_rel.append((rel, preadable and not unreadable))
-
-    def add(rel: bytes, readable: bool, good_rel: bool = False, reason: str = "") -> None:
-        if not readable:
-            return
-        if good_rel:
-            good.add(os.fsdecode(rel))
-        else:
-            bad.add((os.fsdecode(rel), reason))
-
     for i, (kind, name, where) in enumerate(items):
         frel, readable = folders_rel[where % len(folders_rel)]
-        rel = (frel + b"/" if frel else b"") + name + b"-%d" % i + b".txt"
-        path = os.path.join(src, rel)
-        up = b"../" * frel.count(b"/") + (b"../" if frel else b"")
-        if kind in ("good", "empty", "binary", "unreadable_file"):
-            if kind == "unreadable_file":
-                path = path[: -len(b".txt")] + UNREADABLE + b".txt"
-                rel = rel[: -len(b".txt")] + UNREADABLE + b".txt"
-            body = {"good": b"good text number %d\n" % i, "empty": b"", "binary": b"\x00\x01\x02" * 8,
-                    "unreadable_file": b"secret text\n"}[kind]
-            with open(path, "wb") as fh:
-                fh.write(body)
-            if kind == "unreadable_file":
-                os.chmod(path, 0)
-            add(rel, readable, kind == "good", {"empty": "empty", "binary": "binary"}.get(kind, "unreadable"))
-        elif kind == "fifo":
-            os.mkfifo(path)
-            add(rel, readable, reason="not_a_file")
-        elif kind == "dangling":
-            os.symlink(b"missing-%d.txt" % i, path)
-            add(rel, readable, reason="broken_symlink")
-        elif kind == "loop_pair":
-            other = path[: -len(b".txt")] + b"-pair.txt"
-            os.symlink(os.path.basename(other), path)
-            os.symlink(os.path.basename(path), other)
-            add(rel, readable, reason="symlink_loop")
-            add(rel[: -len(b".txt")] + b"-pair.txt", readable, reason="symlink_loop")
-        elif kind == "self_loop":
-            os.symlink(os.path.basename(path), path)
-            add(rel, readable, reason="symlink_loop")
-        elif kind == "dir_loop":
-            os.symlink(up or b".", path)  # to the source root: always an already walked folder
-            add(rel, readable, reason="symlink_loop")
-        elif kind == "link_to_good":
-            target = b"target-%d.txt" % i
-            with open(os.path.join(os.path.dirname(path), target), "wb") as fh:
-                fh.write(b"linked text %d\n" % i)
-            os.symlink(target, path)
-            add(rel, readable, good_rel=True)
-            add((frel + b"/" if frel else b"") + target, readable, good_rel=True)
-        elif kind == "escape":
-            os.symlink(up + b"../outside/secret.txt", path)
-            add(rel, readable, reason="symlink_escape")
+        up = b"../" * (frel.count(b"/") + 1) if frel else b""
+        made = MAKERS[kind](os.path.join(src, frel), name + b"-%d.txt" % i, up)
+        for made_name, outcome in made if readable else ():
+            rel = os.fsdecode((frel + b"/" if frel else b"") + made_name)
+            good.add(rel) if outcome == "good" else bad.add((rel, outcome))
     for folder in locked:
         os.chmod(folder, 0)
     return good, bad
