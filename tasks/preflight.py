@@ -9,7 +9,6 @@ one :class:`PreflightError` (a :class:`ConfigError`) naming every problem and it
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
@@ -57,59 +56,21 @@ def writable(path: Path, what: str) -> str | None:
     return None
 
 
-def _offline() -> bool:
-    return any(
-        os.environ.get(v, "").strip().lower() in {"1", "true", "yes", "on"}
-        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    )
-
-
 def model_problem(params: EmbedParams) -> str | None:
-    """None if the model (and, for an API, its tokenizer) can be loaded here; else what is wrong."""
-    if params.provider == "openai":  # the model itself is checked by the first request
-        from embedline.tasks.tokenize import TokenizerUnavailableError, load_token_counter
+    """None if the model and its tokenizer can be loaded here; else what is wrong. The model check
+    is the provider's own (``ProviderSpec.preflight``); the tokenizer is loaded (no weights)."""
+    from embedline.tasks.plugins import PROVIDERS
+    from embedline.tasks.tokenize import TokenizerUnavailableError, load_token_counter
 
-        try:
-            load_token_counter(params)
-        except TokenizerUnavailableError as exc:
-            return str(exc)
-        return None
-    if params.provider != "sentence-transformers":
-        return None  # the fake needs nothing
-    from embedline.tasks.tokenize import resolve_model
-
-    resolved = resolve_model(params.model)
-    if Path(resolved).is_dir():
-        return None
-    if Path(params.model).expanduser().is_absolute() or params.model.startswith((".", "~")):
-        return f"embed.model {params.model!r}: no such folder"
-    candidates = [params.model] if "/" in params.model else [params.model, f"sentence-transformers/{params.model}"]
-    from huggingface_hub import snapshot_download
-
-    for repo in candidates:
-        try:
-            snapshot_download(repo, revision=params.revision, local_files_only=True)
-            return None
-        except Exception:  # noqa: BLE001 not on disk (or not a valid repo id; huggingface_hub raises several types): try the next name
-            continue
-    if _offline():
-        return (f"embed.model {params.model!r} is not a local folder, not the installed default "
-                "and not in the Hugging Face cache, and HF_HUB_OFFLINE is set")
-    return _hub_problem(candidates, params.revision)
-
-
-def _hub_problem(candidates: list[str], revision: str | None) -> str | None:
-    from huggingface_hub import model_info
-    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
-
-    last = ""
-    for repo in candidates:
-        try:
-            model_info(repo, revision=revision, timeout=15)
-            return None
-        except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
-            last = f"the Hugging Face hub has no model {repo!r}" + (f" at {revision}" if revision else "")
-            last += f" ({type(exc).__name__})"
-        except Exception as exc:  # noqa: BLE001 network errors of any kind (httpx, requests, OSError): the hub cannot be reached
-            return f"embed.model {candidates[0]!r} is not on disk and the Hugging Face hub cannot be reached ({type(exc).__name__})"
-    return f"embed.model: {last}"
+    spec = PROVIDERS.load(params.provider)
+    problem = spec.preflight(params) if spec.preflight is not None else None
+    if problem:
+        return problem
+    try:
+        load_token_counter(params)
+    except TokenizerUnavailableError as exc:
+        return str(exc)
+    except Exception as exc:  # noqa: BLE001 tokenizer libraries raise OSError/ValueError/HF errors alike
+        first = (str(exc).strip().splitlines() or [""])[0]
+        return f"embed.tokenizer: the tokenizer of {params.tokenizer or params.model!r} cannot be loaded ({type(exc).__name__}: {first})"
+    return None

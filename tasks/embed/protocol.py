@@ -88,6 +88,8 @@ class ProviderSpec:
     revision_for: Callable[[EmbedParams], str]  # names the weights WITHOUT building the embedder
     tokenizer_for: Callable[[EmbedParams], TokenCounter]  # counts tokens for chunk budgets
     capabilities: frozenset[Capability] = frozenset()
+    # what stops the model loading on this machine (checked before any work; loads no weights)
+    preflight: Callable[[EmbedParams], str | None] | None = None
 
     def has(self, capability: Capability) -> bool:
         return capability in self.capabilities
