@@ -6,6 +6,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from embedline.tasks.retrying import TransientError
+
 
 @runtime_checkable
 class Embedder(Protocol):
@@ -45,7 +47,7 @@ class EmbedError(RuntimeError):
     """An embedding failed for a reason retrying will not fix (bad input, auth, bad response)."""
 
 
-class EmbedTransientError(EmbedError):
+class EmbedTransientError(EmbedError, TransientError):
     """Transient failures (429/5xx/timeouts) outlasted ``embed.max_retries``: a later whole-task
     retry (Prefect's) may succeed; everything already embedded is in the cache."""
 

@@ -26,7 +26,7 @@ import threading
 from typing import Any
 
 import numpy as np
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
 from embedline.tasks.config import EmbedParams
@@ -40,13 +40,13 @@ from embedline.tasks.embed.protocol import (
     validate_vectors,
 )
 from embedline.tasks.embed.ratelimit import shared_limiter, wait_from_headers
+from embedline.tasks.retrying import TransientError, is_transient, transient_status
 from embedline.tasks.tokenize import load_token_counter
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 KNOWN_DIMS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "text-embedding-ada-002": 1536}
-_TRANSIENT_STATUS = {408, 409, 429}
 # a 400 that means "this request is too big" (splitting helps); anything else on a 400 fails fast
 _OVERSIZE = re.compile(
     r"too large|too long|too many (inputs|tokens)|maximum (request|context|batch)|"
@@ -60,8 +60,9 @@ _HINTS = {
 }
 
 
-class _Transient(Exception):
-    """A failure worth retrying; ``shared_wait`` is set when the server named how long to wait."""
+class _Transient(TransientError):
+    """A failure worth retrying; ``shared_wait`` is set when the server named how long to wait
+    (the shared limiter is already blocked until then)."""
 
     def __init__(self, message: str, shared_wait: float | None = None, status: int | None = None):
         super().__init__(message)
@@ -115,7 +116,19 @@ class OpenAIEmbedder:
     # -- protocol ---------------------------------------------------------------------------------------
     @property
     def dims(self) -> int:
-        if self._dims is None:  # an unknown model on a compatible server: ask once
+        """Known from ``embed.dimensions``, the model table, or the first response. Never a hidden
+        paid request: an unknown model's width is an error until something was embedded (use
+        :meth:`probe_dims` to pay for one request explicitly)."""
+        if self._dims is None:
+            raise EmbedError(
+                f"the output width of {self.params.model!r} is not known before the first request: "
+                "set embed.dimensions (or call probe_dims() to spend one request on it)"
+            )
+        return self._dims
+
+    def probe_dims(self) -> int:
+        """Spend one request to learn an unknown model's output width (explicit, never implicit)."""
+        if self._dims is None:
             self.embed(["dimension probe"])
         assert self._dims is not None
         return self._dims
@@ -204,7 +217,7 @@ class OpenAIEmbedder:
         retrying = Retrying(
             stop=stop_after_attempt(self.params.max_retries + 1),
             wait=self._wait,
-            retry=retry_if_exception_type(_Transient),
+            retry=retry_if_exception(is_transient),
             before_sleep=self._count_retry,
             reraise=True,
         )
@@ -212,7 +225,7 @@ class OpenAIEmbedder:
             for attempt in retrying:
                 with attempt:
                     return self._request_once(texts, tokens)
-        except _Transient as exc:
+        except TransientError as exc:
             raise EmbedTransientError(
                 f"{self.base_url}: gave up after {self.params.max_retries + 1} attempts: {exc}"
             ) from None
@@ -225,28 +238,44 @@ class OpenAIEmbedder:
         log.info("embedding request failed (%s); retry %d", exc, state.attempt_number)
 
     def _request_once(self, texts: list[str], tokens: int) -> np.ndarray:
-        import openai
-
-        self.limiter.acquire(tokens)
         kwargs: dict[str, Any] = {"model": self.params.model, "input": texts, "encoding_format": "float"}
         if self.params.dimensions is not None:
             kwargs["dimensions"] = self.params.dimensions
-        with self._lock:
-            self.requests_sent += 1
+        # the slot is held until the answer is read: after a block, others wait for this answer
+        with self.limiter.request(tokens):
+            with self._lock:
+                self.requests_sent += 1
+            raw = self._send(kwargs)
+            wait = wait_from_headers(dict(raw.headers), is_429=False)
+            if wait:
+                self.limiter.block_for(wait)  # a limit is at zero: stop before being told no
+        return self._parse(self._body(raw), len(texts))
+
+    def _send(self, kwargs: dict[str, Any]) -> Any:
+        import openai
+
         try:
-            raw = self.client.embeddings.with_raw_response.create(**kwargs)
+            return self.client.embeddings.with_raw_response.create(**kwargs)
         except openai.APIStatusError as exc:
             self._raise_for_status(exc)
-        except openai.APIConnectionError as exc:  # includes APITimeoutError; dropped connections
+        except openai.APIConnectionError as exc:  # includes APITimeoutError; dropped/reset connections
             raise _Transient(f"{type(exc).__name__}: {exc}") from None
-        wait = wait_from_headers(dict(raw.headers), is_429=False)
-        if wait:
-            self.limiter.block_for(wait)  # a limit is at zero: stop before being told no
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _body(self, raw: Any) -> Any:
+        """The parsed 200 body. One that is not JSON (a proxy's HTML error page, a truncated body)
+        is transient: the same request usually succeeds on a second try. JSON that is not the
+        embeddings schema is not retried."""
         try:
             parsed = raw.parse()
-        except Exception as exc:  # not JSON, or not the embeddings schema
-            raise EmbedResponseError(f"{self.base_url}: unreadable embeddings response: {exc}") from None
-        return self._parse(parsed, len(texts))
+        except Exception as exc:  # classified just below: not JSON (transient) or a schema error
+            if _is_json(raw):
+                raise EmbedResponseError(f"{self.base_url}: unreadable embeddings response: {exc}") from None
+            parsed = None
+        if parsed is None or isinstance(parsed, str | bytes):  # the SDK hands back text for non-JSON
+            text = raw.http_response.text[:80].replace("\n", " ")
+            raise _Transient(f"HTTP 200 with a body that is not JSON: {text!r}")
+        return parsed
 
     def _raise_for_status(self, exc: Any) -> None:
         status = int(exc.status_code)
@@ -255,13 +284,15 @@ class OpenAIEmbedder:
         should_retry = str(headers.get("x-should-retry", "")).lower()
         if status == 413 or (status == 400 and _OVERSIZE.search(message)):
             raise _Oversize(f"{status}: {message}")
-        transient = status in _TRANSIENT_STATUS or status >= 500
+        transient = transient_status(status)
         if should_retry in {"true", "false"}:
             transient = should_retry == "true"
         if transient:
             wait = wait_from_headers(headers, is_429=status == 429)
             if wait is not None:
                 self.limiter.block_for(wait)
+            elif status == 429:  # no hint: block now (before this slot is released), _wait extends it
+                self.limiter.block_for(self.params.retry_initial_s)
             raise _Transient(f"HTTP {status}: {message}", wait, status)
         hint = _HINTS.get(status, "the request was rejected")
         raise EmbedError(
@@ -287,6 +318,14 @@ class OpenAIEmbedder:
         if self._dims is None:
             self._dims = int(vecs.shape[1])
         return l2_normalize(vecs) if self.params.normalize else vecs
+
+
+def _is_json(raw: Any) -> bool:
+    try:
+        raw.http_response.json()
+    except ValueError:
+        return False
+    return True
 
 
 def _error_message(exc: Any) -> str:
