@@ -37,22 +37,24 @@ CREATE TABLE IF NOT EXISTS namespaces (
 _IN_CHUNK = 500  # stay well below SQLite's host-parameter limit
 
 
-def namespace_spec(params: EmbedParams, revision: str) -> dict[str, Any]:
+def namespace_spec(params: EmbedParams, revision: str, prompt: str | None = None) -> dict[str, Any]:
+    """What decides a vector besides its text; ``prompt`` defaults to the passage prompt."""
     return {
         "provider": params.provider,
         "model": params.model,
         "revision": revision,
         "backend": params.backend,
         "precision": params.precision,
-        "prompt": params.passage_prompt,
+        "prompt": params.passage_prompt if prompt is None else prompt,
         "dimensions": params.dimensions,
         "normalize": params.normalize,
     }
 
 
-def namespace_for(params: EmbedParams, revision: str) -> str:
-    """Cache namespace of passage vectors made with ``params`` by a model at ``revision``."""
-    return stable_hash(namespace_spec(params, revision))[:32]
+def namespace_for(params: EmbedParams, revision: str, prompt: str | None = None) -> str:
+    """Cache namespace of vectors made with ``params`` by a model at ``revision`` (passage
+    vectors unless another ``prompt``, e.g. the query prompt, is given)."""
+    return stable_hash(namespace_spec(params, revision, prompt))[:32]
 
 
 def _when_unlocked(op: Callable[[], Any], timeout_ms: int) -> Any:

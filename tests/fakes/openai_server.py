@@ -63,7 +63,7 @@ class Record:
     inputs: list[str]
     status: int
     dimensions: int | None = None
-    done: float = float("inf")  # monotonic time the answer was sent (inf: never answered)
+    done: float = float("inf")  # monotonic time the answer (or hang-up) was decided
 
 
 class OpenAIFakeServer:
@@ -161,17 +161,19 @@ class OpenAIFakeServer:
             elif self._awaiting_probe:
                 self._awaiting_probe, self._probe = False, rec
 
-        def record(status: int) -> None:
+        def record(status: int) -> None:  # called just before the answer (or the hang-up) goes out
             rec.status = status
             with self._lock:
+                rec.done = time.monotonic()
                 self.records.append(rec)
+                if self._probe is rec:
+                    self._probe = None
 
         try:
             self._answer(h, rec, record, fault, inputs, dims, body, inside)
         finally:
             with self._lock:
-                rec.done = time.monotonic() if rec.status not in (-1, -3) else rec.done
-                if self._probe is rec:
+                if self._probe is rec:  # a malformed request that was never answered
                     self._probe = None
 
     def _answer(self, h: BaseHTTPRequestHandler, rec: Record, record: Any, fault: Fault | None,

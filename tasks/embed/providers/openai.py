@@ -154,9 +154,13 @@ class OpenAIEmbedder:
         if not texts:
             return np.zeros((0, self._dims or 0), dtype=np.float32)
         counts = self.count_tokens(texts)
-        parts = []
+        parts: list[np.ndarray] = []
         for batch in token_batches(counts, self.params.max_inputs_per_request, self.params.max_tokens_per_request):
-            parts.append(self._embed_splitting([texts[i] for i in batch], [counts[i] for i in batch], batch[0]))
+            try:
+                parts.append(self._embed_splitting([texts[i] for i in batch], [counts[i] for i in batch], batch[0]))
+            except EmbedError as exc:  # keep what was paid for: the caller commits exc.partial
+                _add_partial(exc, np.vstack(parts) if parts else None, 0)
+                raise
         return np.vstack(parts)
 
     def info(self) -> dict[str, Any]:
@@ -198,7 +202,11 @@ class OpenAIEmbedder:
             a, b = halves(range(len(texts)))
             log.info("request of %d inputs too large; retrying as %d + %d", len(texts), len(a), len(b))
             left = self._embed_splitting([texts[i] for i in a], [counts[i] for i in a], offset)
-            right = self._embed_splitting([texts[i] for i in b], [counts[i] for i in b], offset + len(a))
+            try:
+                right = self._embed_splitting([texts[i] for i in b], [counts[i] for i in b], offset + len(a))
+            except EmbedError as exc:
+                _add_partial(exc, left, offset)
+                raise
             return np.vstack([left, right])
 
     def _wait(self, state: RetryCallState) -> float:
@@ -318,6 +326,16 @@ class OpenAIEmbedder:
         if self._dims is None:
             self._dims = int(vecs.shape[1])
         return l2_normalize(vecs) if self.params.normalize else vecs
+
+
+def _add_partial(exc: BaseException, vecs: np.ndarray | None, offset: int) -> None:
+    """Attach vectors that were paid for before ``exc`` to it: ``exc.partial`` maps positions in
+    the ``embed()`` call to vectors, so the embed stage can cache them before failing."""
+    if vecs is None or not len(vecs):
+        return
+    partial: dict[int, np.ndarray] = getattr(exc, "partial", None) or {}
+    partial.update({offset + j: vecs[j] for j in range(len(vecs))})
+    exc.partial = partial  # type: ignore[attr-defined]
 
 
 def _is_json(raw: Any) -> bool:
