@@ -128,9 +128,11 @@ class SlidingWindow:
     :class:`RateLimiter` serialises calls.
     """
 
+    MARGIN = 0.01  # the window is held 1 % longer: the server's clock and arrival times are not ours
+
     def __init__(self, limit: float, window: float = 60.0):
         self.limit = float(limit)
-        self.window = float(window)
+        self.window = float(window) * (1 + self.MARGIN)
         self._log: deque[tuple[float, float]] = deque()
         self._last = float("-inf")
 

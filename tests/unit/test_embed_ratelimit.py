@@ -186,9 +186,9 @@ def test_prefect_layer_called_per_request_and_switched_off_after_a_failure(
 
 # ---- issue 14: limits are promises under load ------------------------------------------------------
 def _max_in_window(stamps: list[tuple[float, float]], window: float = 60.0) -> float:
-    """Largest total of amounts sent inside any [t, t + window)."""
+    """Largest total of amounts sent inside any closed window [t, t + window]."""
     stamps = sorted(stamps)
-    return max(sum(a for u, a in stamps if t <= u < t + window) for t, _ in stamps)
+    return max(sum(a for u, a in stamps if t <= u <= t + window) for t, _ in stamps)
 
 
 def test_token_limit_holds_in_every_minute_even_with_requests_bigger_than_the_burst() -> None:
