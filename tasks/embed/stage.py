@@ -303,7 +303,10 @@ def finalize_embed(
         if dims is None:
             if n:
                 raise EmbedError(f"no cached vectors for this model/params in {path}: run embed_shard first")
-            dims = int(get_embedder(params).dims)
+            try:
+                dims = int(get_embedder(params).dims)
+            except EmbedError:  # an API model of unknown width: no request is spent on an empty set
+                dims = int(params.dimensions or 0)
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dims))
         row = 0
         for batch in rows.iter_batches(["chunk_id", "source", "text_hash"]):
