@@ -397,37 +397,43 @@ def test_evaluation_queries_and_documents_go_through_the_cache(server: OpenAIFak
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_429_storm_with_a_real_prefect_rate_limit(
     server: OpenAIFakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The same storm with the cross-process layer on a real Prefect server (slot decay limit)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.context import refresh_global_settings_context
 
     from embedline.flows.serve import ServerInfo, free_port, start_server, stop_server
     from embedline.tasks.embed import ratelimit
 
+    (tmp_path / "prefect").mkdir()
     info = ServerInfo("127.0.0.1", free_port(), tmp_path / "prefect")
     start_server(info, timeout=180)
     try:
+        # as when PREFECT_API_URL is set before the process starts (the embed threads see it too)
         monkeypatch.setenv("PREFECT_API_URL", info.api_url)
-        with temporary_settings(updates={PREFECT_API_URL: info.api_url}):
-            name = ratelimit.prefect_limit_name("openai", "fake-embedding-model")
-            with get_client(sync_client=True) as client:
-                client.create_global_concurrency_limit(
-                    GlobalConcurrencyLimitCreate(name=name, limit=50, slot_decay_per_second=50)
-                )
-            ratelimit.reset_prefect_layer()
-            write_chunks(tmp_path / "data" / "interim" / "chunks.parquet", TEXTS)
-            cfg, art = stage_cfg(server, tmp_path, max_inputs_per_request=2, concurrency=3, max_retries=8,
-                                 requests_per_minute=6000)
-            server.script = [None, Fault("500"), Fault("429", retry_after=1), Fault("429", retry_after=1),
-                             Fault("not_json"), Fault("429", retry_after_ms=1000), None]
-            run_embed(cfg, art)
-            assert not ratelimit._prefect_disabled  # the layer stayed on for the whole run
+        refresh_global_settings_context()
+        name = ratelimit.prefect_limit_name("openai", "fake-embedding-model")
+        with get_client(sync_client=True) as client:
+            client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(name=name, limit=50, slot_decay_per_second=50)
+            )
+        ratelimit.reset_prefect_layer()
+        write_chunks(tmp_path / "data" / "interim" / "chunks.parquet", TEXTS)
+        cfg, art = stage_cfg(server, tmp_path, max_inputs_per_request=2, concurrency=3, max_retries=8,
+                             requests_per_minute=6000)
+        server.script = [None, Fault("500"), Fault("429", retry_after=1), Fault("429", retry_after=1),
+                         Fault("not_json"), Fault("429", retry_after_ms=1000), None]
+        run_embed(cfg, art)
+        assert not ratelimit._prefect_disabled  # the layer stayed on for the whole run
     finally:
         stop_server(info.home)
+        monkeypatch.delenv("PREFECT_API_URL")
+        refresh_global_settings_context()
+        ratelimit.reset_prefect_layer()
     assert server.paid() == Counter(set(TEXTS))
     assert server.late_violations(grace=0.5) == []  # in flight when the 429 left
     assert server.crowded == []
