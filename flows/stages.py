@@ -39,7 +39,7 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
     classification shared with the embed providers and the stores (:mod:`embedline.tasks.retrying`)."""
     try:
         state.result()
-    except Exception as exc:  # the task's own failure, re-raised by Prefect: classified, not handled
+    except Exception as exc:  # noqa: BLE001 classifies whatever the task raised, by type (retry predicate)
         return is_transient(exc)
     return False
 

@@ -6,7 +6,9 @@ stores and the Prefect task retry condition, plus the tenacity policy that goes 
 * :class:`TransientError` (our own marker, e.g. ``EmbedTransientError``) and Python's
   ``ConnectionError`` / ``TimeoutError``;
 * httpx transport errors (connect/read/write errors, timeouts, dropped or reset connections);
-* the OpenAI SDK's connection/timeout errors and HTTP statuses 408, 409, 429 and 5xx;
+* any HTTP client's status error (an integer ``status_code``: the OpenAI SDK, qdrant-client) with
+  408, 409, 429 or 5xx, and an error raised *from* a transient one (the OpenAI SDK's connection and
+  timeout errors wrap httpx's);
 * qdrant-client's ``ResourceExhaustedResponse`` (a Qdrant 429, with its Retry-After),
   ``UnexpectedResponse`` with 429/5xx, and ``ResponseHandlingException`` wrapping a transient cause;
 * gRPC ``UNAVAILABLE`` / ``DEADLINE_EXCEEDED`` / ``RESOURCE_EXHAUSTED`` / ``ABORTED``.
@@ -60,15 +62,11 @@ def _httpx_transient(exc: BaseException) -> bool | None:
     return None
 
 
-def _openai_transient(exc: BaseException) -> bool | None:
-    openai = _module("openai")
-    if openai is None:
-        return None
-    if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
-        return True
-    if isinstance(exc, openai.APIStatusError):
-        return transient_status(int(exc.status_code))
-    return None
+def _status_transient(exc: BaseException) -> bool | None:
+    """An HTTP client's status error (the OpenAI SDK's ``APIStatusError``, qdrant-client's
+    ``UnexpectedResponse``...): an integer ``status_code``."""
+    status = getattr(exc, "status_code", None)
+    return transient_status(status) if isinstance(status, int) else None
 
 
 def _qdrant_transient(exc: BaseException) -> bool | None:
@@ -98,8 +96,8 @@ def _grpc_transient(exc: BaseException) -> bool | None:
 
 _CLASSIFIERS: tuple[Callable[[BaseException], bool | None], ...] = (
     _httpx_transient,
-    _openai_transient,
     _qdrant_transient,
+    _status_transient,
     _grpc_transient,
 )
 
@@ -112,7 +110,8 @@ def is_transient(exc: BaseException) -> bool:
         verdict = classify(exc)
         if verdict is not None:
             return verdict
-    return False
+    cause = exc.__cause__  # `raise X from err`: the OpenAI SDK's connection errors wrap httpx's
+    return cause is not None and cause is not exc and is_transient(cause)
 
 
 def retry_after(exc: BaseException | None) -> float | None:

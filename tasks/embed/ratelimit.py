@@ -32,6 +32,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
+from embedline.tasks import resources
 from embedline.tasks.retrying import parse_duration, retry_after_seconds
 
 log = logging.getLogger(__name__)
@@ -323,6 +324,9 @@ def clear_limiters() -> None:
         _limiters.clear()
 
 
+resources.on_close("rate-limiters", clear_limiters)
+
+
 # ---- cross-process (Prefect global concurrency limit) ---------------------------------------------
 PREFECT_TIMEOUT_S = 10.0  # longest wait for one Prefect rate-limit slot before the layer is switched off
 
@@ -360,7 +364,7 @@ def prefect_rate_limit(name: str, timeout_s: float = PREFECT_TIMEOUT_S) -> None:
             from prefect.concurrency.sync import rate_limit
 
             rate_limit(name, occupy=1, timeout_seconds=timeout_s, strict=False)
-        except BaseException as exc:  # reported to the caller's thread below
+        except BaseException as exc:  # noqa: BLE001 reported to the caller's thread below, never lost
             outcome.append(exc)
 
     ctx = contextvars.copy_context()

@@ -176,8 +176,10 @@ class OpenAIFakeServer:
                 if self._probe is rec:  # a malformed request that was never answered
                     self._probe = None
 
-    def _answer(self, h: BaseHTTPRequestHandler, rec: Record, record: Any, fault: Fault | None,
-                inputs: list[str], dims: int, body: dict[str, Any], inside: bool) -> None:
+    def _answer(  # noqa: C901 a fake server: one branch per scripted fault, read top to bottom
+        self, h: BaseHTTPRequestHandler, rec: Record, record: Any, fault: Fault | None,
+        inputs: list[str], dims: int, body: dict[str, Any], inside: bool,
+    ) -> None:
         if h.path.rstrip("/") != "/v1/embeddings":
             record(404)
             return self._error(h, 404, "not found")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ from embedline.tasks.embed import (
     run_embed,
 )
 from embedline.tasks.embed.cache import EmbeddingCache
+from embedline.tasks.embed.protocol import Capability
+from embedline.tasks.embed.providers.fake import SPEC as FAKE_SPEC
 from embedline.tasks.embed.providers.fake import FakeEmbedder
 from embedline.tasks.embed.stage import cache_path
 from tests.fakes.chunks import SAMPLE_TEXTS, write_chunks
@@ -106,7 +109,7 @@ def test_rerun_hits_cache_and_is_byte_identical(tmp_path: Path) -> None:
     assert art.vectors.read_bytes() == first
 
 
-def test_crash_mid_embed_resumes_without_paying_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_crash_mid_embed_resumes_without_paying_again(tmp_path: Path) -> None:
     cfg, art = setup(tmp_path)
     calls: list[int] = []
 
@@ -117,12 +120,10 @@ def test_crash_mid_embed_resumes_without_paying_again(tmp_path: Path, monkeypatc
                 raise KeyboardInterrupt  # like Ctrl-C in the middle of a run
             return super().embed(texts)
 
-    monkeypatch.setitem(PROVIDERS, "fake", Flaky)
-    with pytest.raises(KeyboardInterrupt):
+    with PROVIDERS.registered("fake", replace(FAKE_SPEC, factory=Flaky)), pytest.raises(KeyboardInterrupt):
         run_embed(cfg, art)
     committed = sum(calls[:2])
     clear_embedders()
-    monkeypatch.setitem(PROVIDERS, "fake", FakeEmbedder)
     stats = run_embed(cfg, art)
     unique = len(set(SAMPLE_TEXTS))
     assert stats["texts_embedded"] == unique - committed
@@ -198,7 +199,7 @@ def test_embed_query_applies_the_query_prompt() -> None:
         embed_query(params, "  ")
 
 
-def test_local_models_commit_every_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_local_models_commit_every_batch(tmp_path: Path) -> None:
     """issue 14 row 15: a kill loses at most one batch (it was batch_size x 8 texts)."""
     texts = [f"distinct text number {i} with {'words ' * (i % 5)}" for i in range(20)]
     cfg, art = setup(tmp_path, texts=texts, batch_size=4, shard_rows=100)
@@ -211,17 +212,14 @@ def test_local_models_commit_every_batch(tmp_path: Path, monkeypatch: pytest.Mon
                 raise KeyboardInterrupt
             return super().embed(texts)
 
-    monkeypatch.setitem(PROVIDERS, "fake", Killed)
-    with pytest.raises(KeyboardInterrupt):
+    with PROVIDERS.registered("fake", replace(FAKE_SPEC, factory=Killed)), pytest.raises(KeyboardInterrupt):
         run_embed(cfg, art)
     assert calls == [4, 4, 4]  # one model batch per call
     with EmbeddingCache(cache_path(cfg, art)) as cache:
         assert cache.count() == 8  # the two finished batches are committed
 
 
-def test_a_failed_group_does_not_discard_other_in_flight_results(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_failed_group_does_not_discard_other_in_flight_results(tmp_path: Path) -> None:
     """issue 14 row 3: when one request fails, the requests in flight that succeed are cached."""
     import threading
 
@@ -232,8 +230,6 @@ def test_a_failed_group_does_not_discard_other_in_flight_results(
     lock = threading.Lock()
 
     class OneFails(FakeEmbedder):
-        concurrency = 3
-
         def embed(self, texts: list[str]) -> np.ndarray:
             if texts[0].endswith(" 0") or texts[-1].endswith(" 0"):
                 failed.set()
@@ -243,8 +239,8 @@ def test_a_failed_group_does_not_discard_other_in_flight_results(
                 paid.extend(texts)
             return super().embed(texts)
 
-    monkeypatch.setitem(PROVIDERS, "fake", OneFails)
-    with pytest.raises(EmbedError, match="for good"):
+    spec = replace(FAKE_SPEC, factory=OneFails, capabilities=FAKE_SPEC.capabilities | {Capability.CONCURRENT})
+    with PROVIDERS.registered("fake", spec), pytest.raises(EmbedError, match="for good"):
         run_embed(cfg, art)
     assert len(paid) == 4
     with EmbeddingCache(cache_path(cfg, art)) as cache:

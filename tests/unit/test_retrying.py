@@ -29,6 +29,14 @@ def _openai_status(status: int, headers: dict[str, str] | None = None) -> Except
     return openai.APIStatusError("x", response=resp, body=None)
 
 
+def _openai_connection_error() -> Exception:
+    import openai
+
+    exc = openai.APIConnectionError(request=httpx.Request("POST", "http://127.0.0.1/v1/embeddings"))
+    exc.__cause__ = httpx.ConnectError("connection refused")
+    return exc
+
+
 class _State:
     def __init__(self, exc: BaseException | None):
         self.exc = exc
@@ -54,6 +62,7 @@ def _cases() -> list[tuple[BaseException, bool]]:
         (_openai_status(429), True),
         (_openai_status(502), True),
         (_openai_status(400), False),
+        (_openai_connection_error(), True),
         (EmbedError("401"), False),
         (EmbedInputError("empty"), False),
         (ValueError("bad dims"), False),

@@ -30,18 +30,20 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 from tenacity.wait import wait_exponential_jitter
 
 from embedline.tasks.config import EmbedParams
-from embedline.tasks.embed.batching import halves, token_batches
 from embedline.tasks.embed.protocol import (
+    Capability,
     EmbedError,
     EmbedInputError,
     EmbedResponseError,
     EmbedTransientError,
+    ProviderSpec,
     l2_normalize,
     validate_vectors,
 )
 from embedline.tasks.embed.ratelimit import shared_limiter, wait_from_headers
+from embedline.tasks.embed.requests import halves, token_batches
 from embedline.tasks.retrying import TransientError, is_transient, transient_status
-from embedline.tasks.tokenize import load_token_counter
+from embedline.tasks.tokenize import load_token_counter, tiktoken_counter
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +278,7 @@ class OpenAIEmbedder:
         embeddings schema is not retried."""
         try:
             parsed = raw.parse()
-        except Exception as exc:  # classified just below: not JSON (transient) or a schema error
+        except Exception as exc:  # noqa: BLE001 the SDK's parse raises JSON/pydantic/KeyError variants: classified just below
             if _is_json(raw):
                 raise EmbedResponseError(f"{self.base_url}: unreadable embeddings response: {exc}") from None
             parsed = None
@@ -355,3 +357,12 @@ def _error_message(exc: Any) -> str:
         if isinstance(err, str):
             return err
     return str(getattr(exc, "message", None) or exc)
+
+
+SPEC = ProviderSpec(
+    name="openai",
+    factory=OpenAIEmbedder,
+    revision_for=revision_for,
+    tokenizer_for=tiktoken_counter,
+    capabilities=frozenset({Capability.PLANS_REQUESTS, Capability.CONCURRENT, Capability.BILLED_BY_TOKEN}),
+)

@@ -27,8 +27,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from embedline.tasks.config import EmbedParams
-from embedline.tasks.embed.protocol import EmbedError, truncate_dims
-from embedline.tasks.tokenize import model_window, resolve_model
+from embedline.tasks.embed.protocol import EmbedError, ProviderSpec, truncate_dims
+from embedline.tasks.tokenize import hf_counter, model_window, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def _local_dir(params: EmbedParams) -> str | None:
     for local_only in (True, False):
         try:
             return str(snapshot_download(params.model, revision=params.revision, local_files_only=local_only))
-        except Exception as exc:  # not cached / offline / unknown id: the model load reports it
+        except Exception as exc:  # noqa: BLE001 hub/OSError/ValueError variants all mean "not available": the model load reports it
             log.debug("hub snapshot of %s (local_files_only=%s): %s", params.model, local_only, exc)
     return None
 
@@ -106,6 +106,7 @@ def revision_for(params: EmbedParams) -> str:
 class LocalBackend(Protocol):
     name: str
     dims: int  # native width before truncation
+    max_seq_length: int  # the window the backend truncates to
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray: ...
 
@@ -233,7 +234,7 @@ class SentenceTransformerEmbedder:
         if params.dimensions is not None and params.dimensions > native:
             raise EmbedError(f"embed.dimensions={params.dimensions} exceeds {params.model}'s {native}")
         self.dims = int(params.dimensions or native)
-        window = getattr(self.backend, "max_seq_length", None) or model_window(self.model_path)
+        window = self.backend.max_seq_length or model_window(self.model_path)
         self.max_tokens = int(params.max_seq_tokens or window or 512)
 
     def embed(self, texts: list[str]) -> np.ndarray:
@@ -275,3 +276,11 @@ def _free_accelerator_memory() -> None:
             torch.cuda.empty_cache()
     except ImportError:  # pragma: no cover
         pass
+
+
+SPEC = ProviderSpec(
+    name="sentence-transformers",
+    factory=SentenceTransformerEmbedder,
+    revision_for=revision_for,
+    tokenizer_for=hf_counter,
+)
