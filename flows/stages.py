@@ -26,6 +26,7 @@ from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.config import Config
 from embedline.tasks.pipeline import run_stage
 from embedline.tasks.records import read_json, read_rejections
+from embedline.tasks.retrying import is_transient
 from embedline.tasks.summary import one_line, summary_markdown
 
 
@@ -34,14 +35,12 @@ def _art(root: str) -> Artifacts:
 
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry only errors that a second attempt can fix (network, timeouts, rate limits)."""
+    """Retry only errors that a second attempt can fix (network, timeouts, rate limits): the one
+    classification shared with the embed providers and the stores (:mod:`embedline.tasks.retrying`)."""
     try:
         state.result()
-    except (ConnectionError, TimeoutError):
-        return True
-    except Exception as exc:  # noqa: BLE001 classifies whatever the task raised, by type name (retry predicate)
-        return type(exc).__name__ in {"EmbedTransientError", "APIConnectionError", "APITimeoutError",
-                                      "RateLimitError", "InternalServerError", "ResponseHandlingException"}
+    except Exception as exc:  # noqa: BLE001 classifies whatever the task raised, by type (retry predicate)
+        return is_transient(exc)
     return False
 
 

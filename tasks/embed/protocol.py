@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from embedline.tasks.retrying import TransientError
 from embedline.tasks.vectors import l2_normalize
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ class Capability(StrEnum):
 @runtime_checkable
 class RequestPlanner(Protocol):
     """Embedders with :attr:`Capability.PLANS_REQUESTS` cut the texts into request groups themselves
-    (e.g. by a token budget); others get fixed groups of ``embed.batch_size * GROUP_BATCHES``."""
+    (e.g. by a token budget); others get fixed groups of ``embed.batch_size`` (one cache commit per model batch)."""
 
     def plan_groups(self, texts: list[str]) -> list[list[int]]:
         """Indices of ``texts``, grouped into the requests (cache commits) to make."""
@@ -99,7 +100,7 @@ class EmbedError(RuntimeError):
     """An embedding failed for a reason retrying will not fix (bad input, auth, bad response)."""
 
 
-class EmbedTransientError(EmbedError):
+class EmbedTransientError(EmbedError, TransientError):
     """Transient failures (429/5xx/timeouts) outlasted ``embed.max_retries``: a later whole-task
     retry (Prefect's) may succeed; everything already embedded is in the cache."""
 

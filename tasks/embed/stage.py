@@ -52,7 +52,6 @@ from embedline.tasks.records import write_json
 from embedline.tasks.tokenize import load_token_counter
 
 Progress = Callable[[int, int], None]
-GROUP_BATCHES = 8  # local models: texts per cache commit = batch_size * GROUP_BATCHES
 _COLS = ["chunk_id", "source", "text_hash", "embed_text"]
 
 
@@ -196,15 +195,23 @@ def _embed_into_cache(
     progress: Callable[[int], None] | None,
 ) -> int:
     emb = get_embedder(params)
+    todo = sorted(todo, key=lambda h: len(owned[h]))  # similar lengths share a batch: little padding
     texts = with_prompt([owned[h] for h in todo], params.passage_prompt)
-    groups = request_groups(emb, params, texts, params.batch_size * GROUP_BATCHES)
+    groups = request_groups(emb, params, texts, params.batch_size)  # local: one batch per commit
     workers = request_workers(params)
     width = cache.dims(ns)
     done = 0
 
     def run(group: list[int]) -> tuple[list[int], np.ndarray]:
-        vecs = validate_vectors(emb.embed([texts[i] for i in group]), len(group), width, emb.name)
-        return group, vecs
+        try:
+            vecs = emb.embed([texts[i] for i in group])
+        except EmbedError as exc:  # requests of this group that succeeded before it failed
+            partial: dict[int, np.ndarray] = getattr(exc, "partial", None) or {}
+            if partial:
+                got = np.stack(list(partial.values()))
+                exc.salvage = ([group[j] for j in partial], validate_vectors(got, len(got), width, emb.name))  # type: ignore[attr-defined]
+            raise
+        return group, validate_vectors(vecs, len(group), width, emb.name)
 
     def commit(group: list[int], vecs: np.ndarray) -> None:
         nonlocal done, width
@@ -215,20 +222,58 @@ def _embed_into_cache(
             span = shard.row_stop - shard.row_start
             progress(shard.row_start + (span * done) // len(todo))
 
-    if workers == 1 or len(groups) == 1:
-        for g in groups:
-            commit(*run(g))
-    else:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="embed") as pool:
-            futures = [pool.submit(run, g) for g in groups]
-            try:
-                for fut in as_completed(futures):
-                    commit(*fut.result())  # the main thread owns this cache connection
-            except BaseException:
-                for f in futures:
-                    f.cancel()
-                raise
+    try:
+        if workers == 1 or len(groups) == 1:
+            for g in groups:
+                commit(*run(g))
+        else:
+            _run_parallel(groups, run, commit, workers)
+    except EmbedError as exc:
+        _salvage(exc, commit)
+        raise
     return done
+
+
+def _salvage(exc: BaseException, commit: Callable[[list[int], np.ndarray], None]) -> None:
+    """Commit the vectors a failed group had already been paid for (once)."""
+    salvage = getattr(exc, "salvage", None)
+    if salvage:
+        exc.salvage = None  # type: ignore[attr-defined]
+        commit(*salvage)
+
+
+def _run_parallel(
+    groups: list[list[int]],
+    run: Callable[[list[int]], tuple[list[int], np.ndarray]],
+    commit: Callable[[list[int], np.ndarray], None],
+    workers: int,
+) -> None:
+    """Run groups on a thread pool; commit each result on this thread (it owns the cache
+    connection). When one group fails, groups not started are cancelled, but every request
+    already in flight is awaited and, if it succeeds, committed: paid-for vectors are never
+    dropped. Then the first failure is raised."""
+    failure: BaseException | None = None
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="embed") as pool:
+        futures = [pool.submit(run, g) for g in groups]
+        try:
+            for fut in as_completed(futures):
+                if fut.cancelled():
+                    continue
+                exc = fut.exception()
+                if exc is None:
+                    commit(*fut.result())
+                    continue
+                _salvage(exc, commit)
+                if failure is None:
+                    failure = exc
+                    for f in futures:
+                        f.cancel()
+        except BaseException:  # Ctrl-C or a failing commit: stop starting new requests, then re-raise
+            for f in futures:
+                f.cancel()
+            raise
+    if failure is not None:
+        raise failure
 
 
 # ---- finalize --------------------------------------------------------------------------------------
@@ -256,7 +301,10 @@ def finalize_embed(
         if dims is None:
             if n:
                 raise EmbedError(f"no cached vectors for this model/params in {path}: run embed_shard first")
-            dims = int(get_embedder(params).dims)
+            try:
+                dims = int(get_embedder(params).dims)
+            except EmbedError:  # an API model of unknown width: no request is spent on an empty set
+                dims = int(params.dimensions or 0)
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dims))
         row = 0
         for batch in rows.iter_batches(["chunk_id", "source", "text_hash"]):

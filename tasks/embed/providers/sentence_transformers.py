@@ -75,20 +75,28 @@ def local_model_revision(path: str | Path) -> str:
 
 
 def _local_dir(params: EmbedParams) -> str | None:
-    """A local folder for the model: a path, the bundled default, or an offline hub snapshot."""
+    """A local folder for the model: a path, the bundled default, or a hub snapshot: from the
+    local cache, else downloaded now (unless offline). Downloading here, before anything asks for
+    the revision, keeps the revision (hence the cache namespace and the fingerprint) the same
+    before and after the model is first loaded."""
     resolved = resolve_model(params.model)
     if Path(resolved).is_dir():
         return resolved
     try:
         from huggingface_hub import snapshot_download
-
-        return str(snapshot_download(params.model, revision=params.revision, local_files_only=True))
-    except Exception:  # noqa: BLE001 a hub lookup in offline mode fails with hub/OSError/ValueError variants: any means 'not cached locally'
+    except ImportError:  # pragma: no cover - a dependency of sentence-transformers
         return None
+    for local_only in (True, False):
+        try:
+            return str(snapshot_download(params.model, revision=params.revision, local_files_only=local_only))
+        except Exception as exc:  # noqa: BLE001 hub/OSError/ValueError variants all mean "not available": the model load reports it
+            log.debug("hub snapshot of %s (local_files_only=%s): %s", params.model, local_only, exc)
+    return None
 
 
 def revision_for(params: EmbedParams) -> str:
-    """The model revision without loading the model (hashes files; cheap after the first call)."""
+    """The model revision without loading the model (hashes files; cheap after the first call).
+    A hub model not on disk yet is downloaded first (see :func:`_local_dir`)."""
     local = _local_dir(params)
     if local is not None:
         return local_model_revision(local)
