@@ -9,8 +9,7 @@ from typing import Annotated
 
 import typer
 
-from embedline.flows.console import ParamsOpt, SetOpt, guard, load, out, print_stats
-from embedline.tasks.config import PARAMS_FILE, ConfigError
+from embedline.flows.console import PARAMS_FILE, ParamsOpt, SetOpt, guard, load, out, print_stats
 
 
 def ingest(
@@ -56,6 +55,8 @@ def stage(
         from embedline.tasks.pipeline import STAGES, UnknownStageError, run_stage
 
         if name not in STAGES:
+            from embedline.tasks.config import ConfigError
+
             raise ConfigError(str(UnknownStageError(name)))
         cfg, art = load(params, set_)
         if os.environ.get("PREFECT_API_URL"):

@@ -12,12 +12,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+from typing import TYPE_CHECKING
+
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from embedline.tasks.artifacts import Artifacts
-from embedline.tasks.config import Config, ConfigError, load_config
+if TYPE_CHECKING:  # pydantic (config) loads only when a command runs: `embedline --help` stays fast
+    from embedline.tasks.artifacts import Artifacts
+    from embedline.tasks.config import Config
+
+# the default params file (= embedline.tasks.config.PARAMS_FILE; a test keeps them equal)
+PARAMS_FILE = "params.yaml"
 
 out = Console()
 err = Console(stderr=True)
@@ -36,15 +41,17 @@ def guard(fn: Callable[[], T]) -> T:
     """Run a command body: config errors exit 2, other failures exit 1, both with one clear line."""
     try:
         return fn()
-    except ConfigError as exc:
-        err.print(f"[red]config error:[/red] {exc}")
-        raise typer.Exit(2) from None
     except typer.Exit:
         raise
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/yellow] (completed embedding batches are cached)")
         raise typer.Exit(130) from None
     except Exception as exc:
+        from embedline.tasks.config import ConfigError
+
+        if isinstance(exc, ConfigError):
+            err.print(f"[red]config error:[/red] {exc}")
+            raise typer.Exit(2) from None
         if os.environ.get("EMBEDLINE_DEBUG"):
             raise
         err.print(f"[red]error:[/red] {type(exc).__name__}: {exc}")
@@ -52,6 +59,9 @@ def guard(fn: Callable[[], T]) -> T:
 
 
 def load(params: Path, overrides: list[str] | None, source: str | None = None) -> tuple[Config, Artifacts]:
+    from embedline.tasks.artifacts import Artifacts
+    from embedline.tasks.config import load_config
+
     items = list(overrides or [])
     if source is not None:
         items.append(f"source={json.dumps(source)}")
@@ -60,6 +70,8 @@ def load(params: Path, overrides: list[str] | None, source: str | None = None) -
 
 
 def print_stats(title: str, stats: dict[str, Any]) -> None:
+    from rich.table import Table
+
     table = Table(title=title, show_header=False)
     for k, v in stats.items():
         table.add_row(str(k), str(v))

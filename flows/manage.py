@@ -7,8 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from embedline.flows.console import ParamsOpt, SetOpt, err, guard, load, out, print_stats
-from embedline.tasks.config import PARAMS_FILE
+from embedline.flows.console import PARAMS_FILE, ParamsOpt, SetOpt, err, guard, load, out, print_stats
 
 
 def _show_plan(result: dict[str, Any]) -> None:

@@ -38,6 +38,7 @@ from embedline.tasks.embed.manifest import STAT_KEYS, aggregate_shards, build_ma
 from embedline.tasks.embed.protocol import (
     EmbedError,
     EmbedInputError,
+    truncate_dims,
     validate_vectors,
     with_prompt,
 )
@@ -80,6 +81,14 @@ def embed_query(cfg_embed: EmbedParams, text: str) -> np.ndarray:
     """The vector of a search query: query prompt, dimensions and normalisation applied."""
     if not text.strip():
         raise EmbedInputError("empty query")
+    from embedline.tasks.embed.query import light_encoder
+    from embedline.tasks.embed.registry import peek_embedder
+
+    fast = None if peek_embedder(cfg_embed) is not None else light_encoder(cfg_embed)
+    if fast is not None:  # the exported graph of the ingest model: no torch import (query.py)
+        raw = fast.encode(with_prompt([text], cfg_embed.query_prompt))
+        vec = truncate_dims(raw, cfg_embed.dimensions, cfg_embed.normalize)
+        return validate_vectors(vec, 1, None, f"onnx-query:{cfg_embed.model}")[0]
     emb = get_embedder(cfg_embed)
     vec = emb.embed(with_prompt([text], cfg_embed.query_prompt))
     return validate_vectors(vec, 1, None, emb.name)[0]
@@ -283,7 +292,18 @@ def finalize_embed(
     seconds = round(time.time() - begin, 3)
     manifest = build_manifest(cfg, art, revision, dims, n, len(unique), corpus.hexdigest(), stats, seconds)
     write_json(art.manifest, manifest)
+    _prepare_fast_search(params)
     return {k: manifest[k] for k in STAT_KEYS}
+
+
+def _prepare_fast_search(params: EmbedParams) -> None:
+    """After a run that loaded a torch model: export its ONNX graph once for torch-free search."""
+    from embedline.tasks.embed.query import prepare_query_graph
+    from embedline.tasks.embed.registry import peek_embedder
+
+    loaded = peek_embedder(params)
+    if loaded is not None:  # never load a model only for this (a no-change run stays cheap)
+        prepare_query_graph(params, loaded)
 
 
 # ---- the whole stage -------------------------------------------------------------------------------
