@@ -7,7 +7,16 @@ from typing import Annotated, Any
 
 import typer
 
-from embedline.flows.console import PARAMS_FILE, ParamsOpt, SetOpt, err, guard, load, out, print_stats
+from embedline.flows.console import (
+    PARAMS_FILE,
+    ParamsOpt,
+    SetOpt,
+    err,
+    guard,
+    load,
+    out,
+    print_stats,
+)
 
 
 def _show_plan(result: dict[str, Any]) -> None:
