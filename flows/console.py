@@ -22,6 +22,19 @@ if TYPE_CHECKING:  # pydantic (config) loads only when a command runs: `embedlin
 # the default params file (= embedline.tasks.config.PARAMS_FILE; a test keeps them equal)
 PARAMS_FILE = "params.yaml"
 
+EPHEMERAL_TIMEOUT_S = 180  # Prefect's default (20 s) is too short on a busy 2-core machine
+
+
+def quiet_prefect() -> None:
+    """Environment defaults applied before Prefect is imported by any command: no telemetry (no
+    banner, no "Failed to send telemetry" offline) and a patient temporary-server start (issue 14
+    row 17). Explicit user settings win."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", str(EPHEMERAL_TIMEOUT_S))
+
+
+quiet_prefect()
+
 out = Console()
 err = Console(stderr=True)
 T = TypeVar("T")
@@ -30,6 +43,7 @@ SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", help="Override a param: section.key=value (repeatable)."),
 ]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show the stages' log lines.")]
 ParamsOpt = Annotated[
     Path, typer.Option("--params", help="params.yaml to use; its folder is the project root.")
 ]
@@ -65,6 +79,18 @@ def load(params: Path, overrides: list[str] | None, source: str | None = None) -
         items.append(f"source={json.dumps(source)}")
     cfg = load_config(params, items)
     return cfg, Artifacts(params.resolve().parent)
+
+
+def verbose_logs(on: bool) -> None:
+    """``-v``: the stages' INFO log lines on stderr (rich handler; warnings are always shown)."""
+    import logging
+
+    from rich.logging import RichHandler
+
+    logger = logging.getLogger("embedline")
+    if not any(isinstance(h, RichHandler) for h in logger.handlers):
+        logger.addHandler(RichHandler(console=err, show_path=False, rich_tracebacks=False))
+    logger.setLevel(logging.INFO if on else logging.WARNING)
 
 
 def print_stats(title: str, stats: dict[str, Any]) -> None:
