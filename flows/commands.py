@@ -47,6 +47,7 @@ def ingest(
         cfg, art = load(params, items, source)
         verbose_logs(verbose)
         from embedline.flows.inprocess import quiet_prefect, run_inprocess, use_prefect
+        from embedline.flows.reporters import terminal_progress
 
         kwargs: dict[str, Any] = {"dry_run": dry_run, "allow_mass_delete": allow_mass_delete,
                                   "evaluate": evaluate}
@@ -58,9 +59,11 @@ def ingest(
                           "`make serve` keeps one running, --no-prefect skips it)")
             from embedline.flows.ingest import ingest as ingest_flow
 
-            run = ingest_flow(params=cfg, root=str(art.root), **kwargs)
+            with terminal_progress(err):
+                run = ingest_flow(params=cfg, root=str(art.root), **kwargs)
         else:
-            run = run_inprocess(cfg, str(art.root), **kwargs)
+            with terminal_progress(err):
+                run = run_inprocess(cfg, str(art.root), **kwargs)
         if dry_run:
             print_stats("embedline ingest --dry-run (nothing written)", run["plan"])
             return
@@ -86,12 +89,16 @@ def stage(
 
             raise ConfigError(str(UnknownStageError(name)))
         cfg, art = load(params, set_)
+        from embedline.flows.reporters import terminal_progress
+
         if os.environ.get("PREFECT_API_URL"):
             from embedline.flows.ingest import stage_flow
 
-            stats = stage_flow(name=name, params=cfg, root=str(art.root))
+            with terminal_progress(err):
+                stats = stage_flow(name=name, params=cfg, root=str(art.root))
         else:
-            stats = run_stage(name, cfg, art)
+            with terminal_progress(err):
+                stats = run_stage(name, cfg, art)
         from embedline.tasks.summary import one_line
 
         out.print(one_line(name, stats))

@@ -12,6 +12,7 @@ from typing import Any
 from prefect import flow, unmapped
 
 from embedline.flows import stages
+from embedline.flows.reporters import flow_progress
 from embedline.flows.runtime import (
     dvc_record,
     embed_runner,
@@ -20,6 +21,7 @@ from embedline.flows.runtime import (
     resolve_config,
 )
 from embedline.tasks.config import Config
+from embedline.tasks.pipeline import INGEST_STAGES
 
 
 @flow(name="embed-fanout", log_prints=True)
@@ -53,7 +55,8 @@ def ingest(
     cfg = resolve_config(root, params, overrides)
     if dry_run:
         return {"plan": stages.plan(cfg, root)}
-    with ingest_lock(root):
+    names = [*INGEST_STAGES, "evaluate"] if evaluate else list(INGEST_STAGES)
+    with ingest_lock(root), flow_progress(names):  # one progress artifact on this (main) flow run
         run: dict[str, dict[str, Any]] = {}
         # Stages exchange files, not results: `wait_for` draws each edge of the DAG in the UI.
         run["preprocess"] = stages.preprocess(cfg, root)

@@ -115,7 +115,10 @@ def eval_(
         from embedline.tasks.evaluate import evaluate_dataset
 
         workdir = art.root / "data" / "eval-runs" / dataset.resolve().name
-        result = evaluate_dataset(cfg, dataset.resolve(), workdir)
+        from embedline.flows.reporters import terminal_progress
+
+        with terminal_progress(err):
+            result = evaluate_dataset(cfg, dataset.resolve(), workdir)
         _print_eval(result)
 
     guard(body)

@@ -84,16 +84,22 @@ def plan_embed_shards(cfg: Config, root: str) -> list[Any]:
 )
 def embed_shard(cfg: Config, root: str, shard: Any) -> dict[str, Any]:
     """One shard of the embed fan-out: fills the embedding cache for a row range."""
+    from embedline.tasks import progress
     from embedline.tasks.embed import embed_shard as _embed_shard
+    from embedline.tasks.embed.rows import ChunkRows
 
-    return _embed_shard(cfg, _art(root), shard)
+    art = _art(root)
+    bar = progress.shared("embed", total=ChunkRows(art.chunks).num_rows, unit="chunk")  # all shards
+    return _embed_shard(cfg, art, shard, progress.row_reporter(bar, shard.row_start))
 
 
 @task(name="embed", cache_policy=NONE, timeout_seconds=3600)
 def embed(cfg: Config, root: str, shard_stats: list[dict[str, Any]]) -> dict[str, Any]:
     """Assemble vectors.npy + manifest from the cache filled by the shards."""
+    from embedline.tasks import progress
     from embedline.tasks.embed import finalize_embed
 
+    progress.close("embed")  # the shards' shared tracker
     art = _art(root)
     stats = finalize_embed(cfg, art, shard_stats)
     stats["shards"] = len(shard_stats)

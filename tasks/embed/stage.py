@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -47,7 +46,7 @@ from embedline.tasks.embed.rows import ChunkRows
 from embedline.tasks.records import write_json
 
 Progress = Callable[[int, int], None]
-GROUP_BATCHES = 8  # local models: texts per cache commit = batch_size * GROUP_BATCHES
+GROUP_BATCHES = 1  # local models: texts per cache commit (and progress step) = batch_size * GROUP_BATCHES
 _COLS = ["chunk_id", "source", "text_hash", "embed_text"]
 
 
@@ -198,6 +197,8 @@ def _embed_into_cache(
     progress: Callable[[int], None] | None,
 ) -> int:
     emb = get_embedder(params)
+    # longest first, as sentence-transformers orders one call: per-batch groups pad little
+    todo.sort(key=lambda h: (-len(owned[h]), h))
     texts = with_prompt([owned[h] for h in todo], params.passage_prompt)
     planner = getattr(emb, "plan_groups", None)
     groups = planner(texts) if callable(planner) else fixed_groups(len(texts), params.batch_size * GROUP_BATCHES)
@@ -312,23 +313,19 @@ def run_embed(cfg: Config, art: Artifacts, progress: Progress | None = None) -> 
     t0 = time.time()
     shards = plan_shards(cfg, art)
     total = shards[-1].row_stop if shards else 0
-    bar = None
-    if progress is None and sys.stderr.isatty():
-        from tqdm import tqdm
+    from embedline.tasks import progress as stage_progress
 
-        bar = tqdm(total=total, unit="chunk", desc="embed", file=sys.stderr, leave=False)
+    stats = []
+    with stage_progress.track("embed", total=total, unit="chunk") as bar:
+        for s in shards:
+            advance = stage_progress.row_reporter(bar, s.row_start)
 
-    def report(done: int, _of: int) -> None:
-        if progress:
-            progress(done, total)
-        if bar is not None:
-            bar.update(done - bar.n)
+            def report(done: int, _of: int, advance: Callable[[int, int], None] = advance) -> None:
+                advance(done, total)
+                if progress:
+                    progress(done, total)
 
-    try:
-        stats = [embed_shard(cfg, art, s, report) for s in shards]
-    finally:
-        if bar is not None:
-            bar.close()
+            stats.append(embed_shard(cfg, art, s, report))
     result = finalize_embed(cfg, art, stats, started_at=t0)
     result["shards"] = len(shards)
     return result

@@ -26,6 +26,7 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow.parquet as pq
 
+from embedline.tasks import progress
 from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.config import Config
 from embedline.tasks.records import write_json
@@ -153,7 +154,8 @@ def _sync(ctx: Context, desired: dict[str, str], sp: SyncPlan, vectors: np.ndarr
     if wanted:
         batches = iter_desired(ctx.art.deduped, fingerprint=ctx.fingerprint, model=ctx.model)
         records = records_for(batches, vectors, wanted, sparse=sparse_encoder(ctx.cfg))
-        written = write_points(store, ctx.collection, records, params=q, dims=ctx.dims)
+        with progress.track("upsert", total=len(wanted), unit="point") as bar:
+            written = write_points(store, ctx.collection, progress.counted(records, bar), params=q, dims=ctx.dims)
     deleted = delete_points(store, ctx.collection, sp.deletes)  # only after every upsert landed
     if written or deleted:
         store.optimize(ctx.collection)
