@@ -26,6 +26,7 @@ from embedline.tasks.evaluation.interface import (
     document_text,
     embed_queries,
     embed_texts,
+    query_cache_file,
 )
 from embedline.tasks.records import content_hash
 
@@ -123,6 +124,7 @@ class WholeDocRetriever:
 
         transform = EmbedTransform(cfg.preprocess)
         self.params = params
+        self.query_cache = query_cache_file(cfg, art)
         texts = [transform(d.text, d.language) for d in docs]
         keep = [i for i, t in enumerate(texts) if t.strip()]  # empty documents cannot be embedded
         self.ids = [docs[i].id for i in keep]
@@ -134,6 +136,6 @@ class WholeDocRetriever:
             return {}
         if not self.ids:
             return {q: {} for q in qids}
-        q = l2_normalize(embed_queries(self.params, [queries[x] for x in qids]))
+        q = l2_normalize(embed_queries(self.params, [queries[x] for x in qids], self.query_cache))
         scores = q @ self.matrix.T
         return {qid: _top_k(scores[i], self.ids, k, positive_only=False) for i, qid in enumerate(qids)}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
@@ -92,6 +93,35 @@ def embed_texts(params: EmbedParams, texts: Sequence[str], prompt: str) -> np.nd
     return np.concatenate(parts, axis=0).astype(np.float32, copy=False)
 
 
-def embed_queries(params: EmbedParams, texts: Sequence[str]) -> np.ndarray:
-    """Query vectors with ``embed.query_prompt``: :func:`embedline.tasks.embed.embed_query`, batched."""
-    return embed_texts(params, texts, params.query_prompt)
+def embed_queries(params: EmbedParams, texts: Sequence[str], cache_file: Path | None = None) -> np.ndarray:
+    """Query vectors with ``embed.query_prompt``: :func:`embedline.tasks.embed.embed_query`, batched.
+
+    With ``cache_file`` (the project's embedding cache) they go through the cache, so a re-run pays
+    for no query and loads no model (issue 14 row 16). The namespace is the passage namespace of
+    ``params`` with the query prompt in place of the passage prompt: equal prompts give equal
+    vectors, different prompts different namespaces."""
+    if cache_file is None or not texts:
+        return embed_texts(params, texts, params.query_prompt)
+    from embedline.tasks.embed.cache import EmbeddingCache, namespace_for, namespace_spec
+    from embedline.tasks.embed.registry import revision_for
+    from embedline.tasks.records import content_hash
+
+    as_passage = params.model_copy(update={"passage_prompt": params.query_prompt})
+    revision = revision_for(params)
+    ns = namespace_for(as_passage, revision)
+    hashes = [content_hash(t) for t in texts]
+    first = dict(zip(hashes, texts, strict=True))
+    with EmbeddingCache(cache_file) as cache:
+        cache.register(ns, namespace_spec(as_passage, revision))
+        got = cache.get_many(ns, list(first), count=False)
+        todo = [h for h in first if h not in got]
+        if todo:
+            fresh = embed_texts(params, [first[h] for h in todo], params.query_prompt)
+            cache.put_many(ns, zip(todo, fresh, strict=True))
+            got.update(zip(todo, fresh, strict=True))
+    return np.stack([got[h] for h in hashes]).astype(np.float32, copy=False)
+
+
+def query_cache_file(cfg: Config, art: Artifacts) -> Path | None:
+    """The embedding cache file for evaluation queries (None when ``embed.cache`` is off)."""
+    return art.resolve(cfg.embed.cache_path) if cfg.embed.cache else None

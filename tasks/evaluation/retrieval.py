@@ -28,6 +28,7 @@ from embedline.tasks.evaluation.interface import (
     document_text,
     embed_queries,
     embed_texts,
+    query_cache_file,
 )
 from embedline.tasks.evaluation.metrics import docs_from_hits
 
@@ -57,7 +58,8 @@ class DenseRetriever:
 
     def search(self, queries: Mapping[str, str], k: int) -> RunDict:
         qids = list(queries)
-        vecs = embed_queries(self.ctx.embed_params, [queries[q] for q in qids])
+        cache = query_cache_file(self.ctx.cfg, self.ctx.art)
+        vecs = embed_queries(self.ctx.embed_params, [queries[q] for q in qids], cache)
         chunk_k = max(k * self.hits_factor, k)
         run: RunDict = {}
         for qid, vec in zip(qids, vecs, strict=True):

@@ -26,7 +26,7 @@ from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.config import Config, apply_overrides, validate
 from embedline.tasks.evaluation.beir import BeirDataset, is_beir_dir, load_beir
 from embedline.tasks.evaluation.gate import collection_embed_params
-from embedline.tasks.evaluation.intrinsic import intrinsic_checks, write_curve
+from embedline.tasks.evaluation.intrinsic import cached_intrinsic_checks, write_curve
 from embedline.tasks.evaluation.metrics import DocKey, evaluate_run, jsonl_record_key, recall_curve
 from embedline.tasks.evaluation.retrieval import EvalContext, get_retriever
 from embedline.tasks.records import read_json, write_json
@@ -119,7 +119,7 @@ def run_evaluate(cfg: Config, art: Artifacts, *, collection: str | None = None) 
                 "seconds": round(time.perf_counter() - t0, 3)}
     results, curves = score_methods(ctx, dataset, methods_for(cfg, store, name))
     write_curve(art.metrics / CURVE_FILE, curves)
-    intrinsic = intrinsic_checks(
+    intrinsic = cached_intrinsic_checks(  # only when the vector set changed (bounded sample)
         store, name, art, sample=cfg.eval.map_sample, map_path=art.metrics / MAP_FILE
     )
     out: dict[str, Any] = {}

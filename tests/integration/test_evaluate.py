@@ -232,3 +232,25 @@ def test_mismatched_query_set_is_skipped_with_a_warning_and_never_gates(
     gate = make_gate(cfg, art)
     gate("shadow-does-not-exist", "live-does-not-exist")  # skipped before scoring any collection
     assert gate.last["gate"].startswith("skipped") and "does not match" in gate.last["gate"]
+
+
+def test_a_rerun_embeds_nothing_and_reuses_the_intrinsic_checks(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from embedline.tasks.embed import clear_embedders, peek_embedder
+    from embedline.tasks.evaluate import run_evaluate
+    from embedline.tasks.evaluation import intrinsic
+
+    cfg, art = config(project), Artifacts(project)
+    ingest(cfg, art)
+    first = run_evaluate(cfg, art)
+    clear_embedders()
+
+    def no_recompute(*_a: object, **_k: object) -> None:
+        raise AssertionError("intrinsic checks recomputed although the vector set did not change")
+
+    monkeypatch.setattr(intrinsic, "intrinsic_checks", no_recompute)
+    second = run_evaluate(cfg, art)
+    assert peek_embedder(cfg.embed) is None  # queries and whole documents all came from the cache
+    for key in ("ndcg@10", "wholedoc_ndcg@10", "bm25_ndcg@10", "silhouette", "map_points"):
+        assert second[key] == first[key], key
