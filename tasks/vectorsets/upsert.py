@@ -353,8 +353,10 @@ def search(
     """Embed ``query`` (query prompt applied) and search the live alias ``qdrant.collection``:
     ``dense`` (vector search) or ``hybrid`` (dense + BM25 sparse fused by RRF in Qdrant; needs a
     vector set built with ``qdrant.sparse=true``, else :class:`SparseVectorMissingError`)."""
+    from embedline.tasks.embed.auto import resolve_auto
     from embedline.tasks.vectorsets.lifecycle import store_for
 
+    cfg = resolve_auto(cfg, art)  # embed.backend=auto: the recorded choice (calibrated at ingest)
     try:
         run = SEARCH_MODES[mode]
     except KeyError:
