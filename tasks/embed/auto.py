@@ -155,6 +155,7 @@ def calibrate(params: EmbedParams, art: Artifacts | None = None, *,
         "texts": len(texts), "min_mean_cosine": MIN_MEAN_COSINE,
         "speedup": round(best.texts_per_second / max(trials[0].texts_per_second, 1e-9), 3),
         "mean_cosine": best.mean_cosine, "trials": [asdict(t) for t in trials],
+        "loadavg_1m": round(os.getloadavg()[0], 2),  # timings on a busy machine are noisier
     }
     log.warning("embed.backend=auto: %s/%s (x%.2f torch fp32, mean cosine %.6f) on this machine",
                 best.backend, best.precision, record["speedup"], best.mean_cosine)

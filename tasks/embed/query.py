@@ -10,9 +10,11 @@ numpy. Nothing here imports torch or transformers.
 Which graph, and when it may be used (vectors must be those of the ingest model):
 
 * ``backend=onnx``: the very graph the ingest used (``onnx-<precision>.onnx``);
-* ``backend=torch`` (fp32): ``onnx-fp32.onnx``, only if ``query-check.json`` next to it records a
-  measured agreement with torch of cosine >= 1 - 1e-5 (:data:`AGREEMENT`);
-* anything else (openvino, API providers, models that are not on disk): the normal embedder.
+* ``backend=torch`` (fp32) or ``openvino`` (fp32): ``onnx-fp32.onnx``, only if
+  ``query-check-<backend>-<precision>.json`` next to it records a measured agreement with that
+  backend of cosine >= 1 - 1e-5 (:data:`AGREEMENT`; OpenVINO running bf16 on an AVX512-BF16 CPU
+  does not pass, and keeps its own embedder);
+* anything else (openvino int8, API providers, models that are not on disk): the normal embedder.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from embedline.tasks.config import EmbedParams
 log = logging.getLogger(__name__)
 
 AGREEMENT = 1e-5  # torch vs exported graph: 1 - cosine must stay below this
-CHECK_FILE = "query-check.json"
+CHECKED = {("torch", "fp32"), ("openvino", "fp32")}  # backends whose query path needs a check
 PROBES = [
     "how do I search the vector store?",
     "A longer probe sentence about galaxies, telescopes and the light of distant stars.",
@@ -92,7 +94,11 @@ def _applicable(params: EmbedParams) -> bool:
         return False
     if params.provider != "sentence-transformers":
         return False
-    return params.backend == "onnx" or (params.backend == "torch" and params.precision == "fp32")
+    return params.backend == "onnx" or (params.backend, params.precision) in CHECKED
+
+
+def check_file(folder: Path, params: EmbedParams) -> Path:
+    return folder / f"query-check-{params.backend}-{params.precision}.json"
 
 
 def _model_dir(params: EmbedParams) -> str | None:
@@ -113,7 +119,7 @@ def graph_for(params: EmbedParams, model_path: str) -> Path | None:
         graph = folder / f"onnx-{params.precision}.onnx"
         return graph if graph.is_file() else None
     graph = folder / "onnx-fp32.onnx"
-    check = folder / CHECK_FILE
+    check = check_file(folder, params)
     if not (graph.is_file() and check.is_file()):
         return None
     try:
@@ -159,13 +165,14 @@ def clear_encoders() -> None:
 
 # ---- after a torch ingest: export the graph once and check it -------------------------------------
 def prepare_query_graph(params: EmbedParams, embedder: Any = None) -> dict[str, Any] | None:
-    """Export the fp32 ONNX graph of a torch-backed local model (once per model and machine) and
-    record its agreement with torch on :data:`PROBES`, so later searches can skip torch.
+    """Export the fp32 ONNX graph of a torch- or OpenVINO-backed local model (once per model and
+    machine) and record its agreement with that backend on :data:`PROBES`, so later searches can
+    skip torch/OpenVINO.
 
     Returns the recorded check (or None when not applicable). Never raises: the fast path is an
     optimisation, a failure only leaves search on the torch embedder.
     """
-    if params.provider != "sentence-transformers" or params.backend != "torch" or params.precision != "fp32":
+    if params.provider != "sentence-transformers" or (params.backend, params.precision) not in CHECKED:
         return None
     try:
         return _prepare(params, embedder)
@@ -183,7 +190,7 @@ def _prepare(params: EmbedParams, embedder: Any) -> dict[str, Any] | None:
     if model_path is None:
         return None
     folder = export_dir(model_path, params)
-    check = folder / CHECK_FILE
+    check = check_file(folder, params)
     if check.is_file() and (folder / "onnx-fp32.onnx").is_file():
         recorded: dict[str, Any] = json.loads(check.read_text())
         return recorded
@@ -201,6 +208,6 @@ def _prepare(params: EmbedParams, embedder: Any) -> dict[str, Any] | None:
     tmp = check.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=2))
     os.replace(tmp, check)
-    log.info("fast query graph %s: min cosine vs torch %.7f (%s)", graph, worst,
+    log.info("fast query graph %s: min cosine vs %s %.7f (%s)", graph, params.backend, worst,
              "used by search" if result["ok"] else "not used")
     return result

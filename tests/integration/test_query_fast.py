@@ -15,7 +15,7 @@ import pytest
 from embedline.tasks.config import EmbedParams
 from embedline.tasks.embed import clear_embedders, embed_query, get_embedder
 from embedline.tasks.embed.query import (
-    CHECK_FILE,
+    check_file,
     clear_encoders,
     graph_for,
     light_encoder,
@@ -86,11 +86,12 @@ def test_failed_check_keeps_torch_and_search_never_imports_torch(models: Path) -
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.split() == ["384", "False", "False"]
     # a recorded disagreement disables the graph for a torch ingest model
-    (folder / CHECK_FILE).write_text(json.dumps({"ok": False, "min_cosine": 0.9}))
+    check_file(folder, params).write_text(json.dumps({"ok": False, "min_cosine": 0.9}))
     clear_encoders()
     assert light_encoder(params) is None
-    # other precisions / providers never take the torch-free path for a torch ingest
+    # no recorded check for OpenVINO yet: its ingest keeps its own embedder
     assert light_encoder(st(models, backend="openvino")) is None
+    assert light_encoder(st(models, backend="openvino", precision="int8")) is None
 
 
 def _model_dir(params: EmbedParams) -> str:
