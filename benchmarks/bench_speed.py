@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -35,19 +36,29 @@ def _env() -> dict[str, str]:
     return env
 
 
+CPU: list[float] = []  # user+sys CPU seconds of each timed child (robust to a busy machine)
+
+
 def timed(args: list[str], cwd: Path) -> tuple[float, subprocess.CompletedProcess[str]]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     res = subprocess.run([str(EMBEDLINE), *args], cwd=cwd, env=_env(), capture_output=True, text=True,
                          timeout=3600)
     seconds = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU.append(round(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, 3))
     if res.returncode != 0:
         raise RuntimeError(f"embedline {' '.join(args)} failed: {res.stderr[-2000:]}")
     return round(seconds, 3), res
 
 
 def series(args: list[str], cwd: Path, repeat: int) -> dict[str, Any]:
-    times = [timed(args, cwd)[0] for _ in range(repeat)]
-    return {"runs": times, "min": min(times), "median": round(statistics.median(times), 3)}
+    times, cpu = [], []
+    for _ in range(repeat):
+        times.append(timed(args, cwd)[0])
+        cpu.append(CPU[-1])
+    return {"runs": times, "min": min(times), "median": round(statistics.median(times), 3),
+            "cpu_seconds": cpu, "cpu_min": min(cpu)}
 
 
 def project(work: Path) -> Path:
@@ -93,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     first_s, _ = timed(["ingest", *sets], work)
     first_eval = metric(work, "evaluate").get("seconds")
-    out["first_ingest"] = {"seconds": first_s, "evaluate_seconds": first_eval,
+    out["first_ingest"] = {"seconds": first_s, "cpu_seconds": CPU[-1], "evaluate_seconds": first_eval,
                            "evaluate_share": round(first_eval / first_s, 3) if first_eval else None,
                            "embed": {k: metric(work, "embed").get(k) for k in
                                      ("backend", "precision", "texts_embedded", "texts_per_second", "seconds")}}
@@ -102,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     runs = []
     for _ in range(max(1, args.repeat // 2)):
         s, _ = timed(["ingest", *sets], work)
-        runs.append({"seconds": s, "evaluate_seconds": metric(work, "evaluate").get("seconds"),
+        runs.append({"seconds": s, "cpu_seconds": CPU[-1], "evaluate_seconds": metric(work, "evaluate").get("seconds"),
                      "texts_embedded": metric(work, "embed").get("texts_embedded")})
     out["no_change_ingest"] = {"runs": runs, "min": min(r["seconds"] for r in runs),
                                "median": round(statistics.median(r["seconds"] for r in runs), 3)}
