@@ -107,7 +107,7 @@ def flow_progress(stages: Sequence[str]) -> Iterator[None]:
     """Inside a flow run: the Prefect progress artifact (best effort: no API, no artifact)."""
     try:
         reporter: Any = PrefectArtifactReporter(stages)
-    except Exception:  # an artifact is a display; a missing API must not fail the run
+    except Exception:  # noqa: BLE001 an artifact is a display; a missing API must not fail the run
         reporter = None
     try:
         with progress.reporting(reporter) if reporter is not None else nullcontext():

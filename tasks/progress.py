@@ -63,7 +63,7 @@ def _emit(method: str, *args: object) -> None:
     for r in list(_reporters):
         try:
             getattr(r, method)(*args)
-        except Exception as exc:  # a display/API problem must never fail the stage it reports on
+        except Exception as exc:  # noqa: BLE001 a display/API problem must never fail the stage it reports on
             log.debug("progress reporter %r failed: %s", r, exc)
 
 

@@ -83,7 +83,7 @@ def machine_key() -> str:
             from importlib.metadata import version
 
             versions.append(f"{mod}={version(mod)}")
-        except Exception:  # not installed: not a candidate on this machine
+        except Exception:  # noqa: BLE001 not installed: not a candidate on this machine
             versions.append(f"{mod}=none")
     raw = f"{platform.machine()}|{model}|{os.cpu_count()}|{flags}|{'|'.join(versions)}"
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
@@ -129,7 +129,7 @@ def measure(params: EmbedParams, texts: list[str], candidates: Sequence[tuple[st
         try:
             emb: Any = get_embedder(params.model_copy(update={"backend": backend, "precision": precision}))
             vecs, speed = _timed(lambda t, e=emb: e.backend.encode(t, params.batch_size), texts)
-        except Exception as exc:  # a backend that does not install/export/compile here is no candidate
+        except Exception as exc:  # noqa: BLE001 a backend that does not install/export/compile here is no candidate
             trials.append(Trial(backend, precision, 0.0, 0.0, 0.0, f"{type(exc).__name__}: {exc}"[:300]))
             continue
         cos = np.sum(ref * vecs, axis=1)

@@ -155,7 +155,7 @@ def _build(params: EmbedParams) -> QueryEncoder | None:
         return None
     try:
         return QueryEncoder(model_path, graph)
-    except Exception as exc:  # a broken/unsupported graph or model folder: the embedder still works
+    except Exception as exc:  # noqa: BLE001 a broken/unsupported graph or model folder: the embedder still works
         log.info("fast query path unavailable (%s: %s); using the embedder", type(exc).__name__, exc)
         return None
 
@@ -178,7 +178,7 @@ def prepare_query_graph(params: EmbedParams, embedder: Any = None) -> dict[str, 
         return None
     try:
         return _prepare(params, embedder)
-    except Exception as exc:  # export needs torch.onnx; any failure just disables the fast path
+    except Exception as exc:  # noqa: BLE001 export needs torch.onnx; any failure just disables the fast path
         log.warning("could not prepare the fast query graph (%s: %s); search uses torch",
                     type(exc).__name__, exc)
         return None
