@@ -1,4 +1,4 @@
-"""Run commands: ingest (the Prefect flow), stage (one DVC stage), search, summary."""
+"""Run commands: ingest (a Prefect flow run, or the same DAG in-process), stage (one DVC stage), search, summary."""
 
 from __future__ import annotations
 
