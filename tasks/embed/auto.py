@@ -177,7 +177,10 @@ def resolve_auto(cfg: Config, art: Artifacts | None = None) -> Config:
     and fake providers: ``torch``, the field does not apply to them). Other configs unchanged."""
     if cfg.embed.backend != "auto":
         return cfg
-    if cfg.embed.provider != "sentence-transformers":
+    from embedline.tasks.embed.protocol import Capability
+    from embedline.tasks.embed.registry import provider_spec
+
+    if not provider_spec(cfg.embed.provider).has(Capability.LOCAL_BACKENDS):
         chosen = {"backend": "torch", "precision": cfg.embed.precision}
     else:
         record = calibrate(cfg.embed, art)

@@ -94,9 +94,16 @@ def _pool(hidden: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
 def _applicable(params: EmbedParams) -> bool:
     if os.environ.get("EMBEDLINE_QUERY_ONNX", "1") == "0":  # escape hatch: always use the embedder
         return False
-    if params.provider != "sentence-transformers":
+    if not _local_backends(params):
         return False
     return params.backend == "onnx" or (params.backend, params.precision) in CHECKED
+
+
+def _local_backends(params: EmbedParams) -> bool:
+    from embedline.tasks.embed.protocol import Capability
+    from embedline.tasks.embed.registry import provider_spec
+
+    return provider_spec(params.provider).has(Capability.LOCAL_BACKENDS)
 
 
 def check_file(folder: Path, params: EmbedParams) -> Path:
@@ -174,7 +181,7 @@ def prepare_query_graph(params: EmbedParams, embedder: Any = None) -> dict[str, 
     Returns the recorded check (or None when not applicable). Never raises: the fast path is an
     optimisation, a failure only leaves search on the torch embedder.
     """
-    if params.provider != "sentence-transformers" or (params.backend, params.precision) not in CHECKED:
+    if not _local_backends(params) or (params.backend, params.precision) not in CHECKED:
         return None
     try:
         return _prepare(params, embedder)

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from embedline.tasks.config import EmbedParams
-from embedline.tasks.embed.protocol import EmbedError, ProviderSpec, truncate_dims
+from embedline.tasks.embed.protocol import Capability, EmbedError, ProviderSpec, truncate_dims
 from embedline.tasks.tokenize import hf_counter, model_window, resolve_model
 
 log = logging.getLogger(__name__)
@@ -275,4 +275,5 @@ SPEC = ProviderSpec(
     factory=SentenceTransformerEmbedder,
     revision_for=revision_for,
     tokenizer_for=hf_counter,
+    capabilities=frozenset({Capability.LOCAL_BACKENDS}),
 )
