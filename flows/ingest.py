@@ -12,6 +12,7 @@ from typing import Any
 from prefect import flow, unmapped
 
 from embedline.flows import stages
+from embedline.flows.reporters import flow_progress
 from embedline.flows.runtime import (
     embed_runner,
     ingest_lock,
@@ -21,6 +22,7 @@ from embedline.flows.runtime import (
 )
 from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.config import Config
+from embedline.tasks.pipeline import INGEST_STAGES
 from embedline.tasks.preflight import check_ready
 
 
@@ -56,7 +58,8 @@ def ingest(
     check_ready(cfg, Artifacts(Path(root)))  # UI / deployment runs: fail before any work
     if dry_run:
         return {"plan": stages.plan(cfg, root)}
-    with ingest_lock(root):
+    names = [*INGEST_STAGES, "evaluate"] if evaluate else list(INGEST_STAGES)
+    with ingest_lock(root), flow_progress(names):  # one progress artifact on this (main) flow run
         run: dict[str, dict[str, Any]] = {}
         # Stages exchange files, not results: `wait_for` draws each edge of the DAG in the UI.
         run["preprocess"] = stages.preprocess(cfg, root)

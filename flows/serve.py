@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 
 from embedline.flows.console import err, out
@@ -110,6 +109,8 @@ def _alive(pid: int) -> bool:
 
 
 def healthy(api_url: str, timeout: float = 2.0) -> bool:
+    import httpx
+
     try:
         return httpx.get(f"{api_url}/health", timeout=timeout).status_code == 200
     except httpx.HTTPError:

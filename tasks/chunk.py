@@ -19,7 +19,9 @@ import logging
 import time
 from typing import Any
 
-from embedline.tasks import chunkers
+import pyarrow.parquet as pq
+
+from embedline.tasks import chunkers, progress
 from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.chunkers import Chunker, TokenBudget
 from embedline.tasks.config import ChunkParams, Config, ConfigError, EmbedParams, PreprocessParams
@@ -73,9 +75,11 @@ def run_chunk(cfg: Config, art: Artifacts) -> dict[str, Any]:
     chunker = chunker_for(cfg.chunk)
     docs = chunks = tokens_total = tokens_max = 0
     by_strategy: dict[str, int] = {}
-    with ParquetSink(art.chunks, Chunk) as sink:
+    total = pq.ParquetFile(art.documents).metadata.num_rows
+    with ParquetSink(art.chunks, Chunk) as sink, progress.track("chunk", total=total, unit="doc") as bar:
         for doc in iter_records(art.documents, Document):
             docs += 1
+            bar.advance()
             for ch in chunker.split(doc, budget):
                 sink.write(ch)
                 chunks += 1

@@ -114,7 +114,7 @@ class EmbedParams(_Section):
         description="Hugging Face id, local path, or API model name",
     )
     revision: str | None = Field(None, description="model revision (HF commit) when online")
-    backend: Literal["torch", "onnx", "openvino"] = "torch"
+    backend: Literal["torch", "onnx", "openvino", "auto"] = "torch"  # auto: tasks/embed/auto.py
     precision: Literal["fp32", "int8"] = "fp32"
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     batch_size: int = Field(32, ge=1, le=4096)

@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from embedline.tasks import progress
 from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.config import Config, DuplicatePolicy
 from embedline.tasks.neardup import (
@@ -154,8 +155,9 @@ def run_dedupe(cfg: Config, art: Artifacts) -> dict[str, Any]:  # noqa: C901 bei
         block=p.block_rows, nlist=p.ivf_nlist, nprobe=p.ivf_nprobe,
     )
     comps = Components(m)
-    for i, j in pairs:
-        comps.add(i, j)
+    with progress.track("dedupe", unit="block") as bar:
+        for i, j in progress.counted(pairs, bar):
+            comps.add(i, j)
     if p.lexical and m > 1:
         texts = pq.read_table(art.chunks, columns=["embed_text"])["embed_text"].take(pa.array(uniq))
         comps.add(*lexical_pairs(texts.to_pylist(), p.lexical_threshold))

@@ -20,6 +20,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
+from embedline.tasks import progress
 from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.config import Config, PreprocessParams
 from embedline.tasks.loaders import LOADERS, RejectedInput, RejectReason, loader_for, reject
@@ -197,6 +198,7 @@ def run_preprocess(cfg: Config, art: Artifacts) -> dict[str, Any]:
     files = bytes_in = chars_out = truncated = 0
     rejections = RejectionSink(art.rejected)
     sink = ParquetSink(art.documents, Document)
+    bar = progress.shared("preprocess", unit="file")  # the walk streams: a count, no total
     try:
         for item in walk_source(root, params, walk_counts):
             if isinstance(item, Rejection):
@@ -204,6 +206,7 @@ def run_preprocess(cfg: Config, art: Artifacts) -> dict[str, Any]:
                 continue
             rel, path = item
             files += 1
+            bar.advance()
             with contextlib.suppress(OSError):
                 bytes_in += path.stat().st_size
             for out in load_path(path, rel, params):
@@ -227,6 +230,8 @@ def run_preprocess(cfg: Config, art: Artifacts) -> dict[str, Any]:
         sink.abort()
         rejections.close()
         raise
+    finally:
+        progress.close("preprocess")
     rejections.close()
     n_rej = sum(rejections.counts.values())
     if sink.count == 0:

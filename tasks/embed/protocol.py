@@ -68,6 +68,7 @@ class Capability(StrEnum):
     PLANS_REQUESTS = "plans_requests"  # the embedder is a RequestPlanner: it sizes its own requests
     CONCURRENT = "concurrent"  # its requests may run on ``embed.concurrency`` threads at once
     BILLED_BY_TOKEN = "billed_by_token"  # a paid API: `embedline plan` reports the tokens to send
+    LOCAL_BACKENDS = "local_backends"  # a model on disk run by embed.backend torch/onnx/openvino (auto, fast query)
 
 
 @runtime_checkable

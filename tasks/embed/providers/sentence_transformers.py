@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from embedline.tasks.config import EmbedParams
-from embedline.tasks.embed.protocol import EmbedError, ProviderSpec, truncate_dims
+from embedline.tasks.embed.protocol import Capability, EmbedError, ProviderSpec, truncate_dims
 from embedline.tasks.tokenize import hf_counter, model_window, resolve_model
 
 log = logging.getLogger(__name__)
@@ -333,4 +333,5 @@ SPEC = ProviderSpec(
     revision_for=revision_for,
     tokenizer_for=hf_counter,
     preflight=model_problem,
+    capabilities=frozenset({Capability.LOCAL_BACKENDS}),
 )
