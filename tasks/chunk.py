@@ -1,7 +1,11 @@
 """Stage 2, chunk: documents -> chunks that fit the embedding model's window, never truncated.
 
-``run_chunk(cfg, art)`` streams ``art.documents``, splits each document with the chunker chosen
-by ``chunk.strategy`` (see :mod:`embedline.tasks.chunkers`) and streams the chunks to ``art.chunks``.
+``run_chunk(cfg, art)`` reads ``art.documents`` shard by shard, splits each document with the
+chunker chosen by ``chunk.strategy`` (see :mod:`embedline.tasks.chunkers`) and writes the chunks to
+the same shard of ``art.chunks`` (rows sorted by source, chunk index). The chunk ledger
+(:mod:`embedline.tasks.ledger`) keeps each document's key and chunk ids: only documents whose key
+changed are chunked, only shards holding such documents are rewritten, a shard with no change is
+not read past its key columns. A change of any chunk param (or of the chunking code) re-chunks all.
 
 Token counts come from the embedding model's own tokenizer (:func:`embedline.tasks.tokenize.load_token_counter`).
 The budget for a chunk's embed text is::
@@ -15,15 +19,33 @@ count), so the model never has to truncate.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from embedline.tasks import ledger
 from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.chunkers import CHUNKERS, Chunker, TokenBudget
 from embedline.tasks.config import ChunkParams, Config, ConfigError, EmbedParams, PreprocessParams
 from embedline.tasks.normalize import EmbedTransform
-from embedline.tasks.records import Chunk, Document, ParquetSink, iter_records
+from embedline.tasks.records import CHUNK_SCHEMA, Chunk, Document, _from_row, records_table, sha256
+from embedline.tasks.shards import (
+    remove_shards,
+    shard_files,
+    shard_index,
+    shard_name,
+    shard_of,
+    shard_sizes,
+    write_shard,
+)
 from embedline.tasks.tokenize import TokenCounter, load_token_counter
 
 log = logging.getLogger(__name__)
@@ -65,39 +87,172 @@ def chunk_document(doc: Document, budget: TokenBudget, chunker: Chunker) -> list
     return list(chunker.split(doc, budget))
 
 
+def chunk_fingerprint(cfg: Config) -> str:
+    """What every chunk depends on besides its document: the params the chunk stage reads (the
+    same list as its dvc.yaml params), the shard count and the chunking code."""
+    e, p = cfg.embed, cfg.preprocess
+    params = {
+        "chunk": cfg.chunk.model_dump(mode="json"),
+        "transform": [p.lowercase, p.lemmatize, p.stem, p.strip_code_comments, p.language],
+        "tokenizer": [e.provider, e.model, e.revision, e.tokenizer, e.max_seq_tokens, e.passage_prompt],
+    }
+    code = ledger.code_fingerprint("chunkers", "chunk.py", "normalize.py", "tokenize.py", "records.py")
+    return ledger.fingerprint(params, code)
+
+
+_KEY_COLS = ["doc_id", "source", "title", "content_hash", "format", "metadata"]
+
+
+def _doc_keys(table: pa.Table) -> dict[str, str]:
+    """doc id -> hash of every field the chunker reads (text via its content hash)."""
+    cols = [table.column(c).to_pylist() for c in _KEY_COLS]
+    return {row[0]: sha256(json.dumps(row, ensure_ascii=False))[:32] for row in zip(*cols, strict=True)}
+
+
+def _document_shards(path: Path, shards: int) -> dict[int, Callable[[list[str] | None], pa.Table]]:
+    """shard index -> reader of that shard's documents (a single legacy file is split on the fly)."""
+    if path.is_dir():
+        return {shard_index(f): (lambda cols, f=f: pq.read_table(f, columns=cols)) for f in shard_files(path)}
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run the preprocess stage first")
+    whole = pq.read_table(path)
+    ids = whole.column("doc_id").to_pylist()
+    by_shard: dict[int, list[int]] = {}
+    for row, doc_id in enumerate(ids):
+        by_shard.setdefault(shard_of(doc_id, shards), []).append(row)
+    return {i: (lambda cols, rows=rows: whole.take(pa.array(rows)).select(cols or whole.column_names))
+            for i, rows in sorted(by_shard.items())}
+
+
+@dataclass
+class ShardResult:
+    """What chunking one shard produced: the documents' new state and the shard's totals."""
+
+    states: dict[str, ledger.DocState]
+    totals: dict[str, Any]
+    chunked: int = 0
+    reused: int = 0
+    written: bool = False
+
+
+def chunk_shard(
+    index: int,
+    read_docs: Callable[[list[str] | None], pa.Table],
+    out: Path,
+    old: dict[str, ledger.DocState],
+    old_totals: dict[str, Any] | None,
+    budget: Callable[[], tuple[TokenBudget, Chunker]],
+) -> ShardResult:
+    """Chunk one document shard into ``out/shard-N``, reusing the chunks of every document whose
+    key is unchanged in ``old``; a shard with no change is not read past its key columns."""
+    keys = _doc_keys(read_docs(_KEY_COLS))
+    same = {d for d, k in keys.items() if d in old and old[d].doc_key == k}
+    if old_totals is not None and len(same) == len(keys) == len(old):
+        return ShardResult({d: old[d] for d in keys}, old_totals, reused=len(same))
+    states = {d: old[d] for d in same}
+    parts = _kept_chunks(out / shard_name(index), same)
+    todo = [d for d in keys if d not in same]
+    docs = read_docs(None)
+    docs = docs.filter(pc.is_in(docs["doc_id"], value_set=pa.array(todo, pa.string())))
+    chunks: list[Chunk] = []
+    if todo:
+        bud, chunker = budget()
+        for row in docs.to_pylist():
+            doc = _from_row(Document, row)
+            mine = list(chunker.split(doc, bud))
+            states[doc.doc_id] = ledger.DocState(doc.doc_id, keys[doc.doc_id], tuple(c.chunk_id for c in mine))
+            chunks.extend(mine)
+    parts.append(records_table(Chunk, chunks))
+    table = pa.concat_tables(parts)
+    write_shard(out, index, table, ["source", "chunk_index"])
+    return ShardResult(states, _totals(table), chunked=len(todo), reused=len(same), written=True)
+
+
+def _kept_chunks(path: Path, keep: set[str]) -> list[pa.Table]:
+    if not keep or not path.exists():
+        return []
+    table = pq.read_table(path).cast(CHUNK_SCHEMA)  # list child names differ once read back
+    return [table.filter(pc.is_in(table["doc_id"], value_set=pa.array(sorted(keep), pa.string())))]
+
+
+def _totals(table: pa.Table) -> dict[str, Any]:
+    tokens = table.column("token_count")
+    strategies: dict[str, int] = {}
+    for meta in table.column("metadata").to_pylist():
+        name = str(json.loads(meta or "{}").get("strategy", ""))
+        strategies[name] = strategies.get(name, 0) + 1
+    return {
+        "chunks": table.num_rows,
+        "tokens_total": int(pc.sum(tokens).as_py() or 0),
+        "tokens_max": int(pc.max(tokens).as_py() or 0),
+        "strategies": strategies,
+    }
+
+
 def run_chunk(cfg: Config, art: Artifacts) -> dict[str, Any]:
-    """Chunk ``art.documents`` into ``art.chunks``; return flat stats."""
+    """Chunk the ``art.documents`` shards into ``art.chunks`` shards (+ ``art.chunk_ledger``);
+    only documents whose content changed since the chunk ledger was written are chunked."""
     t0 = time.perf_counter()
-    budget = make_budget(cfg.chunk, cfg.embed, cfg.preprocess)
-    chunker = chunker_for(cfg.chunk)
-    docs = chunks = tokens_total = tokens_max = 0
+    header = ledger.LedgerHeader(chunk_fingerprint(cfg), cfg.run.shards)
+    why = "run.full_rebuild" if cfg.run.full_rebuild else ledger.usable(art.chunk_ledger, header, art.chunks)
+    old = {} if why else ledger.read_docs(art.chunk_ledger)
+    old_totals: dict[str, Any] = {} if why else (ledger.read_header(art.chunk_ledger) or header).extra
+    if why:
+        log.info("chunk: chunking every document (%s)", why)
+        if art.chunks.is_file():
+            art.chunks.unlink()
+    by_shard: dict[int, dict[str, ledger.DocState]] = {}
+    for doc_id, st in old.items():
+        by_shard.setdefault(shard_of(doc_id, cfg.run.shards), {})[doc_id] = st
+    loaded: list[tuple[TokenBudget, Chunker]] = []
+
+    def budget() -> tuple[TokenBudget, Chunker]:
+        if not loaded:
+            loaded.append((make_budget(cfg.chunk, cfg.embed, cfg.preprocess), chunker_for(cfg.chunk)))
+        return loaded[0]
+
+    states: dict[str, ledger.DocState] = {}
+    totals: dict[str, Any] = {}
+    counts = {"documents_chunked": 0, "documents_reused": 0, "shards_written": 0}
+    sources = _document_shards(art.documents, cfg.run.shards)
+    for i, reader in sources.items():
+        name = shard_name(i)
+        res = chunk_shard(i, reader, art.chunks, by_shard.get(i, {}), old_totals.get(name), budget)
+        states.update(res.states)
+        totals[name] = res.totals
+        counts["documents_chunked"] += res.chunked
+        counts["documents_reused"] += res.reused
+        counts["shards_written"] += int(res.written)
+    removed = remove_shards(art.chunks, list(sources))
+    header.outputs, header.extra = shard_sizes(art.chunks), totals
+    ledger.write_docs(art.chunk_ledger, states, header)
+    stats = _chunk_stats(states, totals, counts, loaded, t0)
+    stats["documents_deleted"] = len(set(old) - set(states))
+    stats["shards_removed"] = len(removed)
+    return stats
+
+
+def _chunk_stats(states: dict[str, ledger.DocState], totals: dict[str, Any], counts: dict[str, int],
+                 loaded: list[tuple[TokenBudget, Chunker]], t0: float) -> dict[str, Any]:
+    chunks = sum(t["chunks"] for t in totals.values())
+    tokens_total = sum(t["tokens_total"] for t in totals.values())
     by_strategy: dict[str, int] = {}
-    with ParquetSink(art.chunks, Chunk) as sink:
-        for doc in iter_records(art.documents, Document):
-            docs += 1
-            for ch in chunker.split(doc, budget):
-                sink.write(ch)
-                chunks += 1
-                tokens_total += ch.token_count
-                tokens_max = max(tokens_max, ch.token_count)
-                strategy = str(ch.metadata.get("strategy", chunker.name))
-                by_strategy[strategy] = by_strategy.get(strategy, 0) + 1
+    for t in totals.values():
+        for k, v in t["strategies"].items():
+            by_strategy[k] = by_strategy.get(k, 0) + v
+    budget = loaded[0][0] if loaded else None
     stats: dict[str, Any] = {
-        "documents": docs,
+        "documents": len(states),
         "chunks": chunks,
         "tokens_total": tokens_total,
-        "tokens_max": tokens_max,
+        "tokens_max": max((t["tokens_max"] for t in totals.values()), default=0),
         "tokens_mean": round(tokens_total / chunks, 2) if chunks else 0.0,
-        "token_budget": budget.max_tokens,
-        "split_sentences": budget.stats["split_sentences"],
+        "token_budget": budget.max_tokens if budget else 0,
+        "split_sentences": budget.stats["split_sentences"] if budget else 0,
+        **counts,
         "seconds": round(time.perf_counter() - t0, 3),
     }
     stats.update({f"chunks_{k}": v for k, v in sorted(by_strategy.items())})
-    log.info(
-        "chunk: %d documents -> %d chunks (max %d tokens of %d)",
-        docs,
-        chunks,
-        tokens_max,
-        budget.max_tokens,
-    )
+    log.info("chunk: %d documents -> %d chunks (%d chunked, %d reused)", len(states), chunks,
+             counts["documents_chunked"], counts["documents_reused"])
     return stats
