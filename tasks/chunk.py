@@ -189,66 +189,104 @@ def _totals(table: pa.Table) -> dict[str, Any]:
     }
 
 
-def run_chunk(cfg: Config, art: Artifacts) -> dict[str, Any]:
-    """Chunk the ``art.documents`` shards into ``art.chunks`` shards (+ ``art.chunk_ledger``);
-    only documents whose content changed since the chunk ledger was written are chunked."""
-    t0 = time.perf_counter()
-    header = ledger.LedgerHeader(chunk_fingerprint(cfg), cfg.run.shards)
-    why = "run.full_rebuild" if cfg.run.full_rebuild else ledger.usable(art.chunk_ledger, header, art.chunks)
-    old = {} if why else ledger.read_docs(art.chunk_ledger)
-    old_totals: dict[str, Any] = {} if why else (ledger.read_header(art.chunk_ledger) or header).extra
+@dataclass(frozen=True)
+class ChunkPlan:
+    """The document shards to chunk (one fan-out unit each) and whether the ledger is ignored."""
+
+    shards: tuple[int, ...]
+    full: bool
+
+
+_BUDGETS: dict[str, tuple[TokenBudget, Chunker]] = {}  # per process: the tokenizer loads once
+
+
+def _budget(cfg: Config) -> tuple[TokenBudget, Chunker]:
+    key = chunk_fingerprint(cfg)
+    if key not in _BUDGETS:
+        _BUDGETS[key] = (make_budget(cfg.chunk, cfg.embed, cfg.preprocess), chunker_for(cfg.chunk))
+    return _BUDGETS[key]
+
+
+def _header(cfg: Config) -> ledger.LedgerHeader:
+    return ledger.LedgerHeader(chunk_fingerprint(cfg), cfg.run.shards)
+
+
+def plan_chunk(cfg: Config, art: Artifacts) -> ChunkPlan:
+    """Decide full vs incremental (the ledger must match params, code and the chunk shards)."""
+    why = "run.full_rebuild" if cfg.run.full_rebuild else ledger.usable(art.chunk_ledger, _header(cfg), art.chunks)
     if why:
         log.info("chunk: chunking every document (%s)", why)
         if art.chunks.is_file():
             art.chunks.unlink()
-    by_shard: dict[int, dict[str, ledger.DocState]] = {}
-    for doc_id, st in old.items():
-        by_shard.setdefault(shard_of(doc_id, cfg.run.shards), {})[doc_id] = st
-    loaded: list[tuple[TokenBudget, Chunker]] = []
+    return ChunkPlan(tuple(_document_shards(art.documents, cfg.run.shards)), full=bool(why))
 
-    def budget() -> tuple[TokenBudget, Chunker]:
-        if not loaded:
-            loaded.append((make_budget(cfg.chunk, cfg.embed, cfg.preprocess), chunker_for(cfg.chunk)))
-        return loaded[0]
 
-    states: dict[str, ledger.DocState] = {}
-    totals: dict[str, Any] = {}
-    counts = {"documents_chunked": 0, "documents_reused": 0, "shards_written": 0}
-    sources = _document_shards(art.documents, cfg.run.shards)
-    for i, reader in sources.items():
-        name = shard_name(i)
-        res = chunk_shard(i, reader, art.chunks, by_shard.get(i, {}), old_totals.get(name), budget)
-        states.update(res.states)
-        totals[name] = res.totals
-        counts["documents_chunked"] += res.chunked
-        counts["documents_reused"] += res.reused
-        counts["shards_written"] += int(res.written)
-    removed = remove_shards(art.chunks, list(sources))
+def chunk_one(cfg: Config, art: Artifacts, index: int, full: bool) -> dict[str, Any]:
+    """Chunk document shard ``index`` (one unit of the fan-out; any process, same bytes)."""
+    old = {} if full else ledger.read_docs(art.chunk_ledger, shard=index)
+    extra = {} if full else (ledger.read_header(art.chunk_ledger) or _header(cfg)).extra
+    reader = _document_shards(art.documents, cfg.run.shards)[index]
+    split_before = [_budget(cfg)[0].stats["split_sentences"]] if chunk_fingerprint(cfg) in _BUDGETS else [0]
+    res = chunk_shard(index, reader, art.chunks, old, extra.get(shard_name(index)), lambda: _budget(cfg))
+    split = _budget(cfg)[0].stats["split_sentences"] - split_before[0] if res.chunked else 0
+    return {
+        "shard": index,
+        "states": [[s.doc_id, s.doc_key, list(s.chunk_ids)] for s in res.states.values()],
+        "totals": res.totals,
+        "documents_chunked": res.chunked,
+        "documents_reused": res.reused,
+        "shards_written": int(res.written),
+        "split_sentences": split,
+    }
+
+
+def finalize_chunk(cfg: Config, art: Artifacts, plan: ChunkPlan, results: list[dict[str, Any]],
+                   t0: float | None = None) -> dict[str, Any]:
+    """Drop chunk shards whose documents are gone, write the chunk ledger, return the stats."""
+    t0 = time.perf_counter() if t0 is None else t0
+    old_ids = set() if plan.full or not art.chunk_ledger.exists() else set(
+        pq.read_table(art.chunk_ledger, columns=["doc_id"]).column("doc_id").to_pylist())
+    states = {d: ledger.DocState(d, k, tuple(ids)) for r in results for d, k, ids in r["states"]}
+    totals = {shard_name(r["shard"]): r["totals"] for r in results}
+    removed = remove_shards(art.chunks, list(plan.shards))
+    header = _header(cfg)
     header.outputs, header.extra = shard_sizes(art.chunks), totals
     ledger.write_docs(art.chunk_ledger, states, header)
-    stats = _chunk_stats(states, totals, counts, loaded, t0)
-    stats["documents_deleted"] = len(set(old) - set(states))
+    counts = {k: sum(int(r[k]) for r in results) for k in ("documents_chunked", "documents_reused", "shards_written")}
+    stats = _chunk_stats(states, totals, counts, t0)
+    stats["split_sentences"] = sum(int(r["split_sentences"]) for r in results)
+    stats["token_budget"] = _budget(cfg)[0].max_tokens
+    stats["documents_deleted"] = len(old_ids - set(states))
     stats["shards_removed"] = len(removed)
     return stats
 
 
+def run_chunk(cfg: Config, art: Artifacts) -> dict[str, Any]:
+    """Chunk the ``art.documents`` shards into ``art.chunks`` shards (+ ``art.chunk_ledger``);
+    only documents whose content changed since the chunk ledger was written are chunked.
+    ``plan_chunk`` + ``chunk_one`` per shard + ``finalize_chunk``: a fan-out runner calls them."""
+    t0 = time.perf_counter()
+    plan = plan_chunk(cfg, art)
+    results = [chunk_one(cfg, art, i, plan.full) for i in plan.shards]
+    return finalize_chunk(cfg, art, plan, results, t0)
+
+
 def _chunk_stats(states: dict[str, ledger.DocState], totals: dict[str, Any], counts: dict[str, int],
-                 loaded: list[tuple[TokenBudget, Chunker]], t0: float) -> dict[str, Any]:
+                 t0: float) -> dict[str, Any]:
     chunks = sum(t["chunks"] for t in totals.values())
     tokens_total = sum(t["tokens_total"] for t in totals.values())
     by_strategy: dict[str, int] = {}
     for t in totals.values():
         for k, v in t["strategies"].items():
             by_strategy[k] = by_strategy.get(k, 0) + v
-    budget = loaded[0][0] if loaded else None
     stats: dict[str, Any] = {
         "documents": len(states),
         "chunks": chunks,
         "tokens_total": tokens_total,
         "tokens_max": max((t["tokens_max"] for t in totals.values()), default=0),
         "tokens_mean": round(tokens_total / chunks, 2) if chunks else 0.0,
-        "token_budget": budget.max_tokens if budget else 0,
-        "split_sentences": budget.stats["split_sentences"] if budget else 0,
+        "token_budget": 0,
+        "split_sentences": 0,
         **counts,
         "seconds": round(time.perf_counter() - t0, 3),
     }

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from embedline.tasks.config import stable_hash
-from embedline.tasks.shards import shard_sizes
+from embedline.tasks.shards import shard_of, shard_sizes
 
 log = logging.getLogger(__name__)
 LEDGER_VERSION = 1
@@ -93,7 +93,8 @@ FILE_SCHEMA = pa.schema(
     ]
 )
 DOC_SCHEMA = pa.schema(
-    [("doc_id", pa.string()), ("doc_key", pa.string()), ("chunk_ids", pa.list_(pa.string()))]
+    [("shard", pa.int32()), ("doc_id", pa.string()), ("doc_key", pa.string()),
+     ("chunk_ids", pa.list_(pa.string()))]
 )
 
 
@@ -174,16 +175,18 @@ def write_files(path: Path, entries: dict[str, FileEntry], header: LedgerHeader)
 
 
 # ---- chunk ledger ----------------------------------------------------------------------------------
-def read_docs(path: Path) -> dict[str, DocState]:
+def read_docs(path: Path, shard: int | None = None) -> dict[str, DocState]:
+    """Every document's state, or one shard's (a filtered read: a fan-out worker reads its own)."""
+    filters = [("shard", "=", shard)] if shard is not None else None
     return {
         row["doc_id"]: DocState(row["doc_id"], row["doc_key"], tuple(row["chunk_ids"] or ()))
-        for row in pq.read_table(path).to_pylist()
+        for row in pq.read_table(path, filters=filters).to_pylist()
     }
 
 
 def write_docs(path: Path, states: dict[str, DocState], header: LedgerHeader) -> None:
-    rows = [{"doc_id": s.doc_id, "doc_key": s.doc_key, "chunk_ids": list(s.chunk_ids)}
-            for _, s in sorted(states.items())]
+    rows = [{"shard": shard_of(s.doc_id, header.shards), "doc_id": s.doc_id, "doc_key": s.doc_key,
+             "chunk_ids": list(s.chunk_ids)} for _, s in sorted(states.items())]
     _write(path, pa.Table.from_pylist(rows, schema=DOC_SCHEMA), header)
 
 

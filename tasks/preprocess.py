@@ -174,13 +174,15 @@ class RejectionSink:
 
 
 # ---- the stage ---------------------------------------------------------------------------------------
-def preprocess_fingerprint(cfg: Config, root: Path) -> str:
+def preprocess_fingerprint(cfg: Config) -> str:
     """What every document depends on besides its file: preprocess params, shard count, code."""
     params = cfg.preprocess.model_dump(
         mode="json", exclude={"lowercase", "lemmatize", "stem", "strip_code_comments"}  # chunk's
     )
     code = ledger.code_fingerprint("loaders", "normalize.py", "records.py", "preprocess.py")
-    return ledger.fingerprint({"preprocess": params, "source": str(root.resolve())}, code)
+    # the source as written in params (relative to the project): a moved or cloned project keeps
+    # its ledger; rows are keyed by paths relative to the source anyway
+    return ledger.fingerprint({"preprocess": params, "source": cfg.source}, code)
 
 
 class _Pass:
@@ -313,7 +315,7 @@ def run_preprocess(cfg: Config, art: Artifacts) -> dict[str, Any]:
         raise PreprocessError(
             f"source folder {root} does not exist or is not a folder (param 'source')"
         )
-    header = ledger.LedgerHeader(preprocess_fingerprint(cfg, root), cfg.run.shards)
+    header = ledger.LedgerHeader(preprocess_fingerprint(cfg), cfg.run.shards)
     why = "run.full_rebuild" if cfg.run.full_rebuild else ledger.usable(art.ledger, header, art.documents)
     old = {} if why else ledger.read_files(art.ledger)
     if why:
