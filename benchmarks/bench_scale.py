@@ -20,6 +20,7 @@ import gzip
 import json
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -116,22 +117,24 @@ def make_project(root: Path, source: Path) -> None:
 
 def ingest(root: Path) -> dict[str, Any]:
     """One ingest in a child process: wall seconds, the child's peak RSS and the stage stats."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks.bench_scale", "--child", str(root)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_env(), text=True,
                             cwd=Path(__file__).resolve().parents[1])
     out, err = proc.communicate()
     wall = time.perf_counter() - t0
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise RuntimeError(f"ingest of {root} failed:\n{err[-3000:]}")
     res = json.loads([ln for ln in out.splitlines() if ln.startswith("{")][-1])
     res["wall_seconds"] = round(wall, 2)
+    # CPU seconds (user + system) of the child: what a loaded, shared machine inflates least
+    res["cpu_seconds"] = round(usage.ru_utime - before.ru_utime + usage.ru_stime - before.ru_stime, 2)
     return res
 
 
 def child(root: Path) -> None:
-    import resource
-
     from embedline.tasks.artifacts import Artifacts
     from embedline.tasks.config import load_config
     from embedline.tasks.pipeline import INGEST_STAGES, run_stage
@@ -173,7 +176,7 @@ def main() -> None:
     make_project(args.work / "proj", live)
     runs: dict[str, Any] = {}
     runs["first_10pct"] = ingest(args.work / "proj10")
-    print("10 %:", runs["first_10pct"]["wall_seconds"], "s", flush=True)
+    print("10 %:", runs["first_10pct"]["wall_seconds"], "s", runs["first_10pct"]["peak_rss_mib"], "MiB", flush=True)
     runs["first"] = ingest(args.work / "proj")
     print("first:", runs["first"]["wall_seconds"], "s", flush=True)
     runs["unchanged"] = ingest(args.work / "proj")
@@ -193,6 +196,9 @@ def main() -> None:
         "ratios": {
             "unchanged_vs_first_wall": round(runs["unchanged"]["wall_seconds"] / first["wall_seconds"], 3),
             "changed_1pct_vs_first_wall": round(runs["changed_1pct"]["wall_seconds"] / first["wall_seconds"], 3),
+            "unchanged_vs_first_cpu": round(runs["unchanged"]["cpu_seconds"] / first["cpu_seconds"], 3),
+            "changed_1pct_vs_first_cpu": round(runs["changed_1pct"]["cpu_seconds"] / first["cpu_seconds"], 3),
+            "load_average_1min_at_end": round(os.getloadavg()[0], 1),
             "rss_100_vs_10": round(first["peak_rss_mib"] / runs["first_10pct"]["peak_rss_mib"], 2),
             "preprocess_chunk_mb_per_s": round(corpus_info["mb"] / pc_s, 3),
             "upsert_points_per_s_first": round(

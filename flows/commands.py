@@ -21,11 +21,14 @@ def ingest(
     allow_mass_delete: Annotated[bool, typer.Option("--allow-mass-delete")] = False,
     runner: Annotated[str | None, typer.Option(help="Task runner for the embed fan-out: thread | dask.")] = None,
     evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="Run the evaluate stage.")] = True,
+    full: Annotated[bool, typer.Option("--full", help="Ignore the ledgers: re-load and re-chunk everything.")] = False,
 ) -> None:
     """Run the full `ingest` Prefect flow."""
 
     def body() -> None:
         items = list(set_ or [])
+        if full:
+            items.append("run.full_rebuild=true")
         if runner:
             items.append(f"run.runner={runner}")
         cfg, art = load(params, items, source)
@@ -49,6 +52,7 @@ def stage(
     name: Annotated[str, typer.Argument(help="preprocess | chunk | embed | dedupe | upsert | evaluate")],
     set_: SetOpt = None,
     params: ParamsOpt = Path(PARAMS_FILE),
+    full: Annotated[bool, typer.Option("--full", help="Ignore the ledgers: re-load and re-chunk everything.")] = False,
 ) -> None:
     """Run one stage (what dvc.yaml calls). As a Prefect flow only when PREFECT_API_URL is set."""
 
@@ -57,7 +61,7 @@ def stage(
 
         if name not in STAGES:
             raise ConfigError(str(UnknownStageError(name)))
-        cfg, art = load(params, set_)
+        cfg, art = load(params, [*(set_ or []), *(["run.full_rebuild=true"] if full else [])])
         if os.environ.get("PREFECT_API_URL"):
             from embedline.flows.ingest import stage_flow
 

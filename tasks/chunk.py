@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -237,6 +238,7 @@ def chunk_one(cfg: Config, art: Artifacts, index: int, full: bool) -> dict[str, 
         "documents_reused": res.reused,
         "shards_written": int(res.written),
         "split_sentences": split,
+        "pid": os.getpid(),
     }
 
 
@@ -258,6 +260,8 @@ def finalize_chunk(cfg: Config, art: Artifacts, plan: ChunkPlan, results: list[d
     stats["token_budget"] = _budget(cfg)[0].max_tokens
     stats["documents_deleted"] = len(old_ids - set(states))
     stats["shards_removed"] = len(removed)
+    # processes other than this one that chunked shards (0 in-process, > 0 on a Dask cluster)
+    stats["worker_processes"] = len({r.get("pid") for r in results} - {os.getpid()})
     return stats
 
 
