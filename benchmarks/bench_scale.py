@@ -151,12 +151,34 @@ def child(root: Path) -> None:
     print(json.dumps({"peak_rss_mib": round(rss, 1), "stages": stages}))
 
 
+def _ratios(runs: dict[str, Any], corpus: dict[str, Any]) -> dict[str, Any]:
+    first = runs["first"]
+    pc_s = first["stages"]["preprocess"]["seconds"] + first["stages"]["chunk"]["seconds"]
+    pc_cpu_share = first["cpu_seconds"] / first["wall_seconds"]  # < 1 on a loaded machine
+    out = {
+        "unchanged_vs_first_wall": round(runs["unchanged"]["wall_seconds"] / first["wall_seconds"], 3),
+        "changed_1pct_vs_first_wall": round(runs["changed_1pct"]["wall_seconds"] / first["wall_seconds"], 3),
+        "unchanged_vs_first_cpu": round(runs["unchanged"]["cpu_seconds"] / first["cpu_seconds"], 3),
+        "changed_1pct_vs_first_cpu": round(runs["changed_1pct"]["cpu_seconds"] / first["cpu_seconds"], 3),
+        "preprocess_chunk_mb_per_wall_s": round(corpus["mb"] / pc_s, 3),
+        "first_run_cpu_share_of_wall": round(pc_cpu_share, 3),
+        "upsert_points_per_s_first": round(
+            first["stages"]["upsert"].get("points_total", 0) / first["stages"]["upsert"]["seconds"], 1),
+        "load_average_1min_at_end": round(os.getloadavg()[0], 1),
+    }
+    if "first_10pct" in runs:
+        out["rss_100_vs_10"] = round(first["peak_rss_mib"] / runs["first_10pct"]["peak_rss_mib"], 2)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, default=WORK / "scale")
     ap.add_argument("--out", type=Path, default=RESULTS / "scale.json")
     ap.add_argument("--child", type=Path, default=None)
     ap.add_argument("--corpus-only", action="store_true")
+    ap.add_argument("--fraction", type=float, default=1.0,
+                    help="run the first/unchanged/1%%-changed scenario on this fraction of the corpus")
     args = ap.parse_args()
     if args.child:
         child(args.child)
@@ -165,18 +187,26 @@ def main() -> None:
     print("corpus:", json.dumps(corpus_info), flush=True)
     if args.corpus_only:
         return
+    every = round(1 / args.fraction)
     live = args.work / "live"
     if live.exists():
         shutil.rmtree(live)
-    shutil.copytree(args.work / "corpus", live)
-    small = subset(args.work / "corpus", args.work / "small", 10)
+    if every > 1:  # the scenario on a subset (a loaded machine); no separate 10 % RSS point then
+        scenario_corpus = subset(args.work / "corpus", live, every)
+    else:
+        shutil.copytree(args.work / "corpus", live)
+        scenario_corpus = corpus_info
     for d in ("proj", "proj10"):
         shutil.rmtree(args.work / d, ignore_errors=True)
-    make_project(args.work / "proj10", args.work / "small")
     make_project(args.work / "proj", live)
     runs: dict[str, Any] = {}
-    runs["first_10pct"] = ingest(args.work / "proj10")
-    print("10 %:", runs["first_10pct"]["wall_seconds"], "s", runs["first_10pct"]["peak_rss_mib"], "MiB", flush=True)
+    if every == 1:
+        small = subset(args.work / "corpus", args.work / "small", 10)
+        make_project(args.work / "proj10", args.work / "small")
+        runs["first_10pct"] = ingest(args.work / "proj10")
+        runs["first_10pct"]["corpus"] = small
+        print("10 %:", runs["first_10pct"]["wall_seconds"], "s", runs["first_10pct"]["peak_rss_mib"], "MiB",
+              flush=True)
     runs["first"] = ingest(args.work / "proj")
     print("first:", runs["first"]["wall_seconds"], "s", flush=True)
     runs["unchanged"] = ingest(args.work / "proj")
@@ -185,25 +215,14 @@ def main() -> None:
     runs["changed_1pct"] = ingest(args.work / "proj")
     runs["changed_1pct"]["change"] = change
     print("1 %:", runs["changed_1pct"]["wall_seconds"], "s", flush=True)
-    first = runs["first"]
-    pc_s = first["stages"]["preprocess"]["seconds"] + first["stages"]["chunk"]["seconds"]
     doc = stamp({
         "benchmark": "scale",
         "corpus": corpus_info,
-        "corpus_10pct": small,
+        "scenario_fraction": args.fraction,
+        "scenario_corpus": scenario_corpus,
         "embedder": "fake",
         "runs": runs,
-        "ratios": {
-            "unchanged_vs_first_wall": round(runs["unchanged"]["wall_seconds"] / first["wall_seconds"], 3),
-            "changed_1pct_vs_first_wall": round(runs["changed_1pct"]["wall_seconds"] / first["wall_seconds"], 3),
-            "unchanged_vs_first_cpu": round(runs["unchanged"]["cpu_seconds"] / first["cpu_seconds"], 3),
-            "changed_1pct_vs_first_cpu": round(runs["changed_1pct"]["cpu_seconds"] / first["cpu_seconds"], 3),
-            "load_average_1min_at_end": round(os.getloadavg()[0], 1),
-            "rss_100_vs_10": round(first["peak_rss_mib"] / runs["first_10pct"]["peak_rss_mib"], 2),
-            "preprocess_chunk_mb_per_s": round(corpus_info["mb"] / pc_s, 3),
-            "upsert_points_per_s_first": round(
-                first["stages"]["upsert"].get("points_total", 0) / first["stages"]["upsert"]["seconds"], 1),
-        },
+        "ratios": _ratios(runs, scenario_corpus),
     })
     write_result(args.out, doc)
     print(json.dumps(doc["ratios"]), flush=True)
