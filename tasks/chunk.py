@@ -110,19 +110,34 @@ def _doc_keys(table: pa.Table) -> dict[str, str]:
     return {row[0]: sha256(json.dumps(row, ensure_ascii=False))[:32] for row in zip(*cols, strict=True)}
 
 
-def _document_shards(path: Path, shards: int) -> dict[int, Callable[[list[str] | None], pa.Table]]:
+Reader = Callable[[list[str] | None], pa.Table]
+
+
+def _file_reader(f: Path) -> Reader:
+    def read(cols: list[str] | None) -> pa.Table:
+        return pq.read_table(f, columns=cols)
+
+    return read
+
+
+def _rows_reader(whole: pa.Table, rows: list[int]) -> Reader:
+    def read(cols: list[str] | None) -> pa.Table:
+        return whole.take(pa.array(rows)).select(cols or whole.column_names)
+
+    return read
+
+
+def _document_shards(path: Path, shards: int) -> dict[int, Reader]:
     """shard index -> reader of that shard's documents (a single legacy file is split on the fly)."""
     if path.is_dir():
-        return {shard_index(f): (lambda cols, f=f: pq.read_table(f, columns=cols)) for f in shard_files(path)}
+        return {shard_index(f): _file_reader(f) for f in shard_files(path)}
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run the preprocess stage first")
     whole = pq.read_table(path)
-    ids = whole.column("doc_id").to_pylist()
     by_shard: dict[int, list[int]] = {}
-    for row, doc_id in enumerate(ids):
+    for row, doc_id in enumerate(whole.column("doc_id").to_pylist()):
         by_shard.setdefault(shard_of(doc_id, shards), []).append(row)
-    return {i: (lambda cols, rows=rows: whole.take(pa.array(rows)).select(cols or whole.column_names))
-            for i, rows in sorted(by_shard.items())}
+    return {i: _rows_reader(whole, rows) for i, rows in sorted(by_shard.items())}
 
 
 @dataclass
@@ -138,7 +153,7 @@ class ShardResult:
 
 def chunk_shard(
     index: int,
-    read_docs: Callable[[list[str] | None], pa.Table],
+    read_docs: Reader,
     out: Path,
     old: dict[str, ledger.DocState],
     old_totals: dict[str, Any] | None,
