@@ -214,6 +214,7 @@ class ChunkPlan:
 
 
 _BUDGETS: dict[str, tuple[TokenBudget, Chunker]] = {}  # per process: the tokenizer loads once
+_BUDGET_KEY = "token_budget"  # in the chunk ledger's header, next to the per-shard totals
 
 
 def _budget(cfg: Config) -> tuple[TokenBudget, Chunker]:
@@ -253,6 +254,7 @@ def chunk_one(cfg: Config, art: Artifacts, index: int, full: bool) -> dict[str, 
         "documents_reused": res.reused,
         "shards_written": int(res.written),
         "split_sentences": split,
+        "token_budget": _budget(cfg)[0].max_tokens if res.chunked else None,
         "pid": os.getpid(),
     }
 
@@ -261,18 +263,25 @@ def finalize_chunk(cfg: Config, art: Artifacts, plan: ChunkPlan, results: list[d
                    t0: float | None = None) -> dict[str, Any]:
     """Drop chunk shards whose documents are gone, write the chunk ledger, return the stats."""
     t0 = time.perf_counter() if t0 is None else t0
-    old_ids = set() if plan.full or not art.chunk_ledger.exists() else set(
+    old_ids: set[str] = set() if plan.full or not art.chunk_ledger.exists() else set(
         pq.read_table(art.chunk_ledger, columns=["doc_id"]).column("doc_id").to_pylist())
     states = {d: ledger.DocState(d, k, tuple(ids)) for r in results for d, k, ids in r["states"]}
     totals = {shard_name(r["shard"]): r["totals"] for r in results}
     removed = remove_shards(art.chunks, list(plan.shards))
+    # the budget of whoever chunked now, else the one recorded last time: a run with nothing to
+    # chunk never loads the tokenizer (seconds to a minute of imports)
+    old_header = None if plan.full else ledger.read_header(art.chunk_ledger)
+    budgets = [r["token_budget"] for r in results if r.get("token_budget")]
+    token_budget = budgets[0] if budgets else (old_header.extra.get(_BUDGET_KEY) if old_header else None)
+    if token_budget is None:
+        token_budget = _budget(cfg)[0].max_tokens
     header = _header(cfg)
-    header.outputs, header.extra = shard_sizes(art.chunks), totals
+    header.outputs, header.extra = shard_sizes(art.chunks), {**totals, _BUDGET_KEY: token_budget}
     ledger.write_docs(art.chunk_ledger, states, header)
     counts = {k: sum(int(r[k]) for r in results) for k in ("documents_chunked", "documents_reused", "shards_written")}
     stats = _chunk_stats(states, totals, counts, t0)
     stats["split_sentences"] = sum(int(r["split_sentences"]) for r in results)
-    stats["token_budget"] = _budget(cfg)[0].max_tokens
+    stats["token_budget"] = token_budget
     stats["documents_deleted"] = len(old_ids - set(states))
     stats["shards_removed"] = len(removed)
     # processes other than this one that chunked shards (0 in-process, > 0 on a Dask cluster)

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from embedline.tasks import chunk as chunk_module
 from embedline.tasks import ledger
 from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.config import Config, load_config
@@ -137,8 +138,12 @@ def test_edit_add_delete_rename_reprocess_exactly_those_documents(tmp_path: Path
 def test_chunk_param_change_rechunks_all_and_full_flag_rebuilds(tmp_path: Path) -> None:
     cfg, art = _project(tmp_path / "p", CORPUS)
     run_stage("preprocess", cfg, art)
-    run_stage("chunk", cfg, art)
+    first = run_stage("chunk", cfg, art)
     n = len(CORPUS)
+    # nothing to chunk: the tokenizer is not even loaded, the budget comes from the ledger
+    chunk_module._BUDGETS.clear()
+    again = run_stage("chunk", cfg, art)
+    assert not chunk_module._BUDGETS and again["token_budget"] == first["token_budget"] > 0
     cfg2 = load_config(art.root / "params.yaml", ["chunk.max_tokens=64"])
     pre = run_stage("preprocess", cfg2, art)
     assert pre["files_loaded"] == 0  # a chunk param does not touch preprocess
