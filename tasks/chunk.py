@@ -32,9 +32,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from embedline.tasks import ledger
+from embedline.tasks import chunkers, ledger
 from embedline.tasks.artifacts import Artifacts
-from embedline.tasks.chunkers import CHUNKERS, Chunker, TokenBudget
+from embedline.tasks.chunkers import Chunker, TokenBudget
 from embedline.tasks.config import ChunkParams, Config, ConfigError, EmbedParams, PreprocessParams
 from embedline.tasks.normalize import EmbedTransform
 from embedline.tasks.records import CHUNK_SCHEMA, Chunk, Document, _from_row, records_table, sha256
@@ -81,7 +81,7 @@ def make_budget(
 
 
 def chunker_for(params: ChunkParams) -> Chunker:
-    return CHUNKERS[params.strategy]
+    return chunkers.chunker_for(params.strategy)
 
 
 def chunk_document(doc: Document, budget: TokenBudget, chunker: Chunker) -> list[Chunk]:
