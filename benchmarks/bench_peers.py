@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"[embedline] {mode} ...", flush=True)
         results["embedline"][mode] = embedline_run(src, args.work / "embedline", args.overrides)
         if mode == "first":
-            n_docs = export_documents(args.work / "embedline" / "data" / "interim" / "documents.parquet", docs)
+            n_docs = export_documents(args.work / "embedline" / "data" / "interim" / "documents", docs)
             print(f"  {n_docs} documents exported for the peers", flush=True)
         for p in args.peers:
             if "error" in results[p]:

@@ -34,6 +34,15 @@ def embed_fanout(cfg: Config, root: str) -> list[dict[str, Any]]:
     return stages.track(futures, stages.embed_progress(len(shards)))
 
 
+@flow(name="chunk-fanout", log_prints=True)
+def chunk_fanout(cfg: Config, root: str) -> dict[str, Any]:
+    """Chunk every document shard on the flow's task runner (Dask with --runner dask)."""
+    plan = stages.plan_chunk_shards(cfg, root)
+    futures = stages.chunk_shard.map(unmapped(cfg), unmapped(root), list(plan.shards), unmapped(plan.full))
+    results = [dict(r) for r in stages.track(futures, lambda done, of: None)]
+    return stages.chunk_finalize(cfg, root, plan, results)
+
+
 @flow(name="ingest", log_prints=True, on_failure=[report_failure], on_crashed=[report_failure])
 def ingest(
     params: Config | None = None,
@@ -63,7 +72,10 @@ def ingest(
         run: dict[str, dict[str, Any]] = {}
         # Stages exchange files, not results: `wait_for` draws each edge of the DAG in the UI.
         run["preprocess"] = stages.preprocess(cfg, root)
-        run["chunk"] = stages.chunk(cfg, root, wait_for=[run["preprocess"]])
+        if cfg.run.runner == "dask":  # shard-parallel on the cluster; threads gain nothing (GIL)
+            run["chunk"] = dict(chunk_fanout.with_options(task_runner=embed_runner(cfg))(cfg, root))
+        else:
+            run["chunk"] = stages.chunk(cfg, root, wait_for=[run["preprocess"]])
         shard_stats = embed_fanout.with_options(task_runner=embed_runner(cfg))(cfg, root)
         # fresh copies: a task input linked to a subflow result (input_type "flow_run") breaks the
         # Task Runs tab of Prefect 3.8.8's UI ("Invalid TaskInputResponse")

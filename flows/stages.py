@@ -72,6 +72,34 @@ def chunk(cfg: Config, root: str) -> dict[str, Any]:
     return stats
 
 
+@task(name="plan-chunk-shards", cache_policy=NONE)
+def plan_chunk_shards(cfg: Config, root: str) -> Any:
+    from embedline.tasks.chunk import plan_chunk
+
+    return plan_chunk(cfg, _art(root))
+
+
+@task(name="chunk-shard", cache_policy=NONE)
+def chunk_shard(cfg: Config, root: str, shard: int, full: bool) -> dict[str, Any]:
+    """One document shard of the chunk fan-out (writes that chunk shard; same bytes anywhere)."""
+    from embedline.tasks.chunk import chunk_one
+
+    return chunk_one(cfg, _art(root), shard, full)
+
+
+@task(name="chunk-finalize", cache_policy=NONE)
+def chunk_finalize(cfg: Config, root: str, plan: Any, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Chunk ledger + stale shards + stats of a chunk fan-out."""
+    from embedline.tasks.chunk import finalize_chunk
+    from embedline.tasks.records import write_json
+
+    art = _art(root)
+    stats = finalize_chunk(cfg, art, plan, results)
+    write_json(art.metric("chunk"), stats)
+    get_run_logger().info(one_line("chunk", stats))
+    return stats
+
+
 @task(name="plan-embed-shards", cache_policy=NONE)
 def plan_embed_shards(cfg: Config, root: str) -> list[Any]:
     from embedline.tasks.embed import plan_shards

@@ -229,6 +229,10 @@ class RunParams(_Section):
     runner: Literal["thread", "dask"] = "thread"
     dask_address: str | None = None
     dask_workers: int = Field(2, ge=1)
+    # documents/chunks are partitioned into this many shards by doc id (a new count rewrites all)
+    shards: int = Field(16, ge=1, le=4096)
+    # ignore the ledgers: re-load and re-chunk every document (`embedline ingest --full`)
+    full_rebuild: bool = False
 
 
 class Config(BaseModel):

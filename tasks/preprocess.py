@@ -1,18 +1,27 @@
 """Stage 1, preprocess: walk the source folder, load every file into Documents, reject the rest.
 
 ``run_preprocess(cfg, art)`` walks ``cfg.source`` in sorted order (deterministic), skips paths
-matching ``preprocess.exclude``, picks a loader per file from :mod:`embedline.tasks.loaders` and streams the
-Documents to ``art.documents`` (Parquet, in batches) and every rejected input (path, reason,
-detail) to ``art.rejected`` (JSON lines). Bad input never stops the run; a folder with no usable
-document at all does, with :class:`NoUsableDocumentsError`.
+matching ``preprocess.exclude``, picks a loader per file from :mod:`embedline.tasks.loaders` and writes the
+Documents to the shard folder ``art.documents`` (:mod:`embedline.tasks.shards`, rows sorted by
+source) and every rejected input (path, reason, detail) to ``art.rejected`` (JSON lines). Bad input
+never stops the run; a folder with no usable document at all does, with
+:class:`NoUsableDocumentsError`.
+
+Incremental: the file ledger (:mod:`embedline.tasks.ledger`) remembers each file's size, mtime,
+byte hash and documents. A run stats every file, hashes only those whose stat changed, loads only
+those whose bytes changed, drops the documents of deleted files and rewrites only the shards the
+changed documents live in. ``run.full_rebuild`` (``--full``) ignores the ledger.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
+import shutil
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -20,12 +29,24 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from embedline.tasks import progress
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from embedline.tasks import ledger, progress
 from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.config import Config, PreprocessParams
 from embedline.tasks.loaders import LOADERS, RejectedInput, RejectReason, loader_for, reject
 from embedline.tasks.loaders.base import TRUNCATED_FIELDS
-from embedline.tasks.records import Document, ParquetSink, Rejection, display_path, rejection_json
+from embedline.tasks.records import (
+    DOCUMENT_SCHEMA,
+    Document,
+    ParquetSink,
+    Rejection,
+    display_path,
+    rejection_json,
+)
+from embedline.tasks.shards import remove_shards, shard_name, shard_of, shard_sizes, write_shard
 
 log = logging.getLogger(__name__)
 _LOGGED_REJECTIONS = 20
@@ -183,8 +204,142 @@ class RejectionSink:
 
 
 # ---- the stage ---------------------------------------------------------------------------------------
+def preprocess_fingerprint(cfg: Config) -> str:
+    """What every document depends on besides its file: preprocess params, shard count, code."""
+    params = cfg.preprocess.model_dump(
+        mode="json", exclude={"lowercase", "lemmatize", "stem", "strip_code_comments"}  # chunk's
+    )
+    code = ledger.code_fingerprint("loaders", "normalize.py", "records.py", "preprocess.py")
+    # the source as written in params (relative to the project): a moved or cloned project keeps
+    # its ledger; rows are keyed by paths relative to the source anyway
+    return ledger.fingerprint({"preprocess": params, "source": cfg.source}, code)
+
+
+class _Pass:
+    """One preprocess run: replays unchanged files from the ledger, loads the rest into spill
+    shards, then merges every touched shard (kept rows of the old shard + the new documents)."""
+
+    def __init__(self, art: Artifacts, params: PreprocessParams, old: dict[str, ledger.FileEntry],
+                 shards: int, staging: Path, rejections: RejectionSink):
+        self.art, self.params, self.old, self.shards = art, params, old, shards
+        self.staging, self.rejections = staging, rejections
+        self.entries: dict[str, ledger.FileEntry] = {}
+        self.removed: set[str] = set()  # doc ids of changed or deleted files (old rows to drop)
+        self.seen: set[str] = set()
+        self.spill: dict[int, ParquetSink] = {}
+        self.counts: Counter[str] = Counter()
+
+    def visit(self, rel: str, path: Path) -> None:
+        key = display_path(rel)  # the ledger's key: a non-UTF-8 name is stored escaped
+        try:
+            st = path.stat()
+        except OSError:
+            st = None
+        prev = self.old.get(key)
+        digest = self._digest(prev, path, st)
+        entry = self._reuse(prev, st, digest)
+        if entry is not None and not self.seen.intersection(entry.doc_ids):
+            self.counts["files_unchanged"] += 1
+            self.entries[key] = entry
+            self.seen.update(entry.doc_ids)
+            for r in entry.rejections:
+                self.rejections.write(Rejection(**r))
+            return
+        self.counts["files_changed" if prev else "files_new"] += 1
+        if prev:
+            self.removed.update(prev.doc_ids)
+        self._load(rel, key, path, st, digest)
+
+    def _digest(self, prev: ledger.FileEntry | None, path: Path, st: os.stat_result | None) -> str:
+        """The file's byte hash, unless its stat matches the ledger (then the ledger's) or it is
+        too large to load anyway or unreadable ("")."""
+        if st is None or st.st_size > self.params.max_file_mb * 1024 * 1024:
+            return ""
+        if prev is not None and prev.size == st.st_size and prev.mtime_ns == st.st_mtime_ns:
+            return prev.file_hash
+        self.counts["files_hashed"] += 1
+        try:
+            return ledger.file_hash(path)
+        except OSError:
+            return ""
+
+    @staticmethod
+    def _reuse(prev: ledger.FileEntry | None, st: os.stat_result | None, digest: str
+               ) -> ledger.FileEntry | None:
+        if prev is None or st is None or not digest or digest != prev.file_hash:
+            return None
+        return ledger.FileEntry(prev.path, st.st_size, st.st_mtime_ns, digest, prev.doc_ids,
+                                prev.formats, prev.chars, prev.rejections)
+
+    def _load(self, rel: str, key: str, path: Path, st: os.stat_result | None, digest: str) -> None:
+        self.counts["files_loaded"] += 1
+        ids: list[str] = []
+        formats: list[str] = []
+        chars = 0
+        rejected: list[dict[str, str]] = []
+        for out in load_path(path, rel, self.params):
+            if not isinstance(out, Rejection) and out.doc_id in self.seen:
+                out = reject(out.source, RejectReason.duplicate_id,
+                             "another input already produced this source id")
+            if isinstance(out, Rejection):
+                self.rejections.write(out)
+                rejected.append(json.loads(rejection_json(out)))
+                continue
+            self.seen.add(out.doc_id)
+            self.counts["metadata_truncated"] += len(out.metadata.get(TRUNCATED_FIELDS) or ())
+            self._sink(shard_of(out.doc_id, self.shards)).write(out)
+            ids.append(out.doc_id)
+            formats.append(out.format)
+            chars += len(out.text)
+        self.counts["documents_loaded"] += len(ids)
+        if digest and st is not None:  # an unreadable file has no entry: it is retried every run
+            self.entries[key] = ledger.FileEntry(key, st.st_size, st.st_mtime_ns, digest, tuple(ids),
+                                                 tuple(formats), chars, tuple(rejected))
+
+    def _sink(self, shard: int) -> ParquetSink:
+        if shard not in self.spill:
+            self.spill[shard] = ParquetSink(self.staging / shard_name(shard), Document, batch_rows=256)
+        return self.spill[shard]
+
+    def finish_deletions(self, visited: set[str]) -> None:
+        for rel, prev in self.old.items():
+            if rel not in visited:
+                self.counts["files_deleted"] += 1
+                self.removed.update(prev.doc_ids)
+
+    def merge(self, full: bool) -> None:
+        """Rewrite the touched shards; with ``full``, also drop every shard not written."""
+        for sink in self.spill.values():
+            sink.close()
+        by_shard: dict[int, set[str]] = {}
+        for doc_id in self.removed:
+            by_shard.setdefault(shard_of(doc_id, self.shards), set()).add(doc_id)
+        touched = sorted(set(by_shard) | set(self.spill))
+        written = []
+        for i in touched:
+            parts = [] if full else _kept_rows(self.art.documents / shard_name(i), by_shard.get(i, set()))
+            if i in self.spill:
+                parts.append(pq.read_table(self.spill[i].path).cast(DOCUMENT_SCHEMA))
+            table = pa.concat_tables(parts) if parts else DOCUMENT_SCHEMA.empty_table()
+            if write_shard(self.art.documents, i, table, ["source"]) is not None:
+                written.append(i)
+        self.counts["shards_written"] = len(touched)
+        if full:
+            self.counts["shards_removed"] = len(remove_shards(self.art.documents, written))
+
+
+def _kept_rows(path: Path, drop: set[str]) -> list[pa.Table]:
+    if not path.exists():
+        return []
+    table = pq.read_table(path).cast(DOCUMENT_SCHEMA)
+    if drop:
+        table = table.filter(pc.invert(pc.is_in(table["doc_id"], value_set=pa.array(sorted(drop)))))
+    return [table]
+
+
 def run_preprocess(cfg: Config, art: Artifacts) -> dict[str, Any]:
-    """Load ``cfg.source`` into ``art.documents`` (+ ``art.rejected``); return flat stats."""
+    """Load ``cfg.source`` into the ``art.documents`` shards (+ ``art.rejected``, ``art.ledger``);
+    only files whose bytes changed since the ledger was written are loaded. Returns flat stats."""
     t0 = time.perf_counter()
     params = cfg.preprocess
     root = art.resolve(cfg.source)
@@ -192,12 +347,18 @@ def run_preprocess(cfg: Config, art: Artifacts) -> dict[str, Any]:
         raise PreprocessError(
             f"source folder {root} does not exist or is not a folder (param 'source')"
         )
+    header = ledger.LedgerHeader(preprocess_fingerprint(cfg), cfg.run.shards)
+    why = "run.full_rebuild" if cfg.run.full_rebuild else ledger.usable(art.ledger, header, art.documents)
+    old = {} if why else ledger.read_files(art.ledger)
+    if why:
+        log.info("preprocess: loading every file (%s)", why)
     walk_counts: Counter[str] = Counter()
-    formats: Counter[str] = Counter()
-    seen_ids: set[str] = set()
-    files = bytes_in = chars_out = truncated = 0
+    files = bytes_in = 0
+    visited: set[str] = set()
+    art.interim.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".preprocess-", dir=art.interim))
     rejections = RejectionSink(art.rejected)
-    sink = ParquetSink(art.documents, Document)
+    run = _Pass(art, params, old, cfg.run.shards, staging, rejections)
     bar = progress.shared("preprocess", unit="file")  # the walk streams: a count, no total
     try:
         for item in walk_source(root, params, walk_counts):
@@ -207,58 +368,55 @@ def run_preprocess(cfg: Config, art: Artifacts) -> dict[str, Any]:
             rel, path = item
             files += 1
             bar.advance()
+            visited.add(display_path(rel))
             with contextlib.suppress(OSError):
                 bytes_in += path.stat().st_size
-            for out in load_path(path, rel, params):
-                if isinstance(out, Rejection):
-                    rejections.write(out)
-                elif out.doc_id in seen_ids:
-                    rejections.write(
-                        reject(
-                            out.source,
-                            RejectReason.duplicate_id,
-                            "another input already produced this source id",
-                        )
-                    )
-                else:
-                    seen_ids.add(out.doc_id)
-                    truncated += len(out.metadata.get(TRUNCATED_FIELDS) or ())
-                    sink.write(out)
-                    formats[out.format] += 1
-                    chars_out += len(out.text)
-    except BaseException:
-        sink.abort()
+            run.visit(rel, path)
         rejections.close()
-        raise
+        n_docs = sum(len(e.doc_ids) for e in run.entries.values())
+        n_rej = sum(rejections.counts.values())
+        if n_docs == 0:
+            by_reason = ", ".join(f"{k}={v}" for k, v in sorted(rejections.counts.items())) or "none"
+            raise NoUsableDocumentsError(
+                f"no usable documents in {root}: {files} file(s) seen, {n_rej} rejected "
+                f"({by_reason}), {walk_counts['excluded']} excluded; see {art.rejected}"
+            )
+        run.finish_deletions(visited)
+        run.merge(full=bool(why))
+        header.outputs = shard_sizes(art.documents)
+        ledger.write_files(art.ledger, run.entries, header)
     finally:
         progress.close("preprocess")
-    rejections.close()
+        for sink in run.spill.values():
+            with contextlib.suppress(OSError):
+                sink.abort()
+        shutil.rmtree(staging, ignore_errors=True)
+        if not rejections._fh.closed:
+            rejections.close()
+    return _stats(run, rejections, files, walk_counts, bytes_in, t0)
+
+
+def _stats(run: _Pass, rejections: RejectionSink, files: int, walk_counts: Counter[str],
+           bytes_in: int, t0: float) -> dict[str, Any]:
+    formats: Counter[str] = Counter(f for e in run.entries.values() for f in e.formats)
+    n_docs = sum(len(e.doc_ids) for e in run.entries.values())
     n_rej = sum(rejections.counts.values())
-    if sink.count == 0:
-        sink.abort()
-        by_reason = ", ".join(f"{k}={v}" for k, v in sorted(rejections.counts.items())) or "none"
-        raise NoUsableDocumentsError(
-            f"no usable documents in {root}: {files} file(s) seen, {n_rej} rejected "
-            f"({by_reason}), {walk_counts['excluded']} excluded; see {art.rejected}"
-        )
-    sink.close()
     stats: dict[str, Any] = {
-        "documents": sink.count,
+        "documents": n_docs,
         "files": files,
         "rejected": n_rej,
         "excluded": walk_counts["excluded"],
         "bytes_in": bytes_in,
-        "chars_out": chars_out,
-        "metadata_truncated": truncated,
+        "chars_out": sum(e.chars for e in run.entries.values()),
         "seconds": round(time.perf_counter() - t0, 3),
     }
+    for key in ("files_new", "files_changed", "files_deleted", "files_unchanged", "files_hashed",
+                "files_loaded", "documents_loaded", "shards_written", "shards_removed",
+                "metadata_truncated"):
+        stats[key] = run.counts.get(key, 0)
     stats.update({f"rejected_{r.value}": rejections.counts.get(r.value, 0) for r in RejectReason})
     known = sorted({ld.name for ld in LOADERS.values()} | set(formats))  # stable metric columns
     stats.update({f"docs_{fmt}": formats.get(fmt, 0) for fmt in known})
-    if truncated:
-        log.warning(
-            "preprocess: %d metadata field(s) cut to preprocess.max_metadata_bytes=%d (listed in each "
-            "document's truncated_fields)", truncated, params.max_metadata_bytes,
-        )
-    log.info("preprocess: %d documents from %d files, %d rejected", sink.count, files, n_rej)
+    log.info("preprocess: %d documents from %d files (%d loaded, %d deleted), %d rejected", n_docs,
+             files, stats["files_loaded"], stats["files_deleted"], n_rej)
     return stats

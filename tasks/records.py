@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from embedline.tasks import shards
 from embedline.tasks.artifacts import atomic_path, atomic_write_text, temp_path_for
 
 POINT_NAMESPACE = uuid.UUID("6f6e1d2c-8a52-5f0e-9a3e-656d6265646c")  # "embedl" namespace
@@ -216,9 +217,8 @@ class ParquetSink:
 
 
 def iter_records(path: str | Path, cls: type[T], batch_rows: int = BATCH_ROWS) -> Iterator[T]:
-    """Stream records from a Parquet file, one row batch in memory at a time."""
-    pf = pq.ParquetFile(path)
-    for batch in pf.iter_batches(batch_size=batch_rows):
+    """Stream records from a Parquet file or a shard folder, one row batch in memory at a time."""
+    for batch in shards.iter_batches(path, batch_rows=batch_rows):
         for row in batch.to_pylist():
             yield _from_row(cls, row)
 
@@ -230,7 +230,12 @@ def write_records(path: str | Path, cls: type[T], recs: Iterable[T]) -> int:
 
 
 def count_rows(path: str | Path) -> int:
-    return int(pq.ParquetFile(path).metadata.num_rows)
+    return shards.num_rows(path)
+
+
+def records_table(cls: type[Document] | type[Chunk], recs: Iterable[Document | Chunk]) -> pa.Table:
+    """Records as one Arrow table in the artifact schema (a shard's worth: callers bound it)."""
+    return pa.Table.from_pylist([_to_row(r) for r in recs], schema=_SCHEMAS[cls])
 
 
 def write_rejections(path: str | Path, rejections: Iterable[Rejection]) -> int:
