@@ -31,16 +31,12 @@ def ingest(
     allow_mass_delete: Annotated[bool, typer.Option("--allow-mass-delete")] = False,
     runner: Annotated[str | None, typer.Option(help="Task runner for the embed fan-out: thread | dask.")] = None,
     evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="Run the evaluate stage.")] = True,
-<<<<<<< HEAD
     prefect: Annotated[
         bool | None,
         typer.Option("--prefect/--no-prefect", help="Run as a Prefect flow (default: when PREFECT_API_URL "
                      "is set; without a server, a temporary one is started). --no-prefect: in-process."),
     ] = None,
     verbose: VerboseOpt = False,
-=======
-    full: Annotated[bool, typer.Option("--full", help="Ignore the ledgers: re-load and re-chunk everything.")] = False,
->>>>>>> incremental
 ) -> None:
     """Run the ingest DAG: a Prefect flow run with a server, else in-process (no server wait)."""
 
@@ -98,16 +94,12 @@ def stage(
             from embedline.tasks.config import ConfigError
 
             raise ConfigError(str(UnknownStageError(name)))
-<<<<<<< HEAD
-        cfg, art = load(params, set_)
+        cfg, art = load(params, [*(set_ or []), *(["run.full_rebuild=true"] if full else [])])
         from embedline.tasks.preflight import check_ready
 
         check_ready(cfg, art, source=name == "preprocess")
         from embedline.flows.reporters import terminal_progress
 
-=======
-        cfg, art = load(params, [*(set_ or []), *(["run.full_rebuild=true"] if full else [])])
->>>>>>> incremental
         if os.environ.get("PREFECT_API_URL"):
             from embedline.flows.ingest import stage_flow
 
