@@ -37,6 +37,7 @@ def ingest(
                      "is set; without a server, a temporary one is started). --no-prefect: in-process."),
     ] = None,
     verbose: VerboseOpt = False,
+    full: Annotated[bool, typer.Option("--full", help="Ignore the ledgers: re-load and re-chunk everything.")] = False,
 ) -> None:
     """Run the ingest DAG: a Prefect flow run with a server, else in-process (no server wait)."""
 
