@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from embedline.flows.console import ParamsOpt, SetOpt, guard, load, out, print_stats
+from embedline.flows.console import ParamsOpt, SetOpt, err, guard, load, out, print_stats
 from embedline.tasks.config import PARAMS_FILE, ConfigError
 
 
@@ -21,8 +21,11 @@ def ingest(
     allow_mass_delete: Annotated[bool, typer.Option("--allow-mass-delete")] = False,
     runner: Annotated[str | None, typer.Option(help="Task runner for the embed fan-out: thread | dask.")] = None,
     evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="Run the evaluate stage.")] = True,
+    promote: Annotated[bool, typer.Option(
+        "--promote", help="Serve the built set even with --set/SOURCE overrides (after the quality gate).")] = False,
 ) -> None:
-    """Run the full `ingest` Prefect flow."""
+    """Run the full `ingest` Prefect flow. With overrides it builds a shadow set; the alias moves
+    only for params.yaml as is (or with --promote)."""
 
     def body() -> None:
         items = list(set_ or [])
@@ -33,7 +36,7 @@ def ingest(
 
         run = ingest_flow(
             params=cfg, root=str(art.root), dry_run=dry_run,
-            allow_mass_delete=allow_mass_delete, evaluate=evaluate,
+            allow_mass_delete=allow_mass_delete, evaluate=evaluate, promote=promote,
         )
         if dry_run:
             print_stats("embedline ingest --dry-run (nothing written)", run["plan"])
@@ -41,6 +44,9 @@ def ingest(
         from embedline.tasks.summary import summary_rows
 
         print_stats("embedline ingest", dict(summary_rows(run)))
+        from embedline.tasks.summary import promote_line
+
+        out.print(promote_line(run.get("promote", {})), highlight=False, soft_wrap=True)
 
     guard(body)
 
@@ -58,15 +64,22 @@ def stage(
         if name not in STAGES:
             raise ConfigError(str(UnknownStageError(name)))
         cfg, art = load(params, set_)
-        if os.environ.get("PREFECT_API_URL"):
+        options: dict[str, object] = {}
+        if name == "promote":  # build vs promote: only the recorded configuration moves the alias
+            from embedline.tasks.vectorsets.promote import serving_decision
+
+            reason = serving_decision(cfg, art.root, overrides=bool(set_))
+            options = {"promote_now": reason is None, "reason": reason}
+        if os.environ.get("PREFECT_API_URL") and not options:
             from embedline.flows.ingest import stage_flow
 
             stats = stage_flow(name=name, params=cfg, root=str(art.root))
         else:
-            stats = run_stage(name, cfg, art)
-        from embedline.tasks.summary import one_line
+            stats = run_stage(name, cfg, art, **options)
+        from embedline.tasks.summary import one_line, promote_line
 
-        out.print(one_line(name, stats))
+        out.print(promote_line(stats) if name == "promote" else one_line(name, stats), highlight=False,
+                  soft_wrap=True)
 
     guard(body)
 
@@ -85,12 +98,15 @@ def search(
 
     def body() -> None:
         cfg, art = load(params, set_)
-        from embedline.tasks.vectorsets.upsert import search as do_search
+        from embedline.tasks.vectorsets.search import search as do_search
+        from embedline.tasks.vectorsets.search import served
 
         hits = do_search(cfg, art, query, k, mode="hybrid" if hybrid else "dense")
         if as_json:
+            collection, fingerprint = served(cfg, art)  # what answered
             for h in hits:
-                out.print_json(json.dumps({"score": h.score, "source": h.source, "text": h.text}))
+                out.print_json(json.dumps({"score": h.score, "source": h.source, "text": h.text,
+                                           "collection": collection, "fingerprint": fingerprint}))
             return
         out.print(f"[bold]top {len(hits)} for[/bold] {query!r}")
         for rank, h in enumerate(hits, start=1):
@@ -105,21 +121,28 @@ def summary(
     seconds: Annotated[float | None, typer.Option(help="Wall time to report.")] = None,
     params: ParamsOpt = Path(PARAMS_FILE),
 ) -> None:
-    """Print the last run's summary from data/metrics (what `make run` shows)."""
+    """What the store serves now (read live) and the recorded run's headline metrics (what `make run` shows)."""
 
     def body() -> None:
         cfg, art = load(params, None)
         from embedline.tasks.records import read_json
-        from embedline.tasks.summary import summary_rows
+        from embedline.tasks.summary import HEADLINE_FILE
+        from embedline.tasks.vectorsets.verify import served_state
 
-        stages = {
-            p.stem: read_json(p) for p in sorted(art.metrics.glob("*.json")) if p.is_file()
-        }
-        rows = dict(summary_rows(stages))
+        state = served_state(cfg, art)  # read live from the store, never from committed numbers
+        rows: dict[str, object] = {k.replace("_", " "): v for k, v in state.items()}
+        headline = art.metrics / HEADLINE_FILE
+        if headline.exists():  # the recorded run's numbers, labelled as such
+            for key, value in read_json(headline).items():
+                rows[f"{key} (recorded run)"] = value
+        if state["served_collection"] is None:
+            err.print(f"[yellow]no vector set is served[/yellow]: the store at {cfg.qdrant.url or cfg.qdrant.path} "
+                      f"has no alias {cfg.qdrant.collection!r}. Build and serve one with `dvc repro` "
+                      "(or `embedline promote` after `dvc pull`).")
         if seconds is not None:
             rows["wall time (s)"] = round(seconds, 1)
-        if query:
-            from embedline.tasks.vectorsets.upsert import search as do_search
+        if query and state["served_collection"] is not None:
+            from embedline.tasks.vectorsets.search import search as do_search
 
             hits = do_search(cfg, art, query, 1)
             rows["example query"] = query

@@ -1,4 +1,4 @@
-"""The `ingest` flow: preprocess -> chunk -> embed -> dedupe -> upsert (-> evaluate).
+"""The `ingest` flow: preprocess -> chunk -> embed -> dedupe -> upsert (-> evaluate -> report) -> promote.
 
 The flow body is the DAG and nothing else; every stage is a thin task around a pure function in
 `tasks/`. Parameters are pydantic (`Config`), so the Prefect UI renders params.yaml as a form.
@@ -20,6 +20,7 @@ from embedline.flows.runtime import (
     resolve_config,
 )
 from embedline.tasks.config import Config
+from embedline.tasks.vectorsets.promote import serving_decision
 
 
 @flow(name="embed-fanout", log_prints=True)
@@ -38,6 +39,7 @@ def ingest(
     dry_run: bool = False,
     allow_mass_delete: bool = False,
     evaluate: bool = True,
+    promote: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Ingest `params.source` into the Qdrant alias `params.qdrant.collection`.
 
@@ -48,6 +50,8 @@ def ingest(
         dry_run: only plan: log adds/updates/deletes and texts to embed; write nothing.
         allow_mass_delete: let a run delete more than `qdrant.max_delete_fraction` of the set.
         evaluate: run the evaluate stage (quality metrics) after upsert.
+        promote: serve the built vector set even when the run is not the recorded configuration
+            (`params` or `overrides` differ from params.yaml); it still passes the quality gate.
     """
     root = str(Path(root).resolve())
     cfg = resolve_config(root, params, overrides)
@@ -64,8 +68,14 @@ def ingest(
         run["embed"] = stages.embed(cfg, root, [dict(s) for s in shard_stats], wait_for=[run["chunk"]])
         run["dedupe"] = stages.dedupe(cfg, root, wait_for=[run["embed"]])
         run["upsert"] = stages.upsert(cfg, root, allow_mass_delete, wait_for=[run["dedupe"]])
+        last = run["upsert"]
         if evaluate:
             run["evaluate"] = stages.evaluate(cfg, root, wait_for=[run["upsert"]])
+            run["report"] = last = stages.report(cfg, root, wait_for=[run["evaluate"]])
+        # build vs promote: only the recorded configuration (or --promote) moves the alias
+        reason = serving_decision(cfg, Path(root))
+        run["promote"] = stages.promote(cfg, root, promote or reason is None, reason, allow_mass_delete,
+                                        wait_for=[last])
         stages.summary(cfg, run)
         dvc_record(root, cfg, ran=list(run))
     return run

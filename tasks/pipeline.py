@@ -24,10 +24,15 @@ STAGES: dict[str, str] = {
     "chunk": "embedline.tasks.chunk:run_chunk",
     "embed": "embedline.tasks.embed:run_embed",
     "dedupe": "embedline.tasks.dedupe:run_dedupe",
-    "upsert": "embedline.tasks.vectorsets.upsert:run_upsert",
+    "upsert": "embedline.tasks.vectorsets.build:run_build",
     "evaluate": "embedline.tasks.evaluate:run_evaluate",
+    "report": "embedline.tasks.summary:run_report",
+    "promote": "embedline.tasks.vectorsets.promote:run_promote",
 }
-INGEST_STAGES = ("preprocess", "chunk", "embed", "dedupe", "upsert")
+INGEST_STAGES = ("preprocess", "chunk", "embed", "dedupe", "upsert", "promote")
+# Stages without a data/metrics/<name>.json of their own: report writes the headline metrics
+# itself; promote acts on the store on every run (dvc.yaml: always_changed), its stats are printed.
+UNRECORDED = frozenset({"report", "promote"})
 
 
 class UnknownStageError(KeyError):
@@ -49,6 +54,8 @@ def run_stage(name: str, cfg: Config, art: Artifacts, **options: Any) -> dict[st
     """Run one stage and record its stats as data/metrics/<name>.json (a DVC metric)."""
     start = time.perf_counter()
     stats = dict(stage_function(name)(cfg, art, **options))
+    if name in UNRECORDED:
+        return stats
     stats.setdefault("seconds", round(time.perf_counter() - start, 3))
     if not options.get("dry_run"):
         write_json(art.metric(name), stats)
