@@ -1,4 +1,4 @@
-"""The `ingest` flow: preprocess -> chunk -> embed -> dedupe -> upsert (-> evaluate -> report) -> promote.
+"""The `ingest` flow: preprocess -> chunk -> embed -> dedupe -> upsert (-> evaluate) -> promote.
 
 The flow body is the DAG and nothing else; every stage is a thin task around a pure function in
 `tasks/`. Parameters are pydantic (`Config`), so the Prefect UI renders params.yaml as a form.
@@ -71,7 +71,7 @@ def ingest(
         last = run["upsert"]
         if evaluate:
             run["evaluate"] = stages.evaluate(cfg, root, wait_for=[run["upsert"]])
-            run["report"] = last = stages.report(cfg, root, wait_for=[run["evaluate"]])
+            last = run["evaluate"]
         # build vs promote: only the recorded configuration (or --promote) moves the alias
         reason = serving_decision(cfg, Path(root))
         run["promote"] = stages.promote(cfg, root, promote or reason is None, reason, allow_mass_delete,

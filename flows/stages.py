@@ -164,12 +164,6 @@ def promote(cfg: Config, root: str, promote_now: bool, reason: str | None = None
     return stats
 
 
-@task(name="report", cache_policy=NONE)
-def report(cfg: Config, root: str) -> dict[str, Any]:
-    """The headline metrics file and the recall chart (the DVC `report` stage)."""
-    return run_stage("report", cfg, _art(root))
-
-
 @task(name="plan", cache_policy=NONE)
 def plan(cfg: Config, root: str) -> dict[str, Any]:
     """What an ingest would change now (a scratch workspace; nothing is written)."""

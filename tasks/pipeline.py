@@ -25,14 +25,13 @@ STAGES: dict[str, str] = {
     "embed": "embedline.tasks.embed:run_embed",
     "dedupe": "embedline.tasks.dedupe:run_dedupe",
     "upsert": "embedline.tasks.vectorsets.build:run_build",
-    "evaluate": "embedline.tasks.evaluate:run_evaluate",
-    "report": "embedline.tasks.summary:run_report",
+    "evaluate": "embedline.tasks.evaluate:run_evaluate_stage",
     "promote": "embedline.tasks.vectorsets.promote:run_promote",
 }
 INGEST_STAGES = ("preprocess", "chunk", "embed", "dedupe", "upsert", "promote")
-# Stages without a data/metrics/<name>.json of their own: report writes the headline metrics
-# itself; promote acts on the store on every run (dvc.yaml: always_changed), its stats are printed.
-UNRECORDED = frozenset({"report", "promote"})
+# Stages without a data/metrics/<name>.json: promote acts on the store on every run (dvc.yaml:
+# always_changed), its stats are printed, never written to a Git-tracked file.
+UNRECORDED = frozenset({"promote"})
 
 
 class UnknownStageError(KeyError):
