@@ -20,7 +20,7 @@ _LIBS = ("numpy", "torch", "transformers", "sentence-transformers", "onnxruntime
 
 STAT_KEYS = (
     "rows", "unique_texts", "cache_hits", "cache_misses", "texts_embedded", "seconds",
-    "texts_per_second", "dims", "fingerprint", "provider", "model", "backend", "precision", "embedder",
+    "texts_per_second", "dims", "fingerprint", "provider", "model", "backend", "precision",
 )
 
 
@@ -87,8 +87,8 @@ def build_manifest(
 
 
 def run_facts(cfg: Config, stats: dict[str, int], seconds: float) -> dict[str, Any]:
-    """What this run cost (a metric, not part of the manifest): cache hits, texts embedded,
-    seconds, throughput, and the embedder's own report when it was loaded."""
+    """What this run cost (stats, not part of the manifest): cache hits, texts embedded, seconds,
+    throughput, and the embedder's own report when it was loaded (flat ``embedder_<key>`` scalars)."""
     info: dict[str, Any] = {}
     emb = peek_embedder(cfg.embed)
     if emb is not None and callable(getattr(emb, "info", None)):
@@ -97,5 +97,5 @@ def run_facts(cfg: Config, stats: dict[str, int], seconds: float) -> dict[str, A
         **stats,
         "seconds": seconds,
         "texts_per_second": round(stats["texts_embedded"] / seconds, 2) if seconds > 0 else 0.0,
-        "embedder": info,
+        **{f"embedder_{k}": v for k, v in info.items() if isinstance(v, str | int | float | bool) or v is None},
     }

@@ -284,7 +284,7 @@ def finalize_embed(
     manifest = build_manifest(cfg, art, revision, dims, n, len(unique), corpus.hexdigest())
     write_json(art.manifest, manifest)
     facts = {**manifest, **run_facts(cfg, stats, seconds)}
-    return {k: facts[k] for k in STAT_KEYS}
+    return {k: v for k, v in facts.items() if k in STAT_KEYS or k.startswith("embedder_")}
 
 
 # ---- the whole stage -------------------------------------------------------------------------------

@@ -97,7 +97,7 @@ def test_stage_cache_hits_on_rerun(tmp_path: Path) -> None:
     assert art.manifest.read_bytes() == manifest_bytes
     assert manifest["model_path"] == "/".join(Path(resolve_model(cfg.embed.model)).parts[-2:])
     assert "seconds" not in manifest and "cache_hits" not in manifest and "embedder" not in manifest
-    assert first["embedder"]["device"] == "cpu"  # the run facts are stats (data/metrics/embed.json)
+    assert first["embedder_device"] == "cpu"  # the run facts are stats (data/metrics/embed.json)
 
 
 def test_onnx_backend_agrees_with_torch(tmp_path: Path) -> None:

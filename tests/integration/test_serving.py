@@ -78,10 +78,12 @@ def test_set_runs_and_experiments_build_shadows_and_dvc_repro_serves_the_recorde
     assert f"embedline promote {shadow}" in " ".join(proc.stdout.split())
     _mismatch_reported(work, served=base)
 
-    # dvc repro: the run-cache restores params.yaml's outputs without running them; the promote
-    # stage always runs and finds the alias already on the recorded set
+    # dvc repro rebuilds params.yaml's outputs (stages with a `cache: false` stats output are never
+    # restored from the run-cache; every vector comes from the embedding cache) and the promote
+    # stage, which always runs, finds the alias already on the recorded set
     ran = work.repro()
-    assert ran[-1] == "promote" and "embed" not in ran
+    assert ran[-1] == "promote" and "embed" in ran
+    assert work.json("data/metrics/embed.json")["texts_embedded"] == 0
     assert _agree(work) == base
 
     # dvc exp run builds the experiment's set and leaves the served one alone
