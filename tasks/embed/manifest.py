@@ -89,10 +89,8 @@ def build_manifest(
 def run_facts(cfg: Config, stats: dict[str, int], seconds: float) -> dict[str, Any]:
     """What this run cost (stats, not part of the manifest): cache hits, texts embedded, seconds,
     throughput, and the embedder's own report when it was loaded (flat ``embedder_<key>`` scalars)."""
-    info: dict[str, Any] = {}
     emb = peek_embedder(cfg.embed)
-    if emb is not None and callable(getattr(emb, "info", None)):
-        info = dict(emb.info())  # type: ignore[attr-defined]
+    info: dict[str, Any] = dict(emb.info()) if emb is not None else {}
     return {
         **stats,
         "seconds": seconds,

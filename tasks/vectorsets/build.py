@@ -49,7 +49,6 @@ from embedline.tasks.vectorsets.source import (
 )
 from embedline.tasks.vectorsets.sync import SyncPlan, compute_plan, sample_ids
 
-API_PROVIDERS = frozenset({"openai"})
 RECEIPT_KEYS = ("collection", "alias", "fingerprint", "model", "backend")
 
 
@@ -186,7 +185,7 @@ def _embed_backlog(cfg: Config, art: Artifacts) -> tuple[int | None, int | None]
     except ImportError:
         return None, None
     backlog = plan_embed(cfg, art)
-    tokens = backlog.get("tokens_to_embed") if cfg.embed.provider in API_PROVIDERS else None
+    tokens = backlog["tokens_to_embed"] if backlog["billed_by_token"] else None
     return int(backlog["texts_to_embed"]), tokens
 
 
