@@ -56,7 +56,8 @@ def run_inprocess(
         from embedline.tasks.plan import plan_ingest
 
         return {"plan": plan_ingest(cfg, art)}
-    names = [*INGEST_STAGES, "evaluate"] if evaluate else list(INGEST_STAGES)
+    build = [s for s in INGEST_STAGES if s != "promote"]  # promote runs last, after evaluate
+    names = [*build, "evaluate"] if evaluate else build
     run: dict[str, dict[str, Any]] = {}
     with ingest_lock(root):
         for name in names:
