@@ -1,16 +1,26 @@
-"""Run commands: ingest (the Prefect flow), stage (one DVC stage), search, summary."""
+"""Run commands: ingest (a Prefect flow run, or the same DAG in-process), stage (one DVC stage), search, summary."""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from embedline.flows.console import ParamsOpt, SetOpt, guard, load, out, print_stats
-from embedline.tasks.config import PARAMS_FILE, ConfigError
+from embedline.flows.console import (
+    PARAMS_FILE,
+    ParamsOpt,
+    SetOpt,
+    VerboseOpt,
+    err,
+    guard,
+    load,
+    out,
+    print_stats,
+    verbose_logs,
+)
 
 
 def ingest(
@@ -21,20 +31,45 @@ def ingest(
     allow_mass_delete: Annotated[bool, typer.Option("--allow-mass-delete")] = False,
     runner: Annotated[str | None, typer.Option(help="Task runner for the embed fan-out: thread | dask.")] = None,
     evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="Run the evaluate stage.")] = True,
+    prefect: Annotated[
+        bool | None,
+        typer.Option("--prefect/--no-prefect", help="Run as a Prefect flow (default: when PREFECT_API_URL "
+                     "is set; without a server, a temporary one is started). --no-prefect: in-process."),
+    ] = None,
+    verbose: VerboseOpt = False,
+    full: Annotated[bool, typer.Option("--full", help="Ignore the ledgers: re-load and re-chunk everything.")] = False,
 ) -> None:
-    """Run the full `ingest` Prefect flow."""
+    """Run the ingest DAG: a Prefect flow run with a server, else in-process (no server wait)."""
 
     def body() -> None:
         items = list(set_ or [])
+        if full:
+            items.append("run.full_rebuild=true")
         if runner:
             items.append(f"run.runner={runner}")
         cfg, art = load(params, items, source)
-        from embedline.flows.ingest import ingest as ingest_flow
+        from embedline.tasks.preflight import check_ready
 
-        run = ingest_flow(
-            params=cfg, root=str(art.root), dry_run=dry_run,
-            allow_mass_delete=allow_mass_delete, evaluate=evaluate,
-        )
+        check_ready(cfg, art)  # before Prefect starts: a bad value fails in one line, in a second
+        verbose_logs(verbose)
+        from embedline.flows.inprocess import quiet_prefect, run_inprocess, use_prefect
+        from embedline.flows.reporters import terminal_progress
+
+        kwargs: dict[str, Any] = {"dry_run": dry_run, "allow_mass_delete": allow_mass_delete,
+                                  "evaluate": evaluate}
+        if use_prefect(cfg, prefect):
+            quiet_prefect()
+            if not os.environ.get("PREFECT_API_URL"):
+                err.print("no PREFECT_API_URL: starting Prefect's temporary server (up to "
+                          f"{os.environ['PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS']} s; "
+                          "`make serve` keeps one running, --no-prefect skips it)")
+            from embedline.flows.ingest import ingest as ingest_flow
+
+            with terminal_progress(err):
+                run = ingest_flow(params=cfg, root=str(art.root), **kwargs)
+        else:
+            with terminal_progress(err):
+                run = run_inprocess(cfg, str(art.root), **kwargs)
         if dry_run:
             print_stats("embedline ingest --dry-run (nothing written)", run["plan"])
             return
@@ -49,6 +84,7 @@ def stage(
     name: Annotated[str, typer.Argument(help="preprocess | chunk | embed | dedupe | upsert | evaluate")],
     set_: SetOpt = None,
     params: ParamsOpt = Path(PARAMS_FILE),
+    full: Annotated[bool, typer.Option("--full", help="Ignore the ledgers: re-load and re-chunk everything.")] = False,
 ) -> None:
     """Run one stage (what dvc.yaml calls). As a Prefect flow only when PREFECT_API_URL is set."""
 
@@ -56,14 +92,23 @@ def stage(
         from embedline.tasks.pipeline import STAGES, UnknownStageError, run_stage
 
         if name not in STAGES:
+            from embedline.tasks.config import ConfigError
+
             raise ConfigError(str(UnknownStageError(name)))
-        cfg, art = load(params, set_)
+        cfg, art = load(params, [*(set_ or []), *(["run.full_rebuild=true"] if full else [])])
+        from embedline.tasks.preflight import check_ready
+
+        check_ready(cfg, art, source=name == "preprocess")
+        from embedline.flows.reporters import terminal_progress
+
         if os.environ.get("PREFECT_API_URL"):
             from embedline.flows.ingest import stage_flow
 
-            stats = stage_flow(name=name, params=cfg, root=str(art.root))
+            with terminal_progress(err):
+                stats = stage_flow(name=name, params=cfg, root=str(art.root))
         else:
-            stats = run_stage(name, cfg, art)
+            with terminal_progress(err):
+                stats = run_stage(name, cfg, art)
         from embedline.tasks.summary import one_line
 
         out.print(one_line(name, stats))

@@ -7,8 +7,16 @@ from typing import Annotated, Any
 
 import typer
 
-from embedline.flows.console import ParamsOpt, SetOpt, err, guard, load, out, print_stats
-from embedline.tasks.config import PARAMS_FILE
+from embedline.flows.console import (
+    PARAMS_FILE,
+    ParamsOpt,
+    SetOpt,
+    err,
+    guard,
+    load,
+    out,
+    print_stats,
+)
 
 
 def _show_plan(result: dict[str, Any]) -> None:
@@ -107,7 +115,10 @@ def eval_(
         from embedline.tasks.evaluate import evaluate_dataset
 
         workdir = art.root / "data" / "eval-runs" / dataset.resolve().name
-        result = evaluate_dataset(cfg, dataset.resolve(), workdir)
+        from embedline.flows.reporters import terminal_progress
+
+        with terminal_progress(err):
+            result = evaluate_dataset(cfg, dataset.resolve(), workdir)
         _print_eval(result)
 
     guard(body)

@@ -48,6 +48,10 @@ def stage_function(name: str) -> StageFn:
 def run_stage(name: str, cfg: Config, art: Artifacts, **options: Any) -> dict[str, Any]:
     """Run one stage and record its stats as data/metrics/<name>.json (a DVC metric)."""
     start = time.perf_counter()
+    if name not in ("preprocess", "chunk"):  # embed.backend=auto -> the calibrated backend
+        from embedline.tasks.embed.auto import resolve_auto
+
+        cfg = resolve_auto(cfg, art)
     stats = dict(stage_function(name)(cfg, art, **options))
     stats.setdefault("seconds", round(time.perf_counter() - start, 3))
     if not options.get("dry_run"):

@@ -68,6 +68,7 @@ class Capability(StrEnum):
     PLANS_REQUESTS = "plans_requests"  # the embedder is a RequestPlanner: it sizes its own requests
     CONCURRENT = "concurrent"  # its requests may run on ``embed.concurrency`` threads at once
     BILLED_BY_TOKEN = "billed_by_token"  # a paid API: `embedline plan` reports the tokens to send
+    LOCAL_BACKENDS = "local_backends"  # a model on disk run by embed.backend torch/onnx/openvino (auto, fast query)
 
 
 @runtime_checkable
@@ -89,6 +90,8 @@ class ProviderSpec:
     revision_for: Callable[[EmbedParams], str]  # names the weights WITHOUT building the embedder
     tokenizer_for: Callable[[EmbedParams], TokenCounter]  # counts tokens for chunk budgets
     capabilities: frozenset[Capability] = frozenset()
+    # what stops the model loading on this machine (checked before any work; loads no weights)
+    preflight: Callable[[EmbedParams], str | None] | None = None
 
     def has(self, capability: Capability) -> bool:
         return capability in self.capabilities

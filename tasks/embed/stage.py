@@ -18,7 +18,6 @@ a fan-out runner (Prefect threads or Dask) calls the three itself. Properties:
 from __future__ import annotations
 
 import hashlib
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -37,6 +36,7 @@ from embedline.tasks.embed.protocol import (
     Capability,
     EmbedError,
     EmbedInputError,
+    truncate_dims,
     validate_vectors,
     with_prompt,
 )
@@ -85,6 +85,14 @@ def embed_query(cfg_embed: EmbedParams, text: str) -> np.ndarray:
     """The vector of a search query: query prompt, dimensions and normalisation applied."""
     if not text.strip():
         raise EmbedInputError("empty query")
+    from embedline.tasks.embed.query import light_encoder
+    from embedline.tasks.embed.registry import peek_embedder
+
+    fast = None if peek_embedder(cfg_embed) is not None else light_encoder(cfg_embed)
+    if fast is not None:  # the exported graph of the ingest model: no torch import (query.py)
+        raw = fast.encode(with_prompt([text], cfg_embed.query_prompt))
+        vec = truncate_dims(raw, cfg_embed.dimensions, cfg_embed.normalize)
+        return validate_vectors(vec, 1, None, f"onnx-query:{cfg_embed.model}")[0]
     emb = get_embedder(cfg_embed)
     vec = emb.embed(with_prompt([text], cfg_embed.query_prompt))
     return validate_vectors(vec, 1, None, emb.name)[0]
@@ -195,7 +203,8 @@ def _embed_into_cache(
     progress: Callable[[int], None] | None,
 ) -> int:
     emb = get_embedder(params)
-    todo = sorted(todo, key=lambda h: len(owned[h]))  # similar lengths share a batch: little padding
+    # longest first, as sentence-transformers orders one call: per-batch groups pad little
+    todo = sorted(todo, key=lambda h: (-len(owned[h]), h))
     texts = with_prompt([owned[h] for h in todo], params.passage_prompt)
     groups = request_groups(emb, params, texts, params.batch_size)  # local: one batch per commit
     workers = request_workers(params)
@@ -334,7 +343,18 @@ def finalize_embed(
     seconds = round(time.time() - begin, 3)
     manifest = build_manifest(cfg, art, revision, dims, n, len(unique), corpus.hexdigest(), stats, seconds)
     write_json(art.manifest, manifest)
+    _prepare_fast_search(params)
     return {k: manifest[k] for k in STAT_KEYS}
+
+
+def _prepare_fast_search(params: EmbedParams) -> None:
+    """After a run that loaded a torch model: export its ONNX graph once for torch-free search."""
+    from embedline.tasks.embed.query import prepare_query_graph
+    from embedline.tasks.embed.registry import peek_embedder
+
+    loaded = peek_embedder(params)
+    if loaded is not None:  # never load a model only for this (a no-change run stays cheap)
+        prepare_query_graph(params, loaded)
 
 
 # ---- the whole stage -------------------------------------------------------------------------------
@@ -343,23 +363,19 @@ def run_embed(cfg: Config, art: Artifacts, progress: Progress | None = None) -> 
     t0 = time.time()
     shards = plan_shards(cfg, art)
     total = shards[-1].row_stop if shards else 0
-    bar = None
-    if progress is None and sys.stderr.isatty():
-        from tqdm import tqdm
+    from embedline.tasks import progress as stage_progress
 
-        bar = tqdm(total=total, unit="chunk", desc="embed", file=sys.stderr, leave=False)
+    stats = []
+    with stage_progress.track("embed", total=total, unit="chunk") as bar:
+        for s in shards:
+            advance = stage_progress.row_reporter(bar, s.row_start)
 
-    def report(done: int, _of: int) -> None:
-        if progress:
-            progress(done, total)
-        if bar is not None:
-            bar.update(done - bar.n)
+            def report(done: int, _of: int, advance: Callable[[int, int], None] = advance) -> None:
+                advance(done, total)
+                if progress:
+                    progress(done, total)
 
-    try:
-        stats = [embed_shard(cfg, art, s, report) for s in shards]
-    finally:
-        if bar is not None:
-            bar.close()
+            stats.append(embed_shard(cfg, art, s, report))
     result = finalize_embed(cfg, art, stats, started_at=t0)
     result["shards"] = len(shards)
     return result

@@ -119,6 +119,14 @@ class QualityGate:
             self.last = {"gate": f"skipped: no dataset at {dataset_dir}"}
             return
         dataset = load_beir(dataset_dir)
+        from embedline.tasks.evaluation.coverage import mismatch
+
+        corpus = EvalContext(cfg=self.cfg, art=self.art, collection=shadow, query_embed=self.cfg.embed)
+        skip = mismatch(dataset, (d.id for d in corpus.documents()), where=f"query set {dataset_dir}")
+        if skip:
+            log.warning("quality gate skipped: %s", skip)
+            self.last = {"gate": f"skipped: {skip}"}
+            return
         s = dense_metrics(self.cfg, self.art, shadow, dataset, embed=self.cfg.embed)[GATE_METRIC]
         live_m = dense_metrics(self.cfg, self.art, live, dataset)[GATE_METRIC]
         passed = s >= live_m - ev.max_regression

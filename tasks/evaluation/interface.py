@@ -106,3 +106,4 @@ def embed_queries(params: EmbedParams, texts: Sequence[str], cache: Path | None 
     from embedline.tasks.embed.cached import embed_queries_cached
 
     return embed_queries_cached(params, texts, cache)
+

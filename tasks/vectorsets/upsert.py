@@ -26,6 +26,7 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow.parquet as pq
 
+from embedline.tasks import progress
 from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.config import Config
 from embedline.tasks.records import write_json
@@ -151,7 +152,8 @@ def _sync(ctx: Context, desired: dict[str, str], sp: SyncPlan, vectors: np.ndarr
     if wanted:
         batches = iter_desired(ctx.art.deduped, fingerprint=ctx.fingerprint, model=ctx.model)
         records = records_for(batches, vectors, wanted, sparse=sparse_encoder(ctx.cfg))
-        written = write_points(store, ctx.collection, records, params=q, dims=ctx.dims)
+        with progress.track("upsert", total=len(wanted), unit="point") as bar:
+            written = write_points(store, ctx.collection, progress.counted(records, bar), params=q, dims=ctx.dims)
     deleted = delete_points(store, ctx.collection, sp.deletes)  # only after every upsert landed
     if written or deleted:
         store.optimize(ctx.collection)
@@ -349,8 +351,10 @@ def search(
     """Embed ``query`` (query prompt applied) and search the live alias ``qdrant.collection``:
     ``dense`` (vector search) or ``hybrid`` (dense + BM25 sparse fused by RRF in Qdrant; needs a
     vector set built with ``qdrant.sparse=true``, else :class:`SparseVectorMissingError`)."""
+    from embedline.tasks.embed.auto import resolve_auto
     from embedline.tasks.vectorsets.lifecycle import store_for
 
+    cfg = resolve_auto(cfg, art)  # embed.backend=auto: the recorded choice (calibrated at ingest)
     try:
         run = SEARCH_MODES[mode]
     except KeyError:

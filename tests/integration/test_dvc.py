@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 
 from embedline.tasks.config import load_config
+from embedline.tasks.records import doc_id_for
+from embedline.tasks.shards import shard_name, shard_of
 from embedline.tasks.vectorsets.stores import close_stores, open_store
 from tests.dvcrepo import STAGES, Repo, build_repo, clone
 
@@ -131,7 +133,7 @@ def test_two_clean_runs_give_identical_vectors(
     fp1 = first.json("data/embeddings/manifest.json")["fingerprint"]
     fp2 = second.json("data/embeddings/manifest.json")["fingerprint"]
     assert fp1 == fp2
-    for stage, path in [("embed", "data/embeddings/vectors.npy"), ("chunk", "data/interim/chunks.parquet"),
+    for stage, path in [("embed", "data/embeddings/vectors.npy"), ("chunk", "data/interim/chunks"),
                         ("dedupe", "data/interim/deduped.parquet")]:
         assert _lock_out(first, stage, path)["md5"] == _lock_out(second, stage, path)["md5"], path
     assert _points(first).keys() == _points(second).keys()
@@ -260,3 +262,26 @@ def test_ingest_flow_run_leaves_dvc_status_clean(work: Repo) -> None:
     assert np.load(work.path / "data/embeddings/vectors.npy").shape[0] == work.json(
         "data/metrics/embed.json"
     )["rows"]
+
+
+# ---- incremental: a one-file edit ------------------------------------------------------------------
+@pytest.mark.slow
+def test_one_file_edit_rewrites_only_its_shard_files(work: Repo) -> None:
+    """`dvc repro` after editing one document: preprocess loads one file, chunk chunks one document,
+    and DVC reports exactly that document's shard file as modified in each shard folder."""
+    work.commit_all("first run")
+    (work.path / "data/raw/net/tcp.txt").write_text(
+        "TCP retransmits lost segments and orders the byte stream for the receiving application.\n"
+    )
+    ran = work.repro()
+    assert ran[:2] == ["preprocess", "chunk"]
+    assert work.json("data/metrics/preprocess.json")["files_loaded"] == 1
+    assert work.json("data/metrics/chunk.json")["documents_chunked"] == 1
+    diff = json.loads(work.dvc("diff", "--json").stdout)
+    files = {d["path"] for kind in ("added", "deleted", "modified") for d in diff.get(kind, [])
+             if not d["path"].endswith("/")}
+    shards = load_config(work.path / "params.yaml").run.shards
+    shard = shard_name(shard_of(doc_id_for("net/tcp.txt"), shards))
+    assert {p for p in files if p.startswith("data/interim/documents/")} == {f"data/interim/documents/{shard}"}
+    assert {p for p in files if p.startswith("data/interim/chunks/")} == {f"data/interim/chunks/{shard}"}
+

@@ -62,6 +62,7 @@ def params(srv: OpenAIFakeServer, **kw: object) -> EmbedParams:
         "retry_max_s": 0.1,
         "timeout_s": 5.0,
         "concurrency": 1,
+        "tokenizer": "conservative",  # offline: tiktoken has no encoding file here
     }
     base.update(kw)
     return EmbedParams.model_validate(base)
