@@ -232,11 +232,13 @@ def test_a_failed_group_does_not_discard_other_in_flight_results(tmp_path: Path)
     texts = [f"independent text {i}" for i in range(6)]
     cfg, art = setup(tmp_path, texts=texts, batch_size=2, shard_rows=100, concurrency=3)
     failed = threading.Event()
+    all_in_flight = threading.Barrier(3, timeout=30)
     paid: list[str] = []
     lock = threading.Lock()
 
     class OneFails(FakeEmbedder):
         def embed(self, texts: list[str]) -> np.ndarray:
+            all_in_flight.wait()  # the three requests are all sent before one of them fails
             if texts[0].endswith(" 0") or texts[-1].endswith(" 0"):
                 failed.set()
                 raise EmbedError("this request failed for good")
