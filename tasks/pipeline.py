@@ -26,6 +26,7 @@ STAGES: dict[str, str] = {
     "dedupe": "embedline.tasks.dedupe:run_dedupe",
     "upsert": "embedline.tasks.vectorsets.upsert:run_upsert",
     "evaluate": "embedline.tasks.evaluate:run_evaluate",
+    "finetune": "embedline.tasks.finetune.stage:run_finetune",  # off unless finetune.enabled
 }
 INGEST_STAGES = ("preprocess", "chunk", "embed", "dedupe", "upsert")
 
