@@ -88,6 +88,14 @@ def shadow_config(cfg: Config, art: Artifacts, model_dir: Path) -> Config:
     return validate(apply_overrides(cfg.model_dump(mode="json"), overrides))
 
 
+def build_and_promote(cfg: Config, art: Artifacts, gate: Any, *, allow_mass_delete: bool = False) -> dict[str, Any]:
+    """Sync the vector set of ``art``'s artifacts, then serve it if ``gate(shadow, live)`` passes
+    (the store's own build + alias swap; ``gate`` raises to refuse)."""
+    from embedline.tasks.vectorsets.upsert import run_upsert
+
+    return run_upsert(cfg, art, gate=gate, allow_mass_delete=allow_mass_delete)
+
+
 def serve_finetuned(
     cfg: Config, art: Artifacts, model: str | None = None, *, allow_mass_delete: bool = False
 ) -> dict[str, Any]:
@@ -96,7 +104,6 @@ def serve_finetuned(
     result (``promoted: False`` + ``reason``), not an exception."""
     from embedline.tasks.evaluation.gate import QualityGateError
     from embedline.tasks.pipeline import run_stage
-    from embedline.tasks.vectorsets.upsert import run_upsert
 
     model_dir = art.resolve(model or cfg.finetune.output)
     info = require_trained(model_dir)
@@ -107,7 +114,7 @@ def serve_finetuned(
     gate = finetuned_gate(tuned, scratch)
     result: dict[str, Any] = {"model": str(model), "model_fingerprint": info.get("fingerprint")}
     try:
-        stats = run_upsert(tuned, scratch, gate=gate, allow_mass_delete=allow_mass_delete)
+        stats = build_and_promote(tuned, scratch, gate, allow_mass_delete=allow_mass_delete)
     except QualityGateError as exc:
         log.warning("%s", exc)
         return {**result, "promoted": False, "collection": exc.shadow, "served": exc.live,

@@ -81,7 +81,9 @@ def load_passages(src: VectorSetSource) -> tuple[list[Passage], np.ndarray, Embe
     rows: list[tuple[Passage, np.ndarray]] = []
     for rec in store.scan(src.collection, with_vectors=True, with_payload=True):
         pl = dict(rec.payload or {})
-        sources = [pl.get("source", ""), *(pl.get("sources") or [])]
+        # ``sources``: the duplicates dedupe collapsed into this point ({"source": ..., ...} each)
+        sources = [pl.get("source", ""), *(d.get("source", "") if isinstance(d, dict) else str(d)
+                                           for d in pl.get("sources") or [])]
         docs: list[str] = []
         for s in sources:
             k = src.key(s) if src.key is not None else s

@@ -186,5 +186,5 @@ def test_finetune_params_validate() -> None:
     assert cfg.finetune.matryoshka_dims == (384, 128, 64)
     with pytest.raises(ConfigError, match="never evaluated on the queries it was trained on"):
         load_config(None, ["finetune.eval_split=train"])
-    with pytest.raises(ConfigError, match="valid keys here: .*epochs"):
+    with pytest.raises(ConfigError, match=r"valid keys here: .*epochs"):
         load_config(None, ["finetune.epoch=2"])

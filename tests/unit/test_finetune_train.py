@@ -86,5 +86,5 @@ def test_disabled_stage_records_that_it_is_off(tmp_path: Path) -> None:
     art = Artifacts(tmp_path)
     assert run_finetune(cfg, art) == {"enabled": False, "pairs": 0}
     assert pairs_path(art).read_bytes() == b""
-    with pytest.raises(NotFineTunedError, match="finetune.enabled is false"):
+    with pytest.raises(NotFineTunedError, match=r"finetune\.enabled is false"):
         require_trained(tmp_path / "models" / "finetuned")
