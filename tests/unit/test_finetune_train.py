@@ -88,3 +88,11 @@ def test_disabled_stage_records_that_it_is_off(tmp_path: Path) -> None:
     assert pairs_path(art).read_bytes() == b""
     with pytest.raises(NotFineTunedError, match=r"finetune\.enabled is false"):
         require_trained(tmp_path / "models" / "finetuned")
+
+
+def test_flow_comparison_table() -> None:
+    from embedline.flows.finetune import comparison_markdown
+
+    assert comparison_markdown({"pairs": 3}) == ""
+    table = comparison_markdown({"base_ndcg@10": 0.3, "finetuned_ndcg@10": 0.35, "delta_ndcg@10": 0.05})
+    assert table.splitlines()[2] == "| ndcg@10 | 0.3000 | 0.3500 | +0.0500 |"
