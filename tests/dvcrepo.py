@@ -24,7 +24,8 @@ PROJECT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 STAGES = ("preprocess", "chunk", "embed", "dedupe", "upsert", "evaluate", "finetune")
 # DVC's own .gitignore files next to the outputs, committed so a run leaves `git status` clean
-GITIGNORES = tuple(f"data/{d}/.gitignore" for d in ("interim", "embeddings", "receipts", "metrics")) + (
+GITIGNORES = (
+    *(f"data/{d}/.gitignore" for d in ("interim", "embeddings", "receipts", "metrics")),
     "data/finetune/.gitignore", "models/.gitignore",  # the finetune stage's pairs and model
 )
 RUNNING = re.compile(r"Running stage '([^']+)'")

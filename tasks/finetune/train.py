@@ -101,9 +101,9 @@ def _loss(model: Any, ft: FinetuneParams) -> Any:
         MultipleNegativesRankingLoss,
     )
 
-    loss = MultipleNegativesRankingLoss(model)
+    loss: Any = MultipleNegativesRankingLoss(model)
     if ft.matryoshka_dims:
-        natural = model.get_sentence_embedding_dimension()
+        natural = model.get_embedding_dimension()
         dims = [d for d in ft.matryoshka_dims if d <= natural]
         if not dims:
             raise ValueError(f"finetune.matryoshka_dims {list(ft.matryoshka_dims)} exceed the model's width {natural}")

@@ -71,6 +71,16 @@ def test_two_tiny_runs_write_identical_weights(tiny_model: Path, tmp_path: Path)
     assert any(not torch.equal(wa[k], wc[k]) for k in wa)  # type: ignore[arg-type]
 
 
+def test_matryoshka_training_and_widths_beyond_the_model(tiny_model: Path, tmp_path: Path) -> None:
+    ft = load_config(None, ["finetune.batch_size=3", "finetune.device=cpu", "finetune.max_seq_length=32",
+                            "finetune.matryoshka_dims=[32, 16, 8]"]).finetune
+    stats = train_model(_pairs(), str(tiny_model), tmp_path / "m", ft, info={}, progress=False)
+    assert stats["train_steps"] == 2 and stats["train_loss"] > 0
+    too_wide = ft.model_copy(update={"matryoshka_dims": (512,)})
+    with pytest.raises(ValueError, match="exceed the model's width 32"):
+        train_model(_pairs(), str(tiny_model), tmp_path / "w", too_wide, info={}, progress=False)
+
+
 def test_fingerprint_covers_base_pairs_and_training_params() -> None:
     ft = load_config(None).finetune
     fp = model_fingerprint("m", "rev", "sha", ft)
