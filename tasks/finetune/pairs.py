@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from embedline.tasks.vectors import l2_normalize
+
 
 class LeakageError(ValueError):
     """Training and evaluation share queries: an evaluation on them would not be honest."""
@@ -156,22 +158,27 @@ def _is_filename(title: str, doc: str) -> bool:
     return _norm(title) in {_norm(name), _norm(Path(name).stem)}
 
 
-def mined_pairs(passages: Sequence[Passage], min_anchor_chars: int = 4, stats: PairStats | None = None) -> list[Pair]:
-    """Weak pairs from the corpus (see module doc); anchors that are file names or too short, and
-    positives that are empty once headings are stripped, are skipped (counted in ``stats``)."""
-    stats = stats if stats is not None else PairStats()
+def _first_chunks(passages: Sequence[Passage]) -> tuple[dict[tuple[str, tuple[str, ...]], Passage], dict[str, Passage]]:
+    """The first passage of each (document, heading path) section, and of each document."""
     first: dict[tuple[str, tuple[str, ...]], Passage] = {}
     first_of_doc: dict[str, Passage] = {}
     for p in passages:
         if not p.docs:
             continue
         doc = p.docs[0]
-        if p.heading_path:
-            k = (doc, p.heading_path)
-            if k not in first or p.chunk_index < first[k].chunk_index:
-                first[k] = p
+        k = (doc, p.heading_path)
+        if p.heading_path and (k not in first or p.chunk_index < first[k].chunk_index):
+            first[k] = p
         if doc not in first_of_doc or p.chunk_index < first_of_doc[doc].chunk_index:
             first_of_doc[doc] = p
+    return first, first_of_doc
+
+
+def mined_pairs(passages: Sequence[Passage], min_anchor_chars: int = 4, stats: PairStats | None = None) -> list[Pair]:
+    """Weak pairs from the corpus (see module doc); anchors that are file names or too short, and
+    positives that are empty once headings are stripped, are skipped (counted in ``stats``)."""
+    stats = stats if stats is not None else PairStats()
+    first, first_of_doc = _first_chunks(passages)
     pairs: list[Pair] = []
     seen: set[tuple[str, str]] = set()
 
@@ -206,12 +213,6 @@ def sample_pairs(pairs: Sequence[Pair], max_pairs: int, seed: int) -> list[Pair]
 
 
 # ---- hard negatives ------------------------------------------------------------------------------
-def _unit(v: np.ndarray) -> np.ndarray:
-    v = np.asarray(v, dtype=np.float32)
-    n = np.linalg.norm(v, axis=-1, keepdims=True)
-    return v / np.where(n == 0, 1.0, n)
-
-
 def add_hard_negatives(
     pairs: Sequence[Pair],
     anchor_vectors: np.ndarray,
@@ -228,8 +229,8 @@ def add_hard_negatives(
     stats = stats if stats is not None else PairStats()
     if not pairs:
         return []
-    vecs = _unit(vectors)
-    anchors = _unit(anchor_vectors)
+    vecs = l2_normalize(vectors)
+    anchors = l2_normalize(anchor_vectors)
     by_doc: dict[str, list[int]] = {}
     for i, p in enumerate(passages):
         for d in p.docs:
