@@ -25,6 +25,8 @@ COMMANDS: list[tuple[str, Callable[..., Any]]] = [
     ("export", manage.export_),
     ("import", manage.import_),
     ("eval", manage.eval_),
+    ("finetune", manage.finetune),
+    ("split-queries", manage.split_queries),
     ("serve", serve.serve),
     ("deploy", deploy.deploy),
     ("notify", deploy.notify),

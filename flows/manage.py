@@ -1,4 +1,4 @@
-"""Vector-set management commands: plan, verify, promote, export, import, eval."""
+"""Vector-set management commands: plan, verify, promote, export, import, eval, finetune, split-queries."""
 
 from __future__ import annotations
 
@@ -173,3 +173,70 @@ def _print_eval(result: dict[str, Any]) -> None:
     rest = {k: v for k, v in result.items() if not isinstance(v, dict)}
     if rest:
         print_stats("run", rest)
+
+
+def finetune(
+    train: Annotated[bool, typer.Option("--train/--no-train", help="Train (--no-train: use the model in finetune.output).")] = True,
+    promote: Annotated[
+        bool, typer.Option("--promote", help="Build the model's shadow vector set; promote it if the quality gate passes.")
+    ] = False,
+    set_: SetOpt = None,
+    params: ParamsOpt = Path(PARAMS_FILE),
+) -> None:
+    """Fine-tune the embedding model on the corpus (finetune.* params); optionally promote it."""
+
+    def body() -> None:
+        import os
+
+        cfg, art = load(params, set_)
+        if os.environ.get("PREFECT_API_URL"):
+            from embedline.flows.finetune import finetune_flow
+
+            result = finetune_flow(params=cfg, root=str(art.root), train_model=train, promote_model=promote)
+        else:
+            result = {}
+            if train:
+                from embedline.tasks.pipeline import run_stage
+
+                result["finetune"] = run_stage("finetune", cfg, art, force=True)
+            if promote:
+                from embedline.tasks.finetune.lifecycle import serve_finetuned
+
+                result["promote"] = serve_finetuned(cfg, art)
+        _print_finetune(result)
+        if promote and not result["promote"]["promoted"]:
+            raise typer.Exit(1)
+
+    guard(body)
+
+
+def _print_finetune(result: dict[str, Any]) -> None:
+    stats = result.get("finetune")
+    if stats:
+        print_stats("embedline finetune", {k: v for k, v in stats.items()
+                                           if not k.startswith(("base_", "finetuned_", "delta_"))})
+        if "finetuned_ndcg@10" in stats:
+            _print_eval({"base": {m: stats[f"base_{m}"] for m in ("ndcg@10", "mrr@10", "recall@100")},
+                         "fine-tuned": {m: stats[f"finetuned_{m}"] for m in ("ndcg@10", "mrr@10", "recall@100")}})
+    if "promote" in result:
+        p = result["promote"]
+        print_stats("fine-tuned vector set: " + ("PROMOTED" if p["promoted"] else "REFUSED (alias unchanged)"),
+                    {k: v for k, v in p.items() if k != "reason"})
+        if p.get("reason"):
+            err.print(f"[yellow]{p['reason']}[/yellow]")
+
+
+def split_queries(
+    src: Annotated[Path, typer.Argument(help="A BEIR-layout folder (queries.jsonl + qrels/).")],
+    dst: Annotated[Path, typer.Argument(metavar="OUT", help="Folder to write the split collection to.")],
+    train_fraction: Annotated[float, typer.Option(help="Share of judged queries for training.")] = 0.6,
+    seed: Annotated[int, typer.Option(help="Seed of the (deterministic) assignment.")] = 0,
+) -> None:
+    """Split a BEIR collection's queries by id into qrels/train.tsv + qrels/test.tsv (corpus kept)."""
+
+    def body() -> None:
+        from embedline.tasks.finetune.split import split_queries as do_split
+
+        print_stats("embedline split-queries", do_split(src, dst, train_fraction=train_fraction, seed=seed))
+
+    guard(body)

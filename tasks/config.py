@@ -235,6 +235,54 @@ class RunParams(_Section):
     full_rebuild: bool = False
 
 
+class FinetuneParams(_Section):
+    """Fine-tuning the embedding model on the corpus's own signal (the ``finetune`` stage).
+
+    Pairs come from ``dataset``'s ``qrels/<train_split>.tsv`` when it has one, else they are mined
+    from the served vector set (title/heading -> its section's text). See tasks/finetune.
+    """
+
+    enabled: bool = Field(False, description="train in `dvc repro` (`embedline finetune` always trains)")
+    base_model: str = Field(
+        "sentence-transformers/all-MiniLM-L6-v2", description="model to start from (HF id or local path)"
+    )
+    dataset: str = Field("data/eval", description="BEIR folder; qrels/<train_split>.tsv = labelled pairs")
+    train_split: str = "train"
+    eval_split: str = Field("test", description="held-out split: never trained on, base vs fine-tuned")
+    output: str = Field("models/finetuned", description="where the fine-tuned model is written")
+    epochs: int = Field(1, ge=1, le=100)
+    batch_size: int = Field(32, ge=2, le=4096, description="in-batch negatives per step")
+    learning_rate: float = Field(2e-5, gt=0, lt=1)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    max_pairs: int = Field(1000, ge=1, description="training pairs (a seeded sample when more)")
+    max_seq_length: int = Field(256, ge=8, description="training truncation (the saved model keeps its own)")
+    hard_negatives: bool = Field(True, description="one hard negative per pair from the vector set")
+    negative_depth: int = Field(30, ge=1, description="nearest passages searched for a hard negative")
+    near_duplicate: float = Field(
+        0.95, gt=0, le=1.0, description="cosine to the positive at or above which a passage is no negative"
+    )
+    min_anchor_chars: int = Field(4, ge=1, description="mined titles/headings shorter than this are skipped")
+    matryoshka_dims: tuple[int, ...] = Field((), description="e.g. [384, 256, 128, 64]: MatryoshkaLoss")
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+
+    @field_validator("matryoshka_dims")
+    @classmethod
+    def _dims_descending(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(d < 1 for d in v):
+            raise ValueError("matryoshka_dims must be positive widths")
+        return tuple(sorted(set(v), reverse=True))
+
+    @model_validator(mode="after")
+    def _splits_differ(self) -> FinetuneParams:
+        if self.train_split == self.eval_split:
+            raise ValueError(
+                f"finetune.train_split and finetune.eval_split are both {self.train_split!r}: "
+                "a model is never evaluated on the queries it was trained on"
+            )
+        return self
+
+
 class Config(BaseModel):
     """The whole of params.yaml."""
 
@@ -248,6 +296,7 @@ class Config(BaseModel):
     qdrant: QdrantParams = QdrantParams()
     eval: EvalParams = EvalParams()
     run: RunParams = RunParams()
+    finetune: FinetuneParams = FinetuneParams()
 
     @field_validator("source")
     @classmethod

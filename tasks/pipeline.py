@@ -27,6 +27,7 @@ STAGES: dict[str, str] = {
     "upsert": "embedline.tasks.vectorsets.build:run_build",
     "evaluate": "embedline.tasks.evaluate:run_evaluate_stage",
     "promote": "embedline.tasks.vectorsets.promote:run_promote",
+    "finetune": "embedline.tasks.finetune.stage:run_finetune",  # off unless finetune.enabled
 }
 INGEST_STAGES = ("preprocess", "chunk", "embed", "dedupe", "upsert", "promote")
 # Stages without a data/metrics/<name>.json: promote acts on the store on every run (dvc.yaml:

@@ -14,6 +14,7 @@ _LINE_KEYS: dict[str, tuple[str, ...]] = {
     "dedupe": ("input_rows", "exact_removed", "near_removed", "points"),
     "upsert": ("added", "updated", "deleted", "unchanged", "points_total", "new_vector_set"),
     "evaluate": ("ndcg@10", "mrr@10", "recall@10", "queries"),
+    "finetune": ("enabled", "pairs", "train_loss", "base_ndcg@10", "finetuned_ndcg@10", "model_fingerprint"),
 }
 
 

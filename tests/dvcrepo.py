@@ -22,9 +22,12 @@ import yaml
 
 PROJECT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
-STAGES = ("preprocess", "chunk", "embed", "dedupe", "upsert", "evaluate", "promote")
+STAGES = ("preprocess", "chunk", "embed", "dedupe", "upsert", "evaluate", "promote", "finetune")
 # DVC's own .gitignore files next to the outputs, committed so a run leaves `git status` clean
-GITIGNORES = tuple(f"data/{d}/.gitignore" for d in ("interim", "embeddings", "receipts", "metrics"))
+GITIGNORES = (
+    *(f"data/{d}/.gitignore" for d in ("interim", "embeddings", "receipts", "metrics")),
+    "data/finetune/.gitignore", "models/.gitignore",  # the finetune stage's pairs and model
+)
 RUNNING = re.compile(r"Running stage '([^']+)'")
 
 # Short documents that fit any chunk window, and one long one that chunk.max_tokens=64 splits
