@@ -1,6 +1,6 @@
 """Chunkers: one :class:`Chunker` per ``chunk.strategy``, in the :data:`CHUNKERS` registry.
 
-``auto`` picks per document: markdown for Markdown/HTML documents (their headings give a heading
+``auto`` picks per document: markdown for Markdown/HTML/man-page documents (their headings give a heading
 path), code for source code, sentence for everything else.
 """
 
@@ -34,6 +34,7 @@ class Chunker(Protocol):
 AUTO_BY_FORMAT: dict[str, ChunkStrategy] = {
     "markdown": ChunkStrategy.markdown,
     "html": ChunkStrategy.markdown,
+    "man": ChunkStrategy.markdown,
     "code": ChunkStrategy.code,
 }
 
