@@ -179,7 +179,7 @@ def _drop_link_lists(root: Any, density: float) -> None:
 def _page_kind(rel: str, soup: Any, root: Any, density: float) -> tuple[str, str]:
     for kind, pattern in _PAGE_NAMES:
         if pattern.search(rel.replace("\\", "/").lower()):
-            return kind, f"{Path(rel).name}: the file name of a {kind} page"
+            return kind, f"{Path(rel).name}: the file name of {'an' if kind == 'index' else 'a'} {kind} page"
     if soup.select_one("#search-results, #search-documentation, .search-results") is not None:
         return "search", "search page (a search-results area)"
     ratio, n = _link_ratio(root)
@@ -196,8 +196,11 @@ def _page_kind(rel: str, soup: Any, root: Any, density: float) -> tuple[str, str
 
 def extract_page(html: str, rel: str = "", link_density: float = 0.8) -> Page:
     """The main content of an HTML page as markdown-like text, its title and its kind."""
-    from bs4 import BeautifulSoup
+    import warnings
 
+    from bs4 import BeautifulSoup, XMLParsedAsHTMLWarning
+
+    warnings.filterwarnings("ignore", category=XMLParsedAsHTMLWarning)  # XHTML (DocBook) parses fine
     try:
         soup = BeautifulSoup(html, "lxml")
     except Exception as exc:  # bs4 raises ParserRejectedMarkup for markup it cannot parse at all

@@ -101,7 +101,7 @@ def man_page(text: str) -> tuple[str, str] | None:
         out.append(f"## {sec.group(1)}" if sec else ln[7:] if ln.startswith(" " * 7) else ln)
     body = "\n".join(out)
     title = ""
-    name = re.search(r"^## NAME\n+((?:[ \t]+\S.*\n?)+)", body, re.MULTILINE)
+    name = re.search(r"^## NAME\n+((?:(?!## )\S.*\n?)+)", body, re.MULTILINE)
     if name:
         title = " ".join(name.group(1).split())
     return body, title or mark

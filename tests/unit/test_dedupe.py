@@ -335,7 +335,7 @@ def test_versioned_copies_merge_but_api_entries_with_boilerplate_do_not(tmp_path
 
 
 def test_linked_duplicates_keep_their_text(tmp_path: Path) -> None:
-    items, truth, heads = _versions_and_api()
+    items, _truth, heads = _versions_and_api()
     art = Artifacts(tmp_path)
     _write_with_headings(art, items, heads)
     run_dedupe(_cfg(policy="link", threshold=0.95), art)
