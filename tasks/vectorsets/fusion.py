@@ -47,13 +47,28 @@ class DocHit:
     def heading_path(self) -> tuple[str, ...]:
         return tuple(self.best.payload.get("heading_path") or ())
 
+    @property
+    def snippet(self) -> str:
+        """The best chunk's text without the heading lines the heading path already shows."""
+        return snippet(str(self.best.payload.get("text", "")), self.heading_path)
+
     def as_dict(self) -> dict[str, Any]:
         p = self.best.payload
         return {
             "doc": self.doc, "score": self.score, "chunk": p.get("chunk_id"), "chunk_score": self.best.score,
             "heading_path": list(self.heading_path), "title": p.get("title"), "chunks": self.chunks,
-            "text": p.get("text", ""),
+            "text": p.get("text", ""), "snippet": self.snippet,
         }
+
+
+def snippet(text: str, heading_path: Sequence[str] = ()) -> str:
+    """``text`` without leading Markdown heading lines and the "A > B" heading prefix."""
+    prefix = " > ".join(heading_path)
+    lines = text.split("\n")
+    while lines and (not lines[0].strip() or lines[0].lstrip().startswith("#")
+                     or (prefix and lines[0].strip() == prefix)):
+        lines.pop(0)
+    return "\n".join(lines) if lines else text
 
 
 def group_by_document(
