@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 
 _WS = re.compile(r"\s+")
+_MD_HEADING = re.compile(r"^\s*#+[ \t]*")  # a leading Markdown heading marker
 
 
 def _norm(s: str) -> str:
@@ -39,7 +40,7 @@ def render(template: str, *, title: str, path: tuple[str, ...], text: str, path_
     """``text`` with its context (see module doc). Pure: the same inputs give the same bytes."""
     if not template:
         return text
-    head_norm = _norm(text[: max(len(title) * 2, 200)])
+    head_norm = _norm(_MD_HEADING.sub("", text[: max(len(title) * 2, 200)]))
     show_title = bool(title.strip()) and not head_norm.startswith(_norm(title))
     headings = "" if path_in_text else headings_text(path, title if show_title else "")
     if headings and show_title and _norm(headings).startswith(_norm(title)):
