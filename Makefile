@@ -32,7 +32,7 @@ run: install  ## dvc repro the pipeline on params.yaml, then print a summary
 	dvc repro && \
 	embedline summary --query "$(SMOKE_QUERY)" --seconds $$(( $$(date +%s) - start ))
 
-test: install  ## the default (fast) test suite
+test: install lint  ## lint (ruff + mypy, ~1 min warm) then the default (fast) test suite
 	$(BIN)/pytest -q
 
 test-slow: install  ## only the tests marked slow (Prefect server + UI, DVC experiments, crash tests)
@@ -41,9 +41,9 @@ test-slow: install  ## only the tests marked slow (Prefect server + UI, DVC expe
 test-all: install
 	$(BIN)/pytest -q -m "slow or not slow"
 
-lint: install
-	$(BIN)/ruff check flows tasks tests benchmarks
-	$(BIN)/mypy flows tasks
+lint: install  ## ruff (incl. C901 complexity <= 12, BLE001 blind except) + mypy
+	$(BIN)/ruff check flows tasks tests benchmarks embedline
+	$(BIN)/mypy flows tasks embedline
 
 bench: install  ## benchmarks on the sample corpus; results in benchmarks/results/*.json
 	$(BIN)/python -m benchmarks.run

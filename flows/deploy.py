@@ -133,7 +133,7 @@ def deploy_project(root: Path, api_url: str, *, pool: str = WORK_POOL, name: str
     spec_path = root / "prefect.yaml"
     if not spec_path.exists():
         raise ServeError(f"no prefect.yaml in {root}")
-    spec: dict[str, Any] = yaml.safeload(spec_path.read_text()) or {}
+    spec: dict[str, Any] = yaml.safe_load(spec_path.read_text()) or {}
     env = {"EMBEDLINE_ROOT": str(root), **(extra_env or {})}
     created = ensure_work_pool(api_url, pool)
     out.print(f"work pool {pool!r} " + ("created" if created else "exists"))

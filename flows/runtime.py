@@ -104,7 +104,7 @@ def failure_cause(state: Any) -> str:
     """`ExceptionType: first line of its message` for a Failed/Crashed state (else its message)."""
     try:
         exc = state.result(raise_on_failure=False)
-    except Exception:  # the result may not be retrievable (crash, no persistence)
+    except Exception:  # noqa: BLE001 the result may not be retrievable (crash, no persistence): any reason means no cause to show
         exc = None
     from prefect.exceptions import CrashedRun, FailedRun
 
@@ -150,7 +150,7 @@ def report_failure(flow: Any, flow_run: Any, state: Any) -> None:
     logger = flow_run_logger(flow_run, flow)
     try:
         stages = _failed_tasks(flow_run.id)
-    except Exception:  # the API may be the thing that failed
+    except Exception:  # noqa: BLE001 a failure hook must never raise: the API may be the thing that failed
         stages = []
     where = f" at stage {', '.join(dict.fromkeys(stages))}" if stages else ""
     logger.error("%s %s%s: %s", flow.name, str(state.name).upper(), where, failure_cause(state))

@@ -39,7 +39,7 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
         state.result()
     except (ConnectionError, TimeoutError):
         return True
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 classifies whatever the task raised, by type name (retry predicate)
         return type(exc).__name__ in {"EmbedTransientError", "APIConnectionError", "APITimeoutError",
                                       "RateLimitError", "InternalServerError", "ResponseHandlingException"}
     return False

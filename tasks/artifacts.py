@@ -2,8 +2,38 @@
 
 from __future__ import annotations
 
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+
+# ---- atomic writes (the one implementation) ----------------------------------------------------------
+def temp_path_for(path: Path) -> Path:
+    """A unique hidden sibling of ``path`` with the same suffix (format sniffers still work), on the
+    same filesystem so that ``os.replace`` is atomic."""
+    return path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Write to the yielded temporary path; on success it replaces ``path`` atomically (a reader
+    sees the old file or the new one, never half of one), on error it is removed."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_for(target)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 @dataclass(frozen=True)

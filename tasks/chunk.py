@@ -19,8 +19,9 @@ import logging
 import time
 from typing import Any
 
+from embedline.tasks import chunkers
 from embedline.tasks.artifacts import Artifacts
-from embedline.tasks.chunkers import CHUNKERS, Chunker, TokenBudget
+from embedline.tasks.chunkers import Chunker, TokenBudget
 from embedline.tasks.config import ChunkParams, Config, ConfigError, EmbedParams, PreprocessParams
 from embedline.tasks.normalize import EmbedTransform
 from embedline.tasks.records import Chunk, Document, ParquetSink, iter_records
@@ -59,7 +60,7 @@ def make_budget(
 
 
 def chunker_for(params: ChunkParams) -> Chunker:
-    return CHUNKERS[params.strategy]
+    return chunkers.chunker_for(params.strategy)
 
 
 def chunk_document(doc: Document, budget: TokenBudget, chunker: Chunker) -> list[Chunk]:

@@ -21,6 +21,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from embedline.tasks.plugins import CHUNKERS, PROVIDERS
+
 PARAMS_FILE = "params.yaml"
 
 # The sparse-vector recipe used when qdrant.sparse is on (implemented by tasks/vectorsets/sparse.py with
@@ -70,6 +72,9 @@ class PreprocessParams(_Section):
 
 
 class ChunkStrategy(StrEnum):
+    """The built-in strategies (names for code; ``chunk.strategy`` accepts any name registered in
+    tasks/plugins.py CHUNKERS)."""
+
     sentence = "sentence"
     sliding = "sliding"
     markdown = "markdown"
@@ -80,7 +85,7 @@ class ChunkStrategy(StrEnum):
 class ChunkParams(_Section):
     """How documents are split into chunks. Token counts use the embedding model's tokenizer."""
 
-    strategy: ChunkStrategy = ChunkStrategy.auto
+    strategy: str = Field(ChunkStrategy.auto.value, description="a name registered in tasks/plugins.py CHUNKERS")
     max_tokens: int = Field(256, ge=8, le=8192, description="upper bound per chunk, special tokens included")
     overlap_tokens: int = Field(32, ge=0)
     min_tokens: int = Field(8, ge=1, description="merge trailing fragments smaller than this")
@@ -107,6 +112,11 @@ class ChunkParams(_Section):
             )
         return v
 
+    @field_validator("strategy")
+    @classmethod
+    def _registered_strategy(cls, value: str) -> str:
+        return CHUNKERS.check(value)
+
     @model_validator(mode="after")
     def _overlap_smaller_than_window(self) -> ChunkParams:
         if self.overlap_tokens >= self.max_tokens:
@@ -120,7 +130,9 @@ class ChunkParams(_Section):
 class EmbedParams(_Section):
     """Which model embeds, how, and within which provider limits."""
 
-    provider: Literal["sentence-transformers", "openai", "fake"] = "sentence-transformers"
+    provider: str = Field(
+        "sentence-transformers", description="a name registered in tasks/plugins.py PROVIDERS"
+    )
     model: str = Field(
         "sentence-transformers/all-MiniLM-L6-v2",
         description="Hugging Face id, local path, or API model name",
@@ -157,6 +169,12 @@ class EmbedParams(_Section):
     cache: bool = True
     cache_path: str = "data/cache/embeddings.sqlite"
     shard_rows: int = Field(4096, ge=1, description="chunks per embedding shard")
+
+
+    @field_validator("provider")
+    @classmethod
+    def _registered_provider(cls, value: str) -> str:
+        return PROVIDERS.check(value)
 
 
 class DuplicatePolicy(StrEnum):
@@ -277,9 +295,6 @@ class Config(BaseModel):
         """Vector-set fingerprint; ``model_revision`` is the resolved hash of the model's weights."""
         payload = {"params": self.vector_params(), "model_revision": model_revision}
         return stable_hash(payload)[:16]
-
-    def params_hash(self) -> str:
-        return stable_hash(_jsonable(self))[:16]
 
 
 # ---- hashing helpers -----------------------------------------------------------------------------

@@ -28,10 +28,12 @@ import contextlib
 import math
 import mmap
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from embedline.tasks.vectors import l2_normalize
 
 Pairs = tuple[np.ndarray, np.ndarray]  # (i, j) int64 node indices, i < j
 EPS = 1e-6  # float32 rounding slack around the threshold
@@ -39,9 +41,7 @@ EPS = 1e-6  # float32 rounding slack around the threshold
 
 def normalized(block: np.ndarray) -> np.ndarray:
     """Float32, C-contiguous, unit-norm rows (zero rows stay zero)."""
-    arr = np.ascontiguousarray(block, dtype=np.float32)
-    norms = np.linalg.norm(arr, axis=1, keepdims=True)
-    return np.divide(arr, norms, out=np.zeros_like(arr), where=norms > 0)
+    return l2_normalize(block)
 
 
 def _drop_pages(vectors: np.ndarray) -> None:
@@ -246,24 +246,6 @@ def representatives(labels: np.ndarray, rank: np.ndarray) -> np.ndarray:
     node_of_rank = np.empty(int(rank.max()) + 1 if n else 0, dtype=np.int64)
     node_of_rank[rank] = np.arange(n, dtype=np.int64)
     return node_of_rank[best[labels]]
-
-
-def near_duplicate_components(
-    vectors: np.ndarray,
-    threshold: float,
-    *,
-    rows: np.ndarray | None = None,
-    extra_pairs: Iterable[Pairs] = (),
-    **search: object,
-) -> tuple[np.ndarray, SearchInfo]:
-    """Component label per node (smallest member index) and the search description."""
-    pairs, info = range_pairs(vectors, threshold, rows=rows, **search)  # type: ignore[arg-type]
-    comps = Components(info.nodes)
-    for i, j in pairs:
-        comps.add(i, j)
-    for i, j in extra_pairs:
-        comps.add(i, j)
-    return comps.labels(), SearchInfo(info.method, info.nodes, comps.edges_seen, info.nlist, info.nprobe)
 
 
 # ---- lexical (MinHash) ---------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import unicodedata
 from collections.abc import Callable
 from typing import Any
 
+from embedline.tasks import resources
 from embedline.tasks.config import PreprocessParams
 
 # ---- display text --------------------------------------------------------------------------------
@@ -283,3 +284,11 @@ class EmbedTransform:
         if p.lowercase:
             out = out.lower()
         return out
+
+
+def _clear_caches() -> None:
+    _spacy_lemmatizer.cache_clear()
+    _stemmer.cache_clear()
+
+
+resources.on_close("normalize", _clear_caches)

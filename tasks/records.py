@@ -23,6 +23,8 @@ from typing import Any, TypeVar
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from embedline.tasks.artifacts import atomic_path, atomic_write_text, temp_path_for
+
 POINT_NAMESPACE = uuid.UUID("6f6e1d2c-8a52-5f0e-9a3e-656d6265646c")  # "embedl" namespace
 BATCH_ROWS = 2048
 
@@ -145,7 +147,7 @@ class ParquetSink:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.schema = _SCHEMAS[cls]
-        self._tmp = self.path.with_suffix(self.path.suffix + ".tmp")
+        self._tmp = temp_path_for(self.path)
         self._writer = pq.ParquetWriter(self._tmp, self.schema, compression="zstd")
         self._buf: list[dict[str, Any]] = []
         self.batch_rows = batch_rows
@@ -204,15 +206,11 @@ def count_rows(path: str | Path) -> int:
 
 
 def write_rejections(path: str | Path, rejections: Iterable[Rejection]) -> int:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     n = 0
-    tmp = p.with_suffix(p.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as fh:
         for r in rejections:
             fh.write(json.dumps(asdict(r), ensure_ascii=False) + "\n")
             n += 1
-    os.replace(tmp, p)
     return n
 
 
@@ -225,11 +223,7 @@ def read_rejections(path: str | Path) -> list[Rejection]:
 
 def write_json(path: str | Path, obj: Any) -> None:
     """Write JSON atomically with stable formatting (DVC metrics, manifests, receipts)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(p.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n")
-    os.replace(tmp, p)
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n")
 
 
 def read_json(path: str | Path) -> Any:

@@ -2,22 +2,24 @@
 
 The chunker needs to know, without loading the model weights, how many tokens a text costs the
 embedder and where token boundaries fall (to split an over-long sentence without truncation).
-A :class:`TokenCounter` answers both; :func:`load_token_counter` picks one from the embed params
-through a small registry keyed by provider.
+A :class:`TokenCounter` answers both. Each provider names its counter in its ``ProviderSpec``
+(``tokenizer_for``: one of the ``*_counter`` functions below); :func:`load_token_counter` looks it
+up by ``embed.provider`` and loads it once per process. This module does not import the embed
+package (the chunk stage, and its DVC deps, stay independent of the embedding code).
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
 import threading
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
+from embedline.tasks import resources
 from embedline.tasks.config import EmbedParams
+from embedline.tasks.plugins import PROVIDERS
 
 DEFAULT_MODEL_IDS = {
     "sentence-transformers/all-MiniLM-L6-v2",
@@ -172,33 +174,38 @@ class ConservativeCounter:
         return [m.span() for m in _PIECE.finditer(text)]
 
 
-def _openai_counter(params: EmbedParams) -> TokenCounter:
+def tiktoken_counter(params: EmbedParams) -> TokenCounter:
+    """OpenAI models: tiktoken (``embed.tokenizer``, default cl100k_base), an HF tokenizer if named."""
     window = params.max_seq_tokens or 8191
     name = params.tokenizer or "cl100k_base"
     if name.startswith(("hf:", "/")) or Path(name).exists():
         return HFTokenCounter(name.removeprefix("hf:"), window)
     try:
         return TiktokenCounter(name, window)
-    except Exception:  # no network for the encoding file: fall back to a safe upper bound
+    except Exception:  # noqa: BLE001 tiktoken's fetch of the encoding file fails with requests/OSError/ValueError variants offline: fall back to a safe upper bound
         return ConservativeCounter(window, name=f"conservative(for {name})")
 
 
-def _st_counter(params: EmbedParams) -> TokenCounter:
+def hf_counter(params: EmbedParams) -> TokenCounter:
+    """Local models: the model's own Hugging Face tokenizer."""
     return HFTokenCounter(params.tokenizer or params.model, params.max_seq_tokens, params.revision)
 
 
-def _fake_counter(params: EmbedParams) -> TokenCounter:
-    return ConservativeCounter(params.max_seq_tokens or 256, name="fake")
+def conservative_counter(params: EmbedParams) -> TokenCounter:
+    """No real tokenizer (the fake provider): the offline upper bound."""
+    return ConservativeCounter(params.max_seq_tokens or 256)
 
 
-TOKENIZERS: dict[str, Callable[[EmbedParams], TokenCounter]] = {
-    "sentence-transformers": _st_counter,
-    "openai": _openai_counter,
-    "fake": _fake_counter,
-}
+COUNTER_KIND = "token-counter"  # its kind in tasks/resources.py
 
 
-@functools.lru_cache(maxsize=8)
+class _DeclaresTokenizer(Protocol):
+    """The part of a ``ProviderSpec`` this module reads (typed here to keep the embed package out)."""
+
+    def tokenizer_for(self, params: EmbedParams) -> TokenCounter: ...
+
+
 def load_token_counter(params: EmbedParams) -> TokenCounter:
-    """The token counter for an embed config (cached: loaded once per process)."""
-    return TOKENIZERS[params.provider](params)
+    """The provider's token counter for ``params`` (loaded once per process; no model weights)."""
+    spec = cast(_DeclaresTokenizer, PROVIDERS.load(params.provider))
+    return resources.get(COUNTER_KIND, params, lambda: spec.tokenizer_for(params))

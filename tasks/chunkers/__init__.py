@@ -1,4 +1,5 @@
-"""Chunkers: one :class:`Chunker` per ``chunk.strategy``, in the :data:`CHUNKERS` registry.
+"""Chunkers: one :class:`Chunker` per ``chunk.strategy``, listed in :data:`embedline.tasks.plugins.CHUNKERS`
+(re-exported here); :func:`chunker_for` builds one by name.
 
 ``auto`` picks per document: markdown for Markdown/HTML/man-page documents (their headings give a heading
 path), code for source code, sentence for everything else.
@@ -6,8 +7,8 @@ path), code for source code, sentence for everything else.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Protocol
+from collections.abc import Callable, Iterable
+from typing import Protocol, cast
 
 from embedline.tasks.chunkers.base import (
     ChunkBuilder,
@@ -22,6 +23,7 @@ from embedline.tasks.chunkers.prose import MarkdownChunker, SentenceChunker
 from embedline.tasks.chunkers.segment import ABBREVIATIONS, blocks, sections, sentence_spans
 from embedline.tasks.chunkers.sliding import SlidingChunker
 from embedline.tasks.config import ChunkStrategy
+from embedline.tasks.plugins import CHUNKERS
 from embedline.tasks.records import Chunk, Document
 
 
@@ -44,16 +46,13 @@ class AutoChunker:
 
     def split(self, doc: Document, budget: TokenBudget) -> Iterable[Chunk]:
         strategy = AUTO_BY_FORMAT.get(doc.format, ChunkStrategy.sentence)
-        return CHUNKERS[strategy].split(doc, budget)
+        return chunker_for(strategy).split(doc, budget)
 
 
-CHUNKERS: dict[ChunkStrategy, Chunker] = {
-    ChunkStrategy.sentence: SentenceChunker(),
-    ChunkStrategy.sliding: SlidingChunker(),
-    ChunkStrategy.markdown: MarkdownChunker(),
-    ChunkStrategy.code: CodeChunker(),
-    ChunkStrategy.auto: AutoChunker(),
-}
+def chunker_for(strategy: str) -> Chunker:
+    """A chunker for ``chunk.strategy`` (ValueError naming the valid choices if none is registered)."""
+    factory = cast(Callable[[], Chunker], CHUNKERS.load(strategy))
+    return factory()
 
 __all__ = [
     "ABBREVIATIONS",
@@ -61,11 +60,16 @@ __all__ = [
     "ChunkBuilder",
     "Chunker",
     "ChunkingError",
+    "CodeChunker",
+    "MarkdownChunker",
     "Packer",
+    "SentenceChunker",
+    "SlidingChunker",
     "Table",
     "TokenBudget",
     "Unit",
     "blocks",
+    "chunker_for",
     "sections",
     "sentence_spans",
 ]

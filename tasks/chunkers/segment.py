@@ -15,12 +15,12 @@ caption), and paragraphs (runs of non-blank lines). Headings inside fences are n
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from embedline.tasks import resources
 from embedline.tasks.chunkers.base import ChunkBuilder, Item, Table
 
 _ABBREVIATION_GROUPS = (
@@ -51,8 +51,11 @@ _LABELLED = re.compile(r"^[^:;|\n]{1,80}: [^\n]*; [^:;|\n]{1,80}: ")
 _CAPTION = re.compile(r"^Table: \S")
 
 
-@functools.lru_cache(maxsize=1)
 def _punkt() -> Any:
+    return resources.get("punkt", "abbreviations", _build_punkt)
+
+
+def _build_punkt() -> Any:
     from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer
 
     params = PunktParameters()

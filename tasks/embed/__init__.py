@@ -3,7 +3,8 @@
 Public API (nothing heavy is imported here: models and clients load on first use)::
 
     get_embedder(params) -> Embedder          process-wide cached instance per EmbedParams
-    PROVIDERS                                 registry: embed.provider -> factory(EmbedParams)
+    PROVIDERS                                 embed.provider -> ProviderSpec (the table: tasks/plugins.py)
+    provider_spec(name)                       a provider's declaration (factory, revision, tokenizer, capabilities)
     run_embed(cfg, art, progress=None)        the embed stage (vectors.npy + manifest.json)
     plan_shards / embed_shard / finalize_embed   the same stage split for a fan-out runner
     fingerprint_for(cfg)                      vector-set fingerprint without loading the model
@@ -25,11 +26,14 @@ ratios were taken on a CPU with AVX-512 BF16.
 """
 
 from embedline.tasks.embed.protocol import (
+    Capability,
     Embedder,
     EmbedError,
     EmbedInputError,
     EmbedResponseError,
     EmbedTransientError,
+    ProviderSpec,
+    RequestPlanner,
     l2_normalize,
     truncate_dims,
     validate_vectors,
@@ -37,10 +41,10 @@ from embedline.tasks.embed.protocol import (
 )
 from embedline.tasks.embed.registry import (
     PROVIDERS,
-    REVISIONS,
     clear_embedders,
     get_embedder,
     peek_embedder,
+    provider_spec,
     revision_for,
 )
 from embedline.tasks.embed.stage import (
@@ -56,12 +60,14 @@ from embedline.tasks.embed.stage import (
 
 __all__ = [
     "PROVIDERS",
-    "REVISIONS",
+    "Capability",
     "EmbedError",
     "EmbedInputError",
     "EmbedResponseError",
     "EmbedTransientError",
     "Embedder",
+    "ProviderSpec",
+    "RequestPlanner",
     "Shard",
     "clear_embedders",
     "embed_query",
@@ -73,6 +79,7 @@ __all__ = [
     "peek_embedder",
     "plan_embed",
     "plan_shards",
+    "provider_spec",
     "revision_for",
     "run_embed",
     "truncate_dims",

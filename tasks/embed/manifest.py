@@ -45,10 +45,8 @@ def build_manifest(
     """The manifest: provenance (model, revision, prompts, libraries), corpus checksum, fingerprint,
     counts and timings. ``params_hash`` hashes the embed section of the params."""
     e = cfg.embed
-    info: dict[str, Any] = {}
     emb = peek_embedder(e)
-    if emb is not None and callable(getattr(emb, "info", None)):
-        info = dict(emb.info())  # type: ignore[attr-defined]
+    info: dict[str, Any] = dict(emb.info()) if emb is not None else {}
     return {
         "provider": e.provider,
         "model": e.model,

@@ -1,10 +1,26 @@
-"""The one interface every embedding provider implements, and the errors they raise."""
+"""The one interface every embedding provider implements, how a provider declares itself, and the
+errors providers raise.
+
+A provider module defines an :class:`Embedder` class and one :class:`ProviderSpec` (``SPEC``): how to
+build it, how to name its weights without building it, which tokenizer counts its tokens, and which
+optional :class:`Capability` it has. ``tasks/plugins.py`` lists ``SPEC`` under its ``embed.provider``
+name; nothing else in the code knows which providers exist (docs/extending.md walks through one).
+"""
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
+
+from embedline.tasks.vectors import l2_normalize
+
+if TYPE_CHECKING:
+    from embedline.tasks.config import EmbedParams
+    from embedline.tasks.tokenize import TokenCounter
 
 
 @runtime_checkable
@@ -40,6 +56,42 @@ class Embedder(Protocol):
         """Vectors for ``texts`` in order: float32, shape (n, dims)."""
         ...
 
+    def info(self) -> dict[str, Any]:
+        """Facts for the manifest (``model_path``, device, counters...); may be empty."""
+        ...
+
+
+class Capability(StrEnum):
+    """Optional behaviour a provider declares in its :class:`ProviderSpec` (never probed)."""
+
+    PLANS_REQUESTS = "plans_requests"  # the embedder is a RequestPlanner: it sizes its own requests
+    CONCURRENT = "concurrent"  # its requests may run on ``embed.concurrency`` threads at once
+    BILLED_BY_TOKEN = "billed_by_token"  # a paid API: `embedline plan` reports the tokens to send
+
+
+@runtime_checkable
+class RequestPlanner(Protocol):
+    """Embedders with :attr:`Capability.PLANS_REQUESTS` cut the texts into request groups themselves
+    (e.g. by a token budget); others get fixed groups of ``embed.batch_size * GROUP_BATCHES``."""
+
+    def plan_groups(self, texts: list[str]) -> list[list[int]]:
+        """Indices of ``texts``, grouped into the requests (cache commits) to make."""
+        ...
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    """Everything the pipeline needs to know about one ``embed.provider``, in one place."""
+
+    name: str
+    factory: Callable[[EmbedParams], Embedder]  # builds the embedder (loads the model / client)
+    revision_for: Callable[[EmbedParams], str]  # names the weights WITHOUT building the embedder
+    tokenizer_for: Callable[[EmbedParams], TokenCounter]  # counts tokens for chunk budgets
+    capabilities: frozenset[Capability] = frozenset()
+
+    def has(self, capability: Capability) -> bool:
+        return capability in self.capabilities
+
 
 class EmbedError(RuntimeError):
     """An embedding failed for a reason retrying will not fix (bad input, auth, bad response)."""
@@ -72,13 +124,6 @@ def validate_vectors(vecs: np.ndarray, n: int, dims: int | None, who: str) -> np
     if zero.any():
         raise EmbedResponseError(f"{who}: all-zero vector(s) at positions {np.flatnonzero(zero)[:10].tolist()}")
     return arr
-
-
-def l2_normalize(vecs: np.ndarray) -> np.ndarray:
-    """Row-wise L2 normalisation in float32 (zero rows stay zero)."""
-    arr = np.asarray(vecs, dtype=np.float32)
-    norms = np.linalg.norm(arr, axis=1, keepdims=True)
-    return np.divide(arr, norms, out=np.zeros_like(arr), where=norms > 0).astype(np.float32, copy=False)
 
 
 def truncate_dims(vecs: np.ndarray, dimensions: int | None, normalize: bool) -> np.ndarray:

@@ -26,6 +26,8 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
+from embedline.tasks import resources
+
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
@@ -256,6 +258,9 @@ def clear_limiters() -> None:
         _limiters.clear()
 
 
+resources.on_close("rate-limiters", clear_limiters)
+
+
 # ---- cross-process (Prefect global concurrency limit) ---------------------------------------------
 def prefect_limit_name(provider: str, model: str) -> str:
     """Name of the Prefect global concurrency limit used across processes for one model."""
@@ -280,7 +285,7 @@ def prefect_rate_limit(name: str) -> None:
         from prefect.concurrency.sync import rate_limit
 
         rate_limit(name, occupy=1, strict=False)
-    except Exception as exc:  # the server is the optional, coarse layer: never fail a run on it
+    except Exception as exc:  # noqa: BLE001 the server is the optional, coarse layer: never fail a run on it
         _prefect_disabled = True
         log.warning("Prefect rate limit %r unavailable (%s); using the in-process limiter only", name, exc)
 

@@ -1,81 +1,40 @@
-"""Providers registry keyed by ``embed.provider`` and the process-wide embedder cache.
+"""Provider lookup (``embed.provider`` -> :class:`ProviderSpec`) and the process-wide embedder cache.
 
-Factories import their provider module lazily, so importing :mod:`embedline.tasks.embed` never loads torch,
-a model or an HTTP client. :func:`get_embedder` builds each configuration once per process, under a
-lock, the first time it is asked for.
+The names live in one table, :data:`embedline.tasks.plugins.PROVIDERS`; each provider module declares
+its factory, revision lookup, tokenizer and capabilities in its ``SPEC``. Specs import their module
+lazily, so importing :mod:`embedline.tasks.embed` never loads torch, a model or an HTTP client.
+:func:`get_embedder` builds each configuration once per process (``tasks/resources.py``).
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
+from typing import cast
 
+from embedline.tasks import resources
 from embedline.tasks.config import EmbedParams
-from embedline.tasks.embed.protocol import Embedder
+from embedline.tasks.embed.protocol import Capability, Embedder, ProviderSpec, RequestPlanner
+from embedline.tasks.embed.requests import fixed_groups
+from embedline.tasks.plugins import PROVIDERS
+from embedline.tasks.tokenize import COUNTER_KIND
 
-
-def _fake(params: EmbedParams) -> Embedder:
-    from embedline.tasks.embed.providers.fake import FakeEmbedder
-
-    return FakeEmbedder(params)
-
-
-def _sentence_transformers(params: EmbedParams) -> Embedder:
-    from embedline.tasks.embed.providers.sentence_transformers import SentenceTransformerEmbedder
-
-    return SentenceTransformerEmbedder(params)
-
-
-def _openai(params: EmbedParams) -> Embedder:
-    from embedline.tasks.embed.providers.openai import OpenAIEmbedder
-
-    return OpenAIEmbedder(params)
-
-
-PROVIDERS: dict[str, Callable[[EmbedParams], Embedder]] = {
-    "sentence-transformers": _sentence_transformers,
-    "openai": _openai,
-    "fake": _fake,
-}
-
-
-def _fake_revision(params: EmbedParams) -> str:
-    from embedline.tasks.embed.providers.fake import revision_for
-
-    return revision_for(params)
-
-
-def _st_revision(params: EmbedParams) -> str:
-    from embedline.tasks.embed.providers.sentence_transformers import revision_for
-
-    return revision_for(params)
-
-
-def _openai_revision(params: EmbedParams) -> str:
-    from embedline.tasks.embed.providers.openai import revision_for
-
-    return revision_for(params)
-
-
-# How to name a model's exact weights WITHOUT building the embedder (no model load, no API key):
-# the cache namespace and the fingerprint need it even when every vector is already cached.
-REVISIONS: dict[str, Callable[[EmbedParams], str]] = {
-    "sentence-transformers": _st_revision,
-    "openai": _openai_revision,
-    "fake": _fake_revision,
-}
-
-
-def revision_for(params: EmbedParams) -> str:
-    """The model revision for ``params`` (hash of local weights, or model@endpoint for APIs)."""
-    fn = REVISIONS.get(params.provider)
-    return fn(params) if fn is not None else f"{params.provider}:{params.model}@{params.revision}"
-
+_EMBEDDER = "embedder"
 # Params that do not change the embedder object (cache location, sharding) are not part of its key.
 _NOT_EMBEDDER_FIELDS = {"cache", "cache_path", "shard_rows", "concurrency"}
 
-_instances: dict[tuple[object, ...], Embedder] = {}
-_lock = threading.Lock()
+
+def provider_spec(name: str) -> ProviderSpec:
+    """The spec registered under ``name`` (ValueError naming the valid choices if none is)."""
+    spec = PROVIDERS.load(name)
+    if not isinstance(spec, ProviderSpec):
+        raise TypeError(f"embed.provider {name!r} is registered to {spec!r}, not a ProviderSpec")
+    return spec
+
+
+def revision_for(params: EmbedParams) -> str:
+    """The model revision for ``params`` (hash of local weights, or model@endpoint for APIs),
+    without building the embedder: the cache namespace and the fingerprint need it even when
+    every vector is already cached."""
+    return provider_spec(params.provider).revision_for(params)
 
 
 def embedder_key(params: EmbedParams) -> tuple[object, ...]:
@@ -84,32 +43,56 @@ def embedder_key(params: EmbedParams) -> tuple[object, ...]:
     )
 
 
+def _build(params: EmbedParams) -> Embedder:
+    spec = provider_spec(params.provider)
+    emb = spec.factory(params)
+    if spec.has(Capability.PLANS_REQUESTS) and not isinstance(emb, RequestPlanner):
+        raise TypeError(f"embed.provider {spec.name!r} declares plans_requests but has no plan_groups()")
+    return emb
+
+
 def get_embedder(params: EmbedParams) -> Embedder:
     """The embedder for ``params``: built lazily once per process, then shared (thread-safe)."""
-    key = embedder_key(params)
-    inst = _instances.get(key)
-    if inst is not None:
-        return inst
-    with _lock:
-        inst = _instances.get(key)
-        if inst is None:
-            try:
-                factory = PROVIDERS[params.provider]
-            except KeyError:
-                raise ValueError(
-                    f"unknown embed.provider {params.provider!r}; valid: {', '.join(sorted(PROVIDERS))}"
-                ) from None
-            inst = factory(params)
-            _instances[key] = inst
-        return inst
+    return resources.get(_EMBEDDER, embedder_key(params), lambda: _build(params), close=_no_close)
+
+
+def _no_close(_emb: Embedder) -> None:
+    """Embedders hold memory, not handles: forgetting them frees it."""
 
 
 def peek_embedder(params: EmbedParams) -> Embedder | None:
     """The cached embedder for ``params`` if one was built in this process (never builds one)."""
-    return _instances.get(embedder_key(params))
+    return cast(Embedder | None, resources.peek(_EMBEDDER, embedder_key(params)))
+
+
+def request_groups(emb: Embedder, params: EmbedParams, texts: list[str], default: int) -> list[list[int]]:
+    """How ``texts`` are cut into requests: the provider plans them if it declares so, else fixed
+    groups of ``default`` texts."""
+    if provider_spec(params.provider).has(Capability.PLANS_REQUESTS):
+        return cast(RequestPlanner, emb).plan_groups(texts)
+    return fixed_groups(len(texts), default)
+
+
+def request_workers(params: EmbedParams) -> int:
+    """Threads embedding request groups at once: ``embed.concurrency`` for providers that declare
+    :attr:`Capability.CONCURRENT`, else 1."""
+    return params.concurrency if provider_spec(params.provider).has(Capability.CONCURRENT) else 1
 
 
 def clear_embedders() -> None:
-    """Forget cached embedders (tests; frees models)."""
-    with _lock:
-        _instances.clear()
+    """Forget cached embedders and token counters (tests; frees models)."""
+    resources.drop(_EMBEDDER)
+    resources.drop(COUNTER_KIND)
+
+
+__all__ = [
+    "PROVIDERS",
+    "clear_embedders",
+    "embedder_key",
+    "get_embedder",
+    "peek_embedder",
+    "provider_spec",
+    "request_groups",
+    "request_workers",
+    "revision_for",
+]

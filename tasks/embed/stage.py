@@ -18,7 +18,6 @@ a fan-out runner (Prefect threads or Dask) calls the three itself. Properties:
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -30,20 +29,27 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 
-from embedline.tasks.artifacts import Artifacts
+from embedline.tasks.artifacts import Artifacts, atomic_path
 from embedline.tasks.config import Config, EmbedParams
-from embedline.tasks.embed.batching import fixed_groups
 from embedline.tasks.embed.cache import EmbeddingCache, namespace_for, namespace_spec
 from embedline.tasks.embed.manifest import STAT_KEYS, aggregate_shards, build_manifest
 from embedline.tasks.embed.protocol import (
+    Capability,
     EmbedError,
     EmbedInputError,
     validate_vectors,
     with_prompt,
 )
-from embedline.tasks.embed.registry import get_embedder, revision_for
+from embedline.tasks.embed.registry import (
+    get_embedder,
+    provider_spec,
+    request_groups,
+    request_workers,
+    revision_for,
+)
 from embedline.tasks.embed.rows import ChunkRows
 from embedline.tasks.records import write_json
+from embedline.tasks.tokenize import load_token_counter
 
 Progress = Callable[[int, int], None]
 GROUP_BATCHES = 8  # local models: texts per cache commit = batch_size * GROUP_BATCHES
@@ -95,9 +101,8 @@ def plan_shards(cfg: Config, art: Artifacts) -> list[Shard]:
 
 def plan_embed(cfg: Config, art: Artifacts) -> dict[str, Any]:
     """What embedding would cost now, without embedding: rows, unique texts, uncached texts and
-    their tokens (the token count uses the provider's tokenizer; no model weights are loaded)."""
-    from embedline.tasks.tokenize import load_token_counter
-
+    their tokens (the token count uses the provider's tokenizer; no model weights are loaded), and
+    whether the provider bills by token (``Capability.BILLED_BY_TOKEN``)."""
     rows = ChunkRows(art.chunks)
     ns, _ = _namespace(cfg.embed)
     path = cache_path(cfg, art)
@@ -118,7 +123,9 @@ def plan_embed(cfg: Config, art: Artifacts) -> dict[str, Any]:
     finally:
         if cache:
             cache.close()
-    return {"rows": rows.num_rows, "unique_texts": len(seen), "texts_to_embed": todo, "tokens_to_embed": tokens}
+    billed = provider_spec(cfg.embed.provider).has(Capability.BILLED_BY_TOKEN)
+    return {"rows": rows.num_rows, "unique_texts": len(seen), "texts_to_embed": todo,
+            "tokens_to_embed": tokens, "billed_by_token": billed}
 
 
 # ---- one shard -------------------------------------------------------------------------------------
@@ -190,9 +197,8 @@ def _embed_into_cache(
 ) -> int:
     emb = get_embedder(params)
     texts = with_prompt([owned[h] for h in todo], params.passage_prompt)
-    planner = getattr(emb, "plan_groups", None)
-    groups = planner(texts) if callable(planner) else fixed_groups(len(texts), params.batch_size * GROUP_BATCHES)
-    workers = max(1, int(getattr(emb, "concurrency", 1)))
+    groups = request_groups(emb, params, texts, params.batch_size * GROUP_BATCHES)
+    workers = request_workers(params)
     width = cache.dims(ns)
     done = 0
 
@@ -243,11 +249,9 @@ def finalize_embed(
     n = rows.num_rows
     ns, revision = _namespace(params)
     path = cache_path(cfg, art)
-    art.vectors.parent.mkdir(parents=True, exist_ok=True)
-    tmp = art.vectors.with_name(art.vectors.stem + ".tmp.npy")
     corpus = hashlib.sha256()
     unique: set[str] = set()
-    with EmbeddingCache(path) as cache:
+    with EmbeddingCache(path) as cache, atomic_path(art.vectors) as tmp:
         dims = cache.dims(ns) if n else None
         if dims is None:
             if n:
@@ -273,7 +277,6 @@ def finalize_embed(
             row += len(hashes)
         out.flush()
         del out
-    os.replace(tmp, art.vectors)
     if not cfg.embed.cache:
         for suffix in ("", "-wal", "-shm"):
             Path(str(path) + suffix).unlink(missing_ok=True)

@@ -28,6 +28,7 @@ from embedline.tasks.evaluation.interface import (
     embed_texts,
 )
 from embedline.tasks.records import content_hash
+from embedline.tasks.vectors import l2_normalize
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +80,6 @@ class BM25Retriever:
             scores = np.asarray(self.index.get_scores(tokens), dtype=np.float64)
             run[qid] = _top_k(scores, self.ids, k, positive_only=True)
         return run
-
-
-def l2_normalize(m: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(m, axis=1, keepdims=True)
-    return np.divide(m, norms, out=np.zeros_like(m), where=norms > 0)
 
 
 def embed_passages_cached(cfg: Config, art: Artifacts, params: EmbedParams, texts: Sequence[str]) -> np.ndarray:

@@ -12,14 +12,13 @@ import csv
 import hashlib
 import heapq
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from embedline.tasks.artifacts import Artifacts
+from embedline.tasks.artifacts import Artifacts, atomic_path
 from embedline.tasks.records import read_json
 
 log = logging.getLogger(__name__)
@@ -120,10 +119,8 @@ def save_map(vectors: np.ndarray, labels: Sequence[str], path: Path, title: str 
     ax.set_yticks([])
     ax.set_title(title or f"t-SNE of {vectors.shape[0]} chunk vectors by top-level folder", fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     return path
 
 
@@ -131,14 +128,11 @@ def write_curve(path: Path, curves: Mapping[str, Sequence[float]]) -> Path:
     """``k,<method>,...`` rows for k = 1..K (recall@k per method): a DVC plot source."""
     names = list(curves)
     depth = max((len(v) for v in curves.values()), default=0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
+    with atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["k", *names])
         for i in range(depth):
             w.writerow([i + 1, *(f"{curves[m][i]:.6f}" if i < len(curves[m]) else "" for m in names)])
-    os.replace(tmp, path)
     return path
 
 

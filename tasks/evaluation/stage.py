@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from embedline.tasks.artifacts import Artifacts
+from embedline.tasks.artifacts import Artifacts, atomic_path
 from embedline.tasks.config import Config, apply_overrides, validate
 from embedline.tasks.evaluation.beir import BeirDataset, is_beir_dir, load_beir
 from embedline.tasks.evaluation.gate import collection_embed_params
@@ -148,13 +148,11 @@ def _expose_corpus(corpus: Path, source_dir: Path) -> Path:
         ):
             return target
         target.unlink()
-    tmp = source_dir / ".corpus.jsonl.tmp"
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(corpus, tmp)
-    except OSError:
-        shutil.copy2(corpus, tmp)
-    os.replace(tmp, target)
+    with atomic_path(target) as tmp:
+        try:
+            os.link(corpus, tmp)
+        except OSError:
+            shutil.copy2(corpus, tmp)
     return target
 
 

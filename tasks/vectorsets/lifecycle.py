@@ -24,6 +24,7 @@ import numpy as np
 from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.config import Config, QdrantParams
 from embedline.tasks.records import read_json
+from embedline.tasks.vectors import unit
 from embedline.tasks.vectorsets.stores import PointRecord, VectorSetSpec, VectorStore, open_store
 from embedline.tasks.vectorsets.sync import PAYLOAD_HASH, batched, chunks_of
 
@@ -228,11 +229,7 @@ def sparse_encoder(cfg: Config) -> Bm25Encoder | None:
 
 def expected_vector(v: np.ndarray, distance: str) -> np.ndarray:
     """What the store returns for an inserted vector (Qdrant normalises for Cosine)."""
-    v = np.asarray(v, dtype=np.float32)
-    if distance == "Cosine":
-        n = float(np.linalg.norm(v))
-        return v / n if n > 0 else v
-    return v
+    return unit(v) if distance == "Cosine" else np.asarray(v, dtype=np.float32)
 
 
 def validate_collection(

@@ -37,7 +37,7 @@ def is_transient(exc: BaseException) -> bool:
     if callable(code):  # grpc.RpcError
         try:
             return getattr(code(), "name", "") in _GRPC_TRANSIENT
-        except Exception:
+        except Exception:  # noqa: BLE001 an exotic exception's code() may raise anything: then it is not a known transient gRPC status
             return False
     return False
 

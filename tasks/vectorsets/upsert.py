@@ -66,8 +66,6 @@ from embedline.tasks.vectorsets.sync import (
 )
 from embedline.tasks.vectorsets.transfer import export_points, import_points
 
-API_PROVIDERS = frozenset({"openai"})
-
 __all__ = [
     "SEARCH_MODES",
     "Gate",
@@ -234,7 +232,7 @@ def _embed_backlog(cfg: Config, art: Artifacts) -> tuple[int | None, int | None]
     except ImportError:
         return None, None
     backlog = plan_embed(cfg, art)
-    tokens = backlog.get("tokens_to_embed") if cfg.embed.provider in API_PROVIDERS else None
+    tokens = backlog["tokens_to_embed"] if backlog["billed_by_token"] else None
     return int(backlog["texts_to_embed"]), tokens
 
 

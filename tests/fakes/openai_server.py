@@ -107,7 +107,7 @@ class OpenAIFakeServer:
         return [t for r in self.ok_records() for t in r.inputs]
 
     # -- request handling ------------------------------------------------------------------------------
-    def _handle(self, h: BaseHTTPRequestHandler) -> None:
+    def _handle(self, h: BaseHTTPRequestHandler) -> None:  # noqa: C901 a fake server: one branch per scripted fault, read top to bottom
         t = time.monotonic()
         length = int(h.headers.get("Content-Length") or 0)
         body = json.loads(h.rfile.read(length) or b"{}")

@@ -195,13 +195,15 @@ def test_exp_run_and_show_list_metrics(work: Repo) -> None:
 # ---- remote: push -> fresh clone -> pull -> upsert, nothing embedded -----------------------------
 POISON = '''
 """Loaded at interpreter start-up (PYTHONPATH): any attempt to embed fails the command."""
+import dataclasses
 from embedline.tasks.embed import registry
 
 def _poisoned(params):
     raise RuntimeError("poisoned: this command must not embed anything")
 
-for _name in list(registry.PROVIDERS):
-    registry.PROVIDERS[_name] = _poisoned
+for _name in registry.PROVIDERS.names():
+    _spec = registry.provider_spec(_name)
+    registry.PROVIDERS.register(_name, dataclasses.replace(_spec, factory=_poisoned), replace=True)
 '''
 
 

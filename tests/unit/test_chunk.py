@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.chunk import make_budget, run_chunk
-from embedline.tasks.chunkers import CHUNKERS, TokenBudget, sentence_spans
-from embedline.tasks.config import ChunkParams, ChunkStrategy, Config, EmbedParams, PreprocessParams
+from embedline.tasks.chunkers import TokenBudget, chunker_for, sentence_spans
+from embedline.tasks.config import ChunkParams, Config, EmbedParams, PreprocessParams
 from embedline.tasks.records import (
     Chunk,
     Document,
@@ -54,7 +54,7 @@ def doc(text: str, fmt: str = "txt", source: str = "d.txt", **meta: Any) -> Docu
 
 
 def split(strategy: str, d: Document, b: TokenBudget) -> list[Chunk]:
-    return list(CHUNKERS[ChunkStrategy(strategy)].split(d, b))
+    return list(chunker_for(strategy).split(d, b))
 
 
 def check(chunks: list[Chunk], d: Document, b: TokenBudget) -> None:

@@ -44,7 +44,7 @@ def test_override_types_are_parsed() -> None:
     [
         ("embed.modle=x", "unknown key 'embed.modle'; valid keys here: "),
         ("nosuch.key=1", "unknown key 'nosuch'"),
-        ("embed.provider=cohere", "'sentence-transformers', 'openai' or 'fake'"),
+        ("embed.provider=cohere", "unknown embed.provider 'cohere'; valid: fake, openai, sentence-transformers"),
         ("chunk.strategy=words", "chunk.strategy"),
         ("chunk.max_tokens=abc", "chunk.max_tokens"),
         ("chunk.overlap_tokens=999", "must be smaller than chunk.max_tokens"),

@@ -31,7 +31,10 @@ def _interpolate(value: str) -> str:
 
 
 def _module_file(module: str) -> Path | None:
-    base = PROJECT.joinpath(*module.split("."))
+    """The file of an ``embedline.tasks.*`` module (the folder tasks/ installs as embedline.tasks)."""
+    if not module.startswith("embedline.tasks"):
+        return None
+    base = PROJECT.joinpath(*module.split(".")[1:])
     if (base / "__init__.py").is_file():
         return base / "__init__.py"
     if base.with_suffix(".py").is_file():
@@ -45,13 +48,13 @@ def _imports(path: Path, module: str) -> set[str]:
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            found.update(a.name for a in node.names if a.name.startswith("tasks."))
+            found.update(a.name for a in node.names if a.name.startswith("embedline.tasks."))
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
                 parts = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*parts, base] if base else parts)
-            if base.startswith("tasks"):
+            if base.startswith("embedline.tasks"):
                 found.add(base)
                 found.update(f"{base}.{a.name}" for a in node.names if _module_file(f"{base}.{a.name}"))
     return found
@@ -69,7 +72,7 @@ def _closure(module: str) -> set[Path]:
         path = _module_file(mod)
         if path is not None:
             todo.extend(_imports(path, mod))
-    files = {_module_file(m) for m in seen if m != "tasks"}
+    files = {_module_file(m) for m in seen if m != "embedline.tasks"}
     return {f.relative_to(PROJECT) for f in files if f is not None}
 
 
@@ -96,6 +99,12 @@ def test_every_dep_exists(stage: str) -> None:
             for o in s.get("outs", [])
         )
         assert produced or path.exists(), f"{stage}: dep {dep} does not exist"
+
+
+def test_closure_follows_the_package_imports() -> None:
+    """The dependency walk below must see the code (it once saw nothing after a rename)."""
+    files = _closure("embedline.tasks.chunk")
+    assert {Path("tasks/chunk.py"), Path("tasks/config.py"), Path("tasks/tokenize.py")} <= files
 
 
 @pytest.mark.parametrize("stage", list(STAGES))

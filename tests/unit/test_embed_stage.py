@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from embedline.tasks.embed import (
     run_embed,
 )
 from embedline.tasks.embed.cache import EmbeddingCache
+from embedline.tasks.embed.providers.fake import SPEC as FAKE_SPEC
 from embedline.tasks.embed.providers.fake import FakeEmbedder
 from embedline.tasks.embed.stage import cache_path
 from tests.fakes.chunks import SAMPLE_TEXTS, write_chunks
@@ -106,7 +108,7 @@ def test_rerun_hits_cache_and_is_byte_identical(tmp_path: Path) -> None:
     assert art.vectors.read_bytes() == first
 
 
-def test_crash_mid_embed_resumes_without_paying_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_crash_mid_embed_resumes_without_paying_again(tmp_path: Path) -> None:
     cfg, art = setup(tmp_path)
     calls: list[int] = []
 
@@ -117,12 +119,10 @@ def test_crash_mid_embed_resumes_without_paying_again(tmp_path: Path, monkeypatc
                 raise KeyboardInterrupt  # like Ctrl-C in the middle of a run
             return super().embed(texts)
 
-    monkeypatch.setitem(PROVIDERS, "fake", Flaky)
-    with pytest.raises(KeyboardInterrupt):
+    with PROVIDERS.registered("fake", replace(FAKE_SPEC, factory=Flaky)), pytest.raises(KeyboardInterrupt):
         run_embed(cfg, art)
     committed = sum(calls[:2])
     clear_embedders()
-    monkeypatch.setitem(PROVIDERS, "fake", FakeEmbedder)
     stats = run_embed(cfg, art)
     unique = len(set(SAMPLE_TEXTS))
     assert stats["texts_embedded"] == unique - committed

@@ -17,7 +17,8 @@ from collections import Counter
 import numpy as np
 
 from embedline.tasks.config import EmbedParams
-from embedline.tasks.embed.protocol import EmbedInputError, l2_normalize
+from embedline.tasks.embed.protocol import EmbedInputError, ProviderSpec, l2_normalize
+from embedline.tasks.tokenize import conservative_counter
 
 DEFAULT_DIMS = 256
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -71,3 +72,11 @@ class FakeEmbedder:
 
     def info(self) -> dict[str, object]:
         return {"model_path": "fake", "calls": self.calls, "texts_seen": self.texts_seen}
+
+
+SPEC = ProviderSpec(
+    name="fake",
+    factory=FakeEmbedder,
+    revision_for=revision_for,
+    tokenizer_for=conservative_counter,
+)

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from embedline.tasks.embed.protocol import EmbedError
+from embedline.tasks.vectors import l2_normalize
 
 log = logging.getLogger(__name__)
 
@@ -197,8 +198,7 @@ class _ExportedBackend:
             hidden = self._run(feeds)
             out[idx] = self._pool(hidden, feeds["attention_mask"])
         if self.pipeline["normalize"]:
-            norms = np.linalg.norm(out, axis=1, keepdims=True)
-            out = out / np.maximum(norms, 1e-12)
+            out = l2_normalize(out)
         return out.astype(np.float32, copy=False)
 
     @property

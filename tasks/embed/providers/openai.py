@@ -30,17 +30,19 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 from tenacity.wait import wait_exponential_jitter
 
 from embedline.tasks.config import EmbedParams
-from embedline.tasks.embed.batching import halves, token_batches
 from embedline.tasks.embed.protocol import (
+    Capability,
     EmbedError,
     EmbedInputError,
     EmbedResponseError,
     EmbedTransientError,
+    ProviderSpec,
     l2_normalize,
     validate_vectors,
 )
 from embedline.tasks.embed.ratelimit import shared_limiter, wait_from_headers
-from embedline.tasks.tokenize import load_token_counter
+from embedline.tasks.embed.requests import halves, token_batches
+from embedline.tasks.tokenize import load_token_counter, tiktoken_counter
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +246,7 @@ class OpenAIEmbedder:
             self.limiter.block_for(wait)  # a limit is at zero: stop before being told no
         try:
             parsed = raw.parse()
-        except Exception as exc:  # not JSON, or not the embeddings schema
+        except Exception as exc:  # noqa: BLE001 the SDK's parse raises JSON/pydantic/KeyError variants: any means an unreadable response
             raise EmbedResponseError(f"{self.base_url}: unreadable embeddings response: {exc}") from None
         return self._parse(parsed, len(texts))
 
@@ -298,3 +300,12 @@ def _error_message(exc: Any) -> str:
         if isinstance(err, str):
             return err
     return str(getattr(exc, "message", None) or exc)
+
+
+SPEC = ProviderSpec(
+    name="openai",
+    factory=OpenAIEmbedder,
+    revision_for=revision_for,
+    tokenizer_for=tiktoken_counter,
+    capabilities=frozenset({Capability.PLANS_REQUESTS, Capability.CONCURRENT, Capability.BILLED_BY_TOKEN}),
+)

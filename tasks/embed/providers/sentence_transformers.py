@@ -27,8 +27,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from embedline.tasks.config import EmbedParams
-from embedline.tasks.embed.protocol import EmbedError, truncate_dims
-from embedline.tasks.tokenize import model_window, resolve_model
+from embedline.tasks.embed.protocol import EmbedError, ProviderSpec, truncate_dims
+from embedline.tasks.tokenize import hf_counter, model_window, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def _local_dir(params: EmbedParams) -> str | None:
         from huggingface_hub import snapshot_download
 
         return str(snapshot_download(params.model, revision=params.revision, local_files_only=True))
-    except Exception:
+    except Exception:  # noqa: BLE001 a hub lookup in offline mode fails with hub/OSError/ValueError variants: any means 'not cached locally'
         return None
 
 
@@ -98,6 +98,7 @@ def revision_for(params: EmbedParams) -> str:
 class LocalBackend(Protocol):
     name: str
     dims: int  # native width before truncation
+    max_seq_length: int  # the window the backend truncates to
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray: ...
 
@@ -225,7 +226,7 @@ class SentenceTransformerEmbedder:
         if params.dimensions is not None and params.dimensions > native:
             raise EmbedError(f"embed.dimensions={params.dimensions} exceeds {params.model}'s {native}")
         self.dims = int(params.dimensions or native)
-        window = getattr(self.backend, "max_seq_length", None) or model_window(self.model_path)
+        window = self.backend.max_seq_length or model_window(self.model_path)
         self.max_tokens = int(params.max_seq_tokens or window or 512)
 
     def embed(self, texts: list[str]) -> np.ndarray:
@@ -267,3 +268,11 @@ def _free_accelerator_memory() -> None:
             torch.cuda.empty_cache()
     except ImportError:  # pragma: no cover
         pass
+
+
+SPEC = ProviderSpec(
+    name="sentence-transformers",
+    factory=SentenceTransformerEmbedder,
+    revision_for=revision_for,
+    tokenizer_for=hf_counter,
+)

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from embedline.tasks.embed.batching import fixed_groups, halves, token_batches
 from embedline.tasks.embed.protocol import EmbedInputError
+from embedline.tasks.embed.requests import fixed_groups, halves, token_batches
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,5 @@
-"""Token-budget batching for API providers and fixed-size grouping for local models."""
+"""How texts are cut into embedding requests: token budgets for APIs, fixed groups for local models
+(the generic packing helper is :func:`embedline.tasks.batching.pack`)."""
 
 from __future__ import annotations
 
