@@ -75,6 +75,7 @@ def make_budget(
         overlap_tokens=min(chunk.overlap_tokens, max_tokens // 2),
         min_tokens=chunk.min_tokens,
         heading_prefix=chunk.heading_prefix,
+        context_template=chunk.context_template,
         transform=EmbedTransform(preprocess or PreprocessParams.model_validate({})),
         window=window,
     )

@@ -34,6 +34,9 @@ SPARSE_BM25: dict[str, Any] = {
 }
 
 
+CONTEXT_FIELDS = frozenset({"title", "headings", "text"})  # chunk.context_template fields
+
+
 class ConfigError(ValueError):
     """A params.yaml file or an override that does not validate."""
 
@@ -54,6 +57,11 @@ class PreprocessParams(_Section):
     json_text_field: str = "text"
     json_id_field: str = "_id"
     json_title_field: str = "title"
+    # HTML: pages that are lists of links are skipped (reported with the reason); see loaders/html.py
+    html_skip_pages: tuple[Literal["index", "contents", "search"], ...] = ("index", "contents", "search")
+    html_link_density: float = Field(
+        0.8, gt=0, le=1.0, description="link-text share above which an HTML block/page is navigation"
+    )
     # normalisation (applied to the text that gets embedded; the display text keeps its casing)
     unicode_form: Literal["NFKC", "NFC", "none"] = "NFKC"
     dehyphenate: bool = True
@@ -87,6 +95,27 @@ class ChunkParams(_Section):
     overlap_tokens: int = Field(32, ge=0)
     min_tokens: int = Field(8, ge=1, description="merge trailing fragments smaller than this")
     heading_prefix: bool = Field(True, description="prefix the heading path to markdown chunks' text")
+    context_template: str = Field(
+        "{title}\n{headings}\n\n{text}",
+        description="embedded text of every chunk: fields {title}, {headings}, {text}; '' = text only",
+    )
+
+    @field_validator("context_template")
+    @classmethod
+    def _context_template_valid(cls, v: str) -> str:
+        import string
+
+        if not v:
+            return v
+        try:
+            names = {f for _, f, _, _ in string.Formatter().parse(v) if f is not None}
+        except ValueError as exc:
+            raise ValueError(f"not a format string: {exc}") from None
+        if names - CONTEXT_FIELDS or "text" not in names:
+            raise ValueError(
+                f"fields must be among {sorted(CONTEXT_FIELDS)} and include {{text}} (got {sorted(names)})"
+            )
+        return v
 
     @field_validator("strategy")
     @classmethod
@@ -171,6 +200,11 @@ class DedupeParams(_Section):
     block_rows: int = Field(4096, ge=64, description="query rows per range-search block")
     lexical: bool = Field(False, description="also join MinHash (word 3-gram Jaccard) copies in dedupe")
     lexical_threshold: float = Field(0.9, gt=0, le=1.0)
+    # a vector pair is merged only when the chunks also say the same thing (never hides content)
+    confirm_text: bool = Field(True, description="confirm vector pairs on the texts (headings, identifiers)")
+    text_similarity: float = Field(
+        0.9, ge=0, le=1.0, description="min word-level edit ratio of a confirmed pair (0 = no text check)"
+    )
 
 
 _COLLECTION_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}")

@@ -8,13 +8,17 @@
    group is represented by its member with the smallest ``chunk_id``: deterministic, independent of
    row order and of the search engine. ``dedupe.lexical`` adds MinHash (word 3-gram Jaccard >=
    ``dedupe.lexical_threshold``) pairs to the same groups.
+   With ``dedupe.confirm_text`` (default) a pair is joined only when the chunks *say the same
+   thing*: word-level edit ratio >= ``dedupe.text_similarity``, the same last heading and the same
+   code identifiers (:func:`embedline.tasks.neardup.same_content`). Shared boilerplate never merges
+   two API entries; rejected pairs are counted by reason in the report.
 
 :class:`~embedline.tasks.config.DuplicatePolicy` decides what the near-duplicates become:
 
 - ``drop``: only representatives are stored; ``duplicates`` on the representative lists the
   dropped chunk ids with their cosine to it. ``sources`` keeps exact provenance only.
 - ``link`` (default): only representatives are stored; ``duplicates`` lists each near-duplicate
-  (chunk_id, doc_id, source, similarity) and ``sources`` also carries the near-duplicates'
+  (chunk_id, doc_id, source, similarity and its own ``text``, so search still returns it) and ``sources`` also carries the near-duplicates'
   provenance (``match: "near"``), so a document whose chunk was absorbed can still be traced.
 - ``keep_canonical``: every exact representative is stored; near-duplicates carry
   ``is_duplicate: true`` and ``canonical_id`` (the representative's chunk id), the representative
@@ -27,10 +31,13 @@ streamed in batches; the vector search holds one faiss index plus a block.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
 from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -43,10 +50,14 @@ from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.config import Config, DuplicatePolicy
 from embedline.tasks.neardup import (
     Components,
+    Pairs,
+    SearchInfo,
     lexical_pairs,
     normalized,
     range_pairs,
     representatives,
+    same_content,
+    text_key,
 )
 from embedline.tasks.records import point_id_for, read_json, write_json
 
@@ -130,108 +141,170 @@ def _similarities(vectors: np.ndarray, rows: np.ndarray, canon_rows: np.ndarray,
     return sims
 
 
-def run_dedupe(cfg: Config, art: Artifacts) -> dict[str, Any]:  # noqa: C901 being split by the `quality` branch (exact groups, near groups, payloads, report)
-    t0 = time.perf_counter()
-    p = cfg.dedupe
-    ids, vectors = _load_inputs(art)
+@dataclass
+class ExactGroups:
+    """Rows grouped by ``text_hash``; ``uniq`` are the representative rows (smallest chunk_id)."""
+
+    label: np.ndarray  # group per row
+    uniq: np.ndarray  # representative rows, ascending
+    perm: np.ndarray  # members of group g: perm[starts[g]:starts[g + 1]] (by chunk id)
+    starts: np.ndarray
+    sizes: np.ndarray
+
+
+@dataclass
+class NearGroups:
+    """Near-duplicate groups over the exact representatives (nodes 0..m-1 = ``ExactGroups.uniq``)."""
+
+    canon: np.ndarray  # representative node per node
+    sims: np.ndarray  # cosine of each node to its representative
+    is_canon: np.ndarray
+    perm: np.ndarray
+    starts: np.ndarray
+    sizes: np.ndarray
+    info: SearchInfo
+    pairs: int  # vector (and lexical) pairs found
+    rejected: Counter[str]  # pairs not merged, by reason (heading, identifiers, text)
+    seconds: float
+
+
+def exact_groups(ids: pa.Table, rank: np.ndarray) -> ExactGroups:
     n = ids.num_rows
-    rank = np.empty(n, dtype=np.int64)
-    rank[pc.sort_indices(ids["chunk_id"]).to_numpy()] = np.arange(n, dtype=np.int64)
+    if not n:
+        z = np.zeros(0, np.int64)
+        return ExactGroups(z, z, z, np.zeros(1, np.int64), z)
+    enc = pc.dictionary_encode(ids["text_hash"].combine_chunks())
+    label = enc.indices.to_numpy().astype(np.int64)
+    rep = representatives(label, rank)
+    uniq = np.flatnonzero(rep == np.arange(n))
+    perm, starts = _csr(label, rank, len(enc.dictionary))
+    return ExactGroups(label, uniq, perm, starts, np.diff(starts))
 
-    # 1. exact: one representative row per text_hash (smallest chunk_id)
-    enc = pc.dictionary_encode(ids["text_hash"].combine_chunks()) if n else None
-    exact_label = enc.indices.to_numpy().astype(np.int64) if enc is not None else np.zeros(0, np.int64)
-    n_exact = len(enc.dictionary) if enc is not None else 0
-    exact_rep = representatives(exact_label, rank) if n else exact_label
-    uniq = np.flatnonzero(exact_rep == np.arange(n))
+
+def _confirmed(
+    art: Artifacts, uniq: np.ndarray, blocks: Iterable[Pairs], min_ratio: float, rejected: Counter[str]
+) -> Iterator[Pairs]:
+    """The vector pairs whose chunks also say the same thing (:func:`neardup.same_content`)."""
+    pending = [(np.asarray(i), np.asarray(j)) for i, j in blocks]
+    if not pending:
+        return
+    nodes = np.unique(np.concatenate([np.concatenate([i, j]) for i, j in pending]))
+    table = shards.read_table(art.chunks, columns=["text", "heading_path"]).take(pa.array(uniq[nodes]))
+    keys = {
+        int(node): text_key(t or "", hp or ())
+        for node, t, hp in zip(
+            nodes, table["text"].to_pylist(), table["heading_path"].to_pylist(), strict=True
+        )
+    }
+    del table
+    for i, j in pending:
+        keep = np.zeros(len(i), dtype=bool)
+        for k, (a, b) in enumerate(zip(i.tolist(), j.tolist(), strict=True)):
+            why = same_content(keys[a], keys[b], min_ratio)
+            keep[k] = why is None
+            if why is not None:
+                rejected[why] += 1
+        yield i[keep], j[keep]
+
+
+def near_groups(
+    cfg: Config, art: Artifacts, vectors: np.ndarray, ex: ExactGroups, rank: np.ndarray
+) -> NearGroups:
+    """Range search among the unique texts (+ optional lexical pairs), each pair confirmed on the
+    texts (``dedupe.text_similarity``, same heading and identifiers), grouped deterministically."""
+    p = cfg.dedupe
+    t0 = time.perf_counter()
+    uniq = ex.uniq
     m = len(uniq)
-    ex_perm, ex_starts = _csr(exact_label, rank, n_exact)
-    exact_sizes = np.diff(ex_starts)
-
-    # 2. near: range search among unique texts (+ optional lexical pairs), grouped deterministically
-    t_search = time.perf_counter()
-    pairs, info = range_pairs(
+    blocks, info = range_pairs(
         vectors, p.threshold, rows=uniq, method=p.method, exact_max_rows=p.exact_max_rows,
         block=p.block_rows, nlist=p.ivf_nlist, nprobe=p.ivf_nprobe,
     )
-    comps = Components(m)
-    with progress.track("dedupe", unit="block") as bar:
-        for i, j in progress.counted(pairs, bar):
-            comps.add(i, j)
     if p.lexical and m > 1:
         texts = shards.read_table(art.chunks, columns=["embed_text"])["embed_text"].take(pa.array(uniq))
-        comps.add(*lexical_pairs(texts.to_pylist(), p.lexical_threshold))
-    canon_node = representatives(comps.labels(), rank[uniq]) if m else np.zeros(0, np.int64)
-    seconds_search = time.perf_counter() - t_search
-    canon_row = uniq[canon_node]
-    sims = _similarities(vectors, uniq, canon_row, p.block_rows)
-    is_canon = canon_node == np.arange(m)
-    near_perm, near_starts = _csr(canon_node, rank[uniq], m)
-    near_sizes = np.diff(near_starts)
+        blocks = itertools.chain(blocks, [lexical_pairs(texts.to_pylist(), p.lexical_threshold)])
+    rejected: Counter[str] = Counter()
+    if p.confirm_text:
+        blocks = _confirmed(art, uniq, blocks, p.text_similarity, rejected)
+    comps = Components(m)
+    with progress.track("dedupe", unit="block") as bar:
+        for i, j in progress.counted(blocks, bar):
+            comps.add(i, j)
+    canon = representatives(comps.labels(), rank[uniq]) if m else np.zeros(0, np.int64)
+    seconds = time.perf_counter() - t0
+    sims = _similarities(vectors, uniq, uniq[canon], p.block_rows)
+    perm, starts = _csr(canon, rank[uniq], m)
+    return NearGroups(
+        canon, sims, canon == np.arange(m), perm, starts, np.diff(starts), info, comps.edges_seen,
+        rejected, seconds,
+    )
 
-    stored_nodes = np.arange(m) if p.policy is DuplicatePolicy.keep_canonical else np.flatnonzero(is_canon)
-    stored = np.zeros(n, dtype=bool)
-    stored[uniq[stored_nodes]] = True
-    node_of_row = np.full(n, -1, dtype=np.int64)
-    node_of_row[uniq] = np.arange(m)
 
-    # ids of rows in multi-row groups (the only rows another row's payload refers to)
-    grouped = exact_sizes[exact_label] > 1 if n else np.zeros(0, bool)
-    grouped[uniq[near_sizes[canon_node] > 1]] = True
-    need = np.flatnonzero(grouped)
-    picked = ids.select(["chunk_id", "doc_id", "source"]).take(pa.array(need)).to_pylist()
-    lookup: dict[int, dict[str, str]] = dict(zip(need.tolist(), picked, strict=True))
-    del ids, picked, grouped, need
+class _Payloads:
+    """Builds each stored row's ``sources`` / ``duplicates`` / ``is_duplicate`` / ``canonical_id``."""
 
-    def ident(r: int, current: dict[str, str]) -> dict[str, str]:
-        return lookup.get(r) or current
+    def __init__(self, policy: DuplicatePolicy, ex: ExactGroups, near: NearGroups,
+                 lookup: dict[int, dict[str, str]], dup_text: dict[int, str]):
+        self.policy, self.ex, self.near, self.lookup, self.dup_text = policy, ex, near, lookup, dup_text
+        n = len(ex.label)
+        self.node_of_row = np.full(n, -1, dtype=np.int64)
+        self.node_of_row[ex.uniq] = np.arange(len(ex.uniq))
 
-    def exact_sources(row: int, current: dict[str, str], match: str = "exact", sim: float = 1.0) -> list[dict[str, Any]]:
-        lab = exact_label[row]
+    def ident(self, r: int, current: dict[str, str]) -> dict[str, str]:
+        return self.lookup.get(r) or current
+
+    def exact_sources(self, row: int, current: dict[str, str], match: str = "exact",
+                      sim: float = 1.0) -> list[dict[str, Any]]:
+        ex = self.ex
+        lab = ex.label[row]
         return [
-            {**ident(int(r), current), "match": match, "similarity": round(sim, 6)}
-            for r in ex_perm[ex_starts[lab] : ex_starts[lab + 1]]
+            {**self.ident(int(r), current), "match": match, "similarity": round(sim, 6)}
+            for r in ex.perm[ex.starts[lab] : ex.starts[lab + 1]]
         ]
 
-    def payload_json(row: int, current: dict[str, str]) -> tuple[str, str, bool, str]:
-        node = int(node_of_row[row])
-        canon = int(canon_node[node])
-        srcs = exact_sources(row, current)
+    def row(self, row: int, current: dict[str, str]) -> tuple[str, str, bool, str]:
+        near, uniq = self.near, self.ex.uniq
+        node = int(self.node_of_row[row])
+        canon = int(near.canon[node])
+        srcs = self.exact_sources(row, current)
         dups: list[dict[str, Any]] = []
         if canon == node:
-            for u in near_perm[near_starts[node] : near_starts[node + 1]]:
+            for u in near.perm[near.starts[node] : near.starts[node + 1]]:
                 if u == node:
                     continue
-                r, s = int(uniq[u]), float(sims[u])
-                other = lookup[r]
+                r, s = int(uniq[u]), float(near.sims[u])
+                other = self.lookup[r]
                 d: dict[str, Any] = {"chunk_id": other["chunk_id"], "similarity": round(s, 6)}
-                if p.policy is DuplicatePolicy.link:
-                    d.update(doc_id=other["doc_id"], source=other["source"])
-                    srcs.extend(exact_sources(r, other, "near", s))
+                if self.policy is DuplicatePolicy.link:
+                    # the duplicate's own text travels with its representative: still findable
+                    d.update(doc_id=other["doc_id"], source=other["source"], text=self.dup_text.get(r, ""))
+                    srcs.extend(self.exact_sources(r, other, "near", s))
                 dups.append(d)
         dumps = json.dumps
         return (dumps(srcs, ensure_ascii=False), dumps(dups, ensure_ascii=False), canon != node,
-                ident(int(uniq[canon]), current)["chunk_id"])
+                self.ident(int(uniq[canon]), current)["chunk_id"])
 
-    # report examples: the largest groups (near first by size, then exact), rows whose text we need
-    near_groups = np.flatnonzero(is_canon & (near_sizes > 1))
-    exact_groups = np.flatnonzero(exact_sizes > 1)
-    candidates = [("near", int(c), int(near_sizes[c])) for c in near_groups]
-    candidates += [("exact", int(g), int(exact_sizes[g])) for g in exact_groups]
+
+def _examples_spec(ex: ExactGroups, near: NearGroups) -> list[tuple[str, int, list[int]]]:
+    """The largest groups (near first by size, then exact) and the rows shown for each."""
+    uniq = ex.uniq
+    near_ids = np.flatnonzero(near.is_canon & (near.sizes > 1))
+    candidates = [("near", int(c), int(near.sizes[c])) for c in near_ids]
+    candidates += [("exact", int(g), int(ex.sizes[g])) for g in np.flatnonzero(ex.sizes > 1)]
     candidates.sort(key=lambda t: (-t[2], t[0] != "near", t[1]))
-    examples_spec = []
-    want_text: set[int] = set()
+    spec = []
     for kind, key, size in candidates[:MAX_EXAMPLES]:
         if kind == "near":
-            members = [int(uniq[u]) for u in near_perm[near_starts[key] : near_starts[key + 1]]]
+            members = [int(uniq[u]) for u in near.perm[near.starts[key] : near.starts[key + 1]]]
         else:
-            members = [int(r) for r in ex_perm[ex_starts[key] : ex_starts[key + 1]]]
-        members = members[: MAX_EXAMPLE_MEMBERS + 1]
-        examples_spec.append((kind, size, members))
-        want_text.update(members)
-    snippets: dict[int, str] = {}
+            members = [int(r) for r in ex.perm[ex.starts[key] : ex.starts[key + 1]]]
+        spec.append((kind, size, members[: MAX_EXAMPLE_MEMBERS + 1]))
+    return spec
 
-    # 3. stream chunks once more, writing the stored rows
+
+def _write_deduped(art: Artifacts, stored: np.ndarray, payloads: _Payloads, want_text: set[int]) -> dict[int, str]:
+    """Stream chunks once more, writing the stored rows; returns the texts of ``want_text`` rows."""
+    snippets: dict[int, str] = {}
     tmp = art.deduped.with_suffix(".parquet.tmp")
     art.deduped.parent.mkdir(parents=True, exist_ok=True)
     writer = pq.ParquetWriter(tmp, DEDUPED_SCHEMA, compression="zstd")
@@ -247,7 +320,7 @@ def run_dedupe(cfg: Config, art: Artifacts) -> dict[str, Any]:  # noqa: C901 bei
                 if not stored[row]:
                     continue
                 current = {"chunk_id": cols["chunk_id"][k], "doc_id": cols["doc_id"][k], "source": cols["source"][k]}
-                srcs, dups, is_dup, canonical = payload_json(row, current)
+                srcs, dups, is_dup, canonical = payloads.row(row, current)
                 rows_out.append({
                     "point_id": point_id_for(cols["chunk_id"][k]), "row": row, "sources": srcs,
                     "duplicates": dups, "is_duplicate": is_dup, "canonical_id": canonical,
@@ -262,19 +335,33 @@ def run_dedupe(cfg: Config, art: Artifacts) -> dict[str, Any]:  # noqa: C901 bei
         raise
     writer.close()
     os.replace(tmp, art.deduped)
+    return snippets
 
+
+def _texts_of(art: Artifacts, rows: np.ndarray) -> dict[int, str]:
+    if not len(rows):
+        return {}
+    texts = shards.read_table(art.chunks, columns=["text"])["text"].take(pa.array(rows)).to_pylist()
+    return dict(zip(rows.tolist(), texts, strict=True))
+
+
+def _report(cfg: Config, ex: ExactGroups, near: NearGroups, stored: np.ndarray,
+            lookup: dict[int, dict[str, str]], spec: list[tuple[str, int, list[int]]],
+            snippets: dict[int, str], node_of_row: np.ndarray, t0: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    p = cfg.dedupe
+    n, m = len(ex.label), len(ex.uniq)
     points = int(stored.sum())
-    near_dups = int(m - is_canon.sum())
-    near_removed = near_dups if p.policy is not DuplicatePolicy.keep_canonical else 0
+    near_dups = int(m - near.is_canon.sum())
+    near_ids = np.flatnonzero(near.is_canon & (near.sizes > 1))
     examples = []
-    for kind, size, members in examples_spec:
+    for kind, size, members in spec:
         rep = members[0]
         examples.append({
             "kind": kind, "size": size, "representative": lookup[rep]["chunk_id"], "source": lookup[rep]["source"],
             "example": snippets.get(rep, "")[:SNIPPET_CHARS],
             "members": [
                 {"chunk_id": lookup[r]["chunk_id"], "source": lookup[r]["source"],
-                 "similarity": round(float(sims[node_of_row[r]]), 4) if kind == "near" else 1.0,
+                 "similarity": round(float(near.sims[node_of_row[r]]), 4) if kind == "near" else 1.0,
                  "text": snippets.get(r, "")[:SNIPPET_CHARS]}
                 for r in members[1:]
             ],
@@ -282,28 +369,66 @@ def run_dedupe(cfg: Config, art: Artifacts) -> dict[str, Any]:  # noqa: C901 bei
     stats: dict[str, Any] = {
         "input_rows": n,
         "unique_texts": m,
-        "exact_groups": len(exact_groups),
+        "exact_groups": int((ex.sizes > 1).sum()),
         "exact_removed": n - m,
-        "near_groups": len(near_groups),
+        "near_groups": len(near_ids),
         "near_duplicates": near_dups,
-        "near_removed": near_removed,
+        "near_removed": near_dups if p.policy is not DuplicatePolicy.keep_canonical else 0,
         "points": points,
         "ratio": round(1 - points / n, 6) if n else 0.0,
         "threshold": p.threshold,
         "policy": str(p.policy),
-        "method": info.method,
-        "nlist": info.nlist,
-        "nprobe": info.nprobe,
-        "pairs": comps.edges_seen,
-        "seconds_search": round(seconds_search, 3),
+        "method": near.info.method,
+        "nlist": near.info.nlist,
+        "nprobe": near.info.nprobe,
+        "pairs": near.pairs,
+        "pairs_rejected": sum(near.rejected.values()),
+        "seconds_search": round(near.seconds, 3),
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    report = {  # a DVC output: byte-stable, so no timings (they are in the stats, a metric)
+    report = {
+        # a DVC output: byte-stable, so no timings (they are in the stats)
         **{k: v for k, v in stats.items() if not k.startswith("seconds")},
-        "exact_sizes": _histogram(exact_sizes),
-        "near_sizes": _histogram(near_sizes[is_canon]) if m else _histogram(np.zeros(0)),
+        "pairs_rejected_by": dict(sorted(near.rejected.items())),
+        "exact_sizes": _histogram(ex.sizes),
+        "near_sizes": _histogram(near.sizes[near.is_canon]) if m else _histogram(np.zeros(0)),
         "examples": examples,
-        "group_sizes_top": dict(Counter(int(s) for s in near_sizes[near_groups]).most_common(10)),
+        "group_sizes_top": dict(Counter(int(s) for s in near.sizes[near_ids]).most_common(10)),
     }
+    return stats, report
+
+
+def run_dedupe(cfg: Config, art: Artifacts) -> dict[str, Any]:
+    """chunks + vectors -> deduped.parquet + dedupe_report.json: exact groups, near groups, payloads,
+    report (see module doc); returns the flat stats."""
+    t0 = time.perf_counter()
+    p = cfg.dedupe
+    ids, vectors = _load_inputs(art)
+    n = ids.num_rows
+    rank = np.empty(n, dtype=np.int64)
+    rank[pc.sort_indices(ids["chunk_id"]).to_numpy()] = np.arange(n, dtype=np.int64)
+
+    ex = exact_groups(ids, rank)
+    near = near_groups(cfg, art, vectors, ex, rank)
+    uniq = ex.uniq
+
+    stored_nodes = np.arange(len(uniq)) if p.policy is DuplicatePolicy.keep_canonical else np.flatnonzero(near.is_canon)
+    stored = np.zeros(n, dtype=bool)
+    stored[uniq[stored_nodes]] = True
+
+    # ids of rows in multi-row groups (the only rows another row's payload refers to)
+    grouped = ex.sizes[ex.label] > 1 if n else np.zeros(0, bool)
+    grouped[uniq[near.sizes[near.canon] > 1]] = True
+    need = np.flatnonzero(grouped)
+    picked = ids.select(["chunk_id", "doc_id", "source"]).take(pa.array(need)).to_pylist()
+    lookup: dict[int, dict[str, str]] = dict(zip(need.tolist(), picked, strict=True))
+    del ids, picked, grouped, need
+    linked = uniq[~near.is_canon] if p.policy is DuplicatePolicy.link else np.zeros(0, np.int64)
+    payloads = _Payloads(p.policy, ex, near, lookup, _texts_of(art, linked))
+
+    spec = _examples_spec(ex, near)
+    want_text = {r for _, _, members in spec for r in members}
+    snippets = _write_deduped(art, stored, payloads, want_text)
+    stats, report = _report(cfg, ex, near, stored, lookup, spec, snippets, payloads.node_of_row, t0)
     write_json(art.dedupe_report, report)
     return stats

@@ -18,7 +18,8 @@ components (union-find semantics, single linkage) as they arrive, so a dense gro
 never holds its g² pairs in memory at once.
 
 A lexical pass (MinHash LSH, datasketch) finds word-level copies from texts alone, before any
-embedding is paid for.
+embedding is paid for. :func:`same_content` confirms vector pairs on the texts (near-identical
+words, same heading, same code identifiers), so shared boilerplate never merges distinct entries.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import math
 import mmap
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -301,3 +303,54 @@ def lexical_groups(keys: Sequence[str], texts: Sequence[str], threshold: float =
     rank[order] = np.arange(len(keys))
     reps = representatives(labels, rank) if len(keys) else labels
     return {keys[k]: keys[int(r)] for k, r in enumerate(reps) if int(r) != k}
+
+
+# ---- textual confirmation of vector pairs ----------------------------------------------------------
+# Near-duplicates are chunks that *say the same thing*: a vector pair is kept only when the texts are
+# nearly identical (word-level edit ratio) and name the same things (headings, code identifiers).
+# Distinct API entries that share boilerplate ("buf.readDoubleLE" vs "buf.readUInt16LE") have close
+# vectors but differ in their heading and identifiers: they are never merged.
+_WORDS = re.compile(r"\w+", re.UNICODE)
+_IDENT = re.compile(
+    r"[A-Za-z_$][\w$]*(?:\.[A-Za-z_$][\w$]*)+(?:\(\))?"  # dotted names: buf.readDoubleLE, os.path.join()
+    r"|\b[a-z]+(?:[A-Z][a-z0-9]*)+\b"  # camelCase: readDoubleLE
+    r"|\b[A-Za-z]\w*_\w+\b"  # snake_case: max_tokens
+)
+
+
+@dataclass(frozen=True)
+class TextKey:
+    """What a chunk's textual identity is compared on."""
+
+    words: tuple[str, ...]
+    heading: str  # the last heading of the path, case-folded ("" when none)
+    identifiers: frozenset[str]
+
+
+def text_key(text: str, heading_path: Sequence[str] = ()) -> TextKey:
+    leaf = " ".join(heading_path[-1].split()).casefold() if heading_path else ""
+    return TextKey(tuple(w.casefold() for w in _WORDS.findall(text)), leaf, frozenset(_IDENT.findall(text)))
+
+
+def edit_ratio(a: Sequence[str], b: Sequence[str], floor: float = 0.0) -> float:
+    """difflib's similarity ratio of two word sequences (1.0 = identical); returns early with an
+    upper bound below ``floor`` when the texts cannot reach it."""
+    import difflib
+
+    if a == b:
+        return 1.0
+    sm = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    if sm.real_quick_ratio() < floor or sm.quick_ratio() < floor:
+        return sm.quick_ratio()
+    return sm.ratio()
+
+
+def same_content(a: TextKey, b: TextKey, min_ratio: float) -> str | None:
+    """None when ``a`` and ``b`` may be merged, else why not (``heading``, ``identifiers``, ``text``)."""
+    if a.heading and b.heading and a.heading != b.heading:
+        return "heading"
+    if a.identifiers != b.identifiers:
+        return "identifiers"
+    if min_ratio > 0 and edit_ratio(a.words, b.words, min_ratio) < min_ratio:
+        return "text"
+    return None

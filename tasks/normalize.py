@@ -32,8 +32,10 @@ _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
 _HSPACE = re.compile(r"[^\S\n]+")  # horizontal whitespace (incl. NBSP and friends after NFKC)
 _TRAILING = re.compile(r"[^\S\n]+\n")
 _BLANK_RUNS = re.compile(r"\n[^\S\n]*\n(?:[^\S\n]*\n)+")  # 3+ newlines (maybe with spaces) -> 2
-# a word broken at a line end: letter + hyphen + newline + letter (joined when that one is lower case)
-_HYPHEN_BREAK = re.compile(r"([^\W\d_])-[^\S\n]*\n[^\S\n]*(?=([^\W\d_]))")
+# a word broken at a line end: letter + hyphen + newline + letter (joined when that one is lower case).
+# Hyphens used at line ends: ASCII '-', U+2010 HYPHEN (what `man` prints), U+00AD SOFT HYPHEN.
+LINE_END_HYPHENS = "-\u2010\u00ad"
+_HYPHEN_BREAK = re.compile(r"([^\W\d_])([-\u2010\u00ad])[^\S\n]*\n[^\S\n]*(?=([^\W\d_]))")
 
 TextMode = str  # "prose" | "markdown" | "code"
 
@@ -51,11 +53,11 @@ def clean_text(text: str, params: PreprocessParams, mode: TextMode = "prose") ->
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = text.replace("\f", "\n\n").replace("\v", "\n")
     text = text.replace("\u2028", "\n").replace("\u2029", "\n\n")
+    if mode != "code" and params.dehyphenate:
+        text = dehyphenate(text)  # before the soft hyphens go: they mark where words were broken
     text = text.translate(_INVISIBLE)
     text = _CONTROL.sub("", text)
     if mode != "code":
-        if params.dehyphenate:
-            text = dehyphenate(text)
         if mode == "markdown":
             lines = _markdown_lines(text.split("\n"))
         else:
@@ -91,9 +93,18 @@ def _collapse_inner(line: str) -> str:
 def dehyphenate(text: str) -> str:
     """Re-join words hyphenated at a line break when the continuation starts in lower case.
 
-    "infor-\\nmation" -> "information"; "Anglo-\\nSaxon" and "2019-\\n2020" are left alone.
+    "infor-\\nmation" -> "information"; U+2010 (``man``'s hyphen) and a soft hyphen at a line end
+    always join ("DI\u2010\\n   RECTORY" -> "DIRECTORY"); "Anglo-\\nSaxon" and "2019-\\n2020" are left alone.
     """
-    return _HYPHEN_BREAK.sub(lambda m: m.group(1) if m.group(2).islower() else m.group(0), text)
+    return _HYPHEN_BREAK.sub(_join_break, text)
+
+
+def _join_break(m: re.Match[str]) -> str:
+    # U+2010 / soft hyphen at a line end are typesetters' breaks ("DI\u2010\nRECTORY" in man output);
+    # an ASCII '-' before an upper-case continuation is more likely a real compound ("Anglo-Saxon")
+    if m.group(2) != "-" or m.group(3).islower():
+        return m.group(1)
+    return m.group(0)
 
 
 # ---- code comments -------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Chunkers: one :class:`Chunker` per ``chunk.strategy``, listed in :data:`embedline.tasks.plugins.CHUNKERS`
 (re-exported here); :func:`chunker_for` builds one by name.
 
-``auto`` picks per document: markdown for Markdown/HTML documents (their headings give a heading
+``auto`` picks per document: markdown for Markdown/HTML/man-page documents (their headings give a heading
 path), code for source code, sentence for everything else.
 """
 
@@ -36,6 +36,7 @@ class Chunker(Protocol):
 AUTO_BY_FORMAT: dict[str, ChunkStrategy] = {
     "markdown": ChunkStrategy.markdown,
     "html": ChunkStrategy.markdown,
+    "man": ChunkStrategy.markdown,
     "code": ChunkStrategy.code,
 }
 

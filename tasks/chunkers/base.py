@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from embedline.tasks.chunkers.context import context_budget, render
 from embedline.tasks.chunkers.tokens import TokenIndex
 from embedline.tasks.normalize import EmbedTransform
 from embedline.tasks.records import Chunk, Document, chunk_id_for, content_hash
@@ -41,6 +42,7 @@ class TokenBudget:
     min_tokens: int = 1
     heading_prefix: bool = True
     transform: EmbedTransform | None = None
+    context_template: str = ""  # chunk.context_template: title + heading path in the embed text
     window: int = 0  # the model window (special tokens included), for reporting
     stats: Counter[str] = field(
         default_factory=Counter, compare=False, repr=False
@@ -107,8 +109,9 @@ class ChunkBuilder:
         heading_path: tuple[str, ...] = (),
         meta: dict[str, Any] | None = None,
         measured: tuple[str, int] | None = None,
+        path_in_text: bool = False,
     ) -> Chunk:
-        embed_text, n = measured or self.measure(display)
+        embed_text, n = measured or self.measure(display, heading_path, path_in_text)
         if n > self.budget.max_tokens:  # the packer prevents this; keep the invariant explicit
             raise ChunkingError(
                 f"{self.doc.source}: chunk of {n} tokens > {self.budget.max_tokens}"
@@ -135,9 +138,25 @@ class ChunkBuilder:
         self.index += 1
         return chunk
 
-    def measure(self, display: str) -> tuple[str, int]:
-        embed_text = self.embed(display)
+    def measure(
+        self, display: str, heading_path: tuple[str, ...] = (), path_in_text: bool = False
+    ) -> tuple[str, int]:
+        """(embed text, its token count): the display text with its context (title, heading path;
+        :mod:`embedline.tasks.chunkers.context`), then the embed transform."""
+        text = render(
+            self.budget.context_template, title=self.doc.title, path=heading_path, text=display,
+            path_in_text=path_in_text,
+        )
+        embed_text = self.embed(text)
         return embed_text, self.budget.counter.count(embed_text)
+
+    def context_tokens(self, heading_path: tuple[str, ...], path_in_text: bool) -> int:
+        """Tokens the context header may add to a chunk with this heading path (reserved)."""
+        header = context_budget(
+            self.budget.context_template, title=self.doc.title, path=heading_path,
+            path_in_text=path_in_text,
+        )
+        return self.tokens(header) if header else 0
 
     # ---- splitting a unit that is too long on its own ----
     def split_unit(self, u: Unit, room: int) -> list[Unit]:
@@ -224,6 +243,13 @@ class Packer:
         if self.prefix and self.b.tokens(self.prefix) > self.limit * self.prefix_cap:
             self.prefix = ""  # a heading path that eats the budget is not worth it
         self.room = self.limit - (self.b.tokens(self.prefix) if self.prefix else 0)
+        context = self.b.context_tokens(self.heading_path, bool(self.prefix))
+        if context > self.room // 3:  # a context that eats the budget: the chunk goes without it
+            context = 0
+            self._context = False
+        else:
+            self._context = True
+        self.room -= context
         self.carry_tokens = self.b.budget.overlap_tokens if self.overlap is None else self.overlap
         self._queue: deque[Item] = deque()
         self._cur: list[Unit] = []
@@ -298,6 +324,7 @@ class Packer:
                         heading_path=self.heading_path,
                         meta=self.meta,
                         measured=measured,
+                        path_in_text=bool(self.prefix),
                     )
                 self._queue.extendleft(reversed(rest))
                 self._set_carry(units)
@@ -309,22 +336,27 @@ class Packer:
             # a single unit that looked small enough but measures too long (the embed transform
             # or a prefix changed its cost): split it finer
             first = self._cur[0]
-            cost = self.b.measure(self._display([first]))[1]
+            cost = self._measure(self._display([first]))[1]
             shrunk = Unit(first.start, first.end, max(cost, first.tokens + 1), first.kind)
             self._queue.extendleft(
                 reversed([*self.b.split_unit(shrunk, self.room), *self._cur[1:]])
             )
             self._cur, self._carried = [], 0
 
+    def _measure(self, display: str) -> tuple[str, int]:
+        if not self._context:
+            return self.b.measure(display)  # the context does not fit this packer's chunks
+        return self.b.measure(display, self.heading_path, bool(self.prefix))
+
     def _largest_fit(self) -> tuple[int, tuple[str, int] | None]:
         cur = self._cur
-        m = self.b.measure(self._display(cur))
+        m = self._measure(self._display(cur))
         if m[1] <= self.limit:
             return len(cur), m
         lo, hi, best = 0, len(cur), None  # invariant: cur[:lo] fits (or lo == 0), cur[:hi] does not
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            mm = self.b.measure(self._display(cur[:mid]))
+            mm = self._measure(self._display(cur[:mid]))
             if mm[1] <= self.limit:
                 lo, best = mid, mm
             else:

@@ -3,7 +3,7 @@
 - :class:`BM25Retriever`: Okapi BM25 (``bm25s``, Lucene variant, k1 = 1.2, b = 0.75) over title +
   text, lowercase alphanumeric tokens minus a small English stop list, no stemming: the classic
   reference configuration (on Cranfield it gives nDCG@10 ≈ 0.355).
-- :class:`WholeDocRetriever`: each document's full text embedded as one input with the same model
+- :class:`WholeDocRetriever`: each document's title + full text (as BEIR embeds them) as one input with the same model
   and passage prompt (what peers do: the model truncates at its window), cosine search in numpy.
   Vectors go through the embedding cache, so re-runs and one-chunk documents cost nothing.
 
@@ -103,7 +103,8 @@ class WholeDocRetriever:
         transform = EmbedTransform(cfg.preprocess)
         self.params = params
         self.cache = art.resolve(cfg.embed.cache_path) if cfg.embed.cache else None
-        texts = [transform(d.text, d.language) for d in docs]
+        # what BEIR embeds: title + text
+        texts = [transform(document_text(d.title, d.text), d.language) for d in docs]
         keep = [i for i, t in enumerate(texts) if t.strip()]  # empty documents cannot be embedded
         self.ids = [docs[i].id for i in keep]
         self.matrix = l2_normalize(embed_passages_cached(cfg, art, params, [texts[i] for i in keep]))

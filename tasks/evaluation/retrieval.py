@@ -5,9 +5,9 @@ A :class:`Retriever` answers a batch of queries with a document-level run ``{qid
 
 - ``dense``: the configured embedder + the query prompt, searched in a (named) Qdrant collection
   through :mod:`embedline.tasks.vectorsets.stores`; chunk hits are mapped to documents by max score per document;
-- ``hybrid``: the same dense query plus the BM25 sparse query of the collection's own recipe, fused
-  server-side by Qdrant (prefetch dense + prefetch sparse, reciprocal rank fusion); needs a
-  collection built with ``qdrant.sparse=true``;
+- ``hybrid``: the same dense query plus the BM25 sparse query of the collection's own recipe, each
+  mapped to documents, fused by weighted RRF over document ranks (:mod:`embedline.tasks.vectorsets.fusion`);
+  needs a collection built with ``qdrant.sparse=true``;
 - ``bm25`` and ``wholedoc``: the baselines of :mod:`embedline.tasks.evaluation.baselines`, on the same
   documents (``documents.parquet``).
 """
@@ -71,7 +71,9 @@ class DenseRetriever:
 
 
 class HybridRetriever(DenseRetriever):
-    """Dense + BM25 sparse chunk search fused by RRF in Qdrant, mapped to documents by max score."""
+    """Dense and BM25 sparse chunk searches, each mapped to documents by max score, fused by
+    weighted RRF over the document ranks (:func:`embedline.tasks.vectorsets.fusion.fuse_rankings`,
+    the same fusion ``embedline search --hybrid`` uses)."""
 
     name = "hybrid"
 
@@ -85,8 +87,21 @@ class HybridRetriever(DenseRetriever):
             raise CollectionNotFoundError(ctx.collection)
         self.encoder = encoder_for(spec)  # SparseVectorMissingError for a dense-only collection
 
-    def chunk_hits(self, text: str, vec: np.ndarray, k: int) -> list[Hit]:
-        return self.store.search_hybrid(self.ctx.collection, vec, self.encoder.query(text), k=k)
+    def search(self, queries: Mapping[str, str], k: int) -> RunDict:
+        from embedline.tasks.vectorsets.fusion import CANDIDATES_FACTOR, fuse_rankings
+
+        qids = list(queries)
+        vecs = embed_queries(self.ctx.embed_params, [queries[q] for q in qids])
+        depth = max(k * CANDIDATES_FACTOR, k)
+        coll = self.ctx.collection
+        run: RunDict = {}
+        for qid, vec in zip(qids, vecs, strict=True):
+            dense = self.store.search(coll, vec, k=depth)
+            sparse = self.store.search_sparse(coll, self.encoder.query(queries[qid]), k=depth)
+            d = docs_from_hits(((h.score, h.payload) for h in dense), self.ctx.key)
+            s = docs_from_hits(((h.score, h.payload) for h in sparse), self.ctx.key)
+            run[qid] = fuse_rankings(d, s, k)
+        return run
 
 
 def _dense(ctx: EvalContext) -> Retriever:

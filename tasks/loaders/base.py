@@ -33,6 +33,10 @@ class RejectReason(StrEnum):
     malformed_pdf = "malformed_pdf"
     unsupported_format = "unsupported_format"
     load_error = "load_error"
+    # skipped on purpose (preprocess.html_skip_pages): pages that are lists of links
+    index_page = "index_page"
+    contents_page = "contents_page"
+    search_page = "search_page"
 
 
 class Loader(Protocol):

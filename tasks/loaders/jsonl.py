@@ -64,6 +64,10 @@ def record_document(
             RejectReason.malformed_json, f"record is a {type(rec).__name__}, not an object"
         )
     text = rec.get(params.json_text_field)
+    title = rec.get(params.json_title_field)
+    title = str(title) if isinstance(title, str | int | float) else ""
+    if (text is None or (isinstance(text, str) and not text.strip())) and title.strip():
+        text = title  # a title-only record is a document (BEIR corpora have them)
     if text is None:
         raise RejectedInput(
             RejectReason.missing_field,
@@ -78,7 +82,6 @@ def record_document(
         )
     rid = rec.get(params.json_id_field, rec.get("id"))
     rid = str(rid) if rid is not None and str(rid).strip() else loc
-    title = rec.get(params.json_title_field)
     used = {params.json_text_field, params.json_id_field, params.json_title_field}
     meta = {k: v for k, v in rec.items() if k not in used}
     meta["record"] = rid
@@ -88,7 +91,7 @@ def record_document(
         fmt="json",
         params=params,
         mode="prose",
-        title=str(title) if isinstance(title, str | int | float) else "",
+        title=title,
         metadata=meta,
     )
 

@@ -73,8 +73,43 @@ def shebang_language(head: str) -> str | None:
     return _SHEBANG_LANGS.get(m.group(1)) if m else None
 
 
+# ---- man pages rendered by `man` (plain text) -------------------------------------------------------
+# running header "CP(1)   User Commands   CP(1)"; the footer ends with the same "CP(1)"
+_MAN_HEADER = re.compile(r"^(\S+)\(([0-9][\w]*)\)(?:[ \t]{2,}.*)?[ \t]{2,}\1\(\2\)[ \t]*$")
+_MAN_SECTION = re.compile(r"^([A-Z][A-Z0-9 ,/&-]*[A-Z0-9])[ \t]*$")
+_OVERSTRIKE = re.compile(r".\x08")
+
+
+def man_page(text: str) -> tuple[str, str] | None:
+    """(markdown-like text, title) of a man page as `man` prints it, or None when ``text`` is not
+    one. Running headers and footers (every line that repeats "NAME(SECTION)" at both ends, and the
+    footer line ending in it) are dropped, overstrike bold/underline is undone, section names
+    (NAME, SYNOPSIS, ...) become ``##`` headings, and the title is the NAME line ("cp - copy files")."""
+    text = _OVERSTRIKE.sub("", text.replace("\r\n", "\n"))
+    lines = text.split("\n")
+    first = next((ln for ln in lines if ln.strip()), "")
+    m = _MAN_HEADER.match(first.strip())
+    if not m:
+        return None
+    mark = f"{m.group(1)}({m.group(2)})"
+    out: list[str] = []
+    for ln in lines:
+        bare = ln.strip()
+        if _MAN_HEADER.match(bare) or (bare.endswith(mark) and len(bare) > len(mark) + 2 and "  " in bare):
+            continue  # running header / footer (also repeated at page breaks)
+        sec = _MAN_SECTION.match(ln)
+        out.append(f"## {sec.group(1)}" if sec else ln[7:] if ln.startswith(" " * 7) else ln)
+    body = "\n".join(out)
+    title = ""
+    name = re.search(r"^## NAME\n+((?:(?!## )\S.*\n?)+)", body, re.MULTILINE)
+    if name:
+        title = " ".join(name.group(1).split())
+    return body, title or mark
+
+
 class TextLoader:
-    """Plain text (.txt, .text, .rst, and other text/* files)."""
+    """Plain text (.txt, .text, .rst, and other text/* files); man pages as `man` prints them are
+    recognised (format ``man``: running headers/footers dropped, sections as headings)."""
 
     name = "txt"
 
@@ -82,6 +117,13 @@ class TextLoader:
         self, path: Path, rel: str, params: PreprocessParams
     ) -> Iterator[Document | Rejection]:
         text, encoding = read_text(path, params)
+        man = man_page(text)
+        if man is not None:
+            yield make_document(
+                source=rel, text=man[0], fmt="man", params=params, mode="markdown", title=man[1],
+                metadata={"encoding": encoding},
+            )
+            return
         yield make_document(
             source=rel,
             text=text,
@@ -95,6 +137,23 @@ class TextLoader:
 _FRONT_MATTER = re.compile(r"\A---\n(.*?)\n(?:---|\.\.\.)\n", re.DOTALL)
 _FM_TITLE = re.compile(r"^title:\s*['\"]?(.*?)['\"]?\s*$", re.MULTILINE)
 _ATX_H1 = re.compile(r"^ {0,3}#[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
+
+
+_HTML_COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.DOTALL)
+
+
+def strip_html_comments(text: str) -> str:
+    """Markdown without its HTML comments (``<!-- YAML added: v1.0 -->``); fenced code is kept as is."""
+    parts = re.split(r"(^ {0,3}(?:```|~~~).*$)", text, flags=re.MULTILINE)
+    out, fence = [], ""
+    for i, part in enumerate(parts):
+        if i % 2:  # a fence line
+            tick = part.strip()[:3]
+            fence = "" if fence == tick else (fence or tick)
+            out.append(part)
+        else:
+            out.append(part if fence else _HTML_COMMENT.sub("", part))
+    return "".join(out)
 
 
 class MarkdownLoader:
@@ -117,6 +176,7 @@ class MarkdownLoader:
         if not title:
             h1 = _ATX_H1.search(text)
             title = h1.group(1) if h1 else ""
+        text = strip_html_comments(text)
         yield make_document(
             source=rel,
             text=text,

@@ -171,6 +171,13 @@ class VectorStore(Protocol):
         :class:`SparseVectorMissingError`."""
         ...
 
+    def search_sparse(
+        self, collection: str, sparse_query: SparseVector, k: int = 10, filter: PayloadFilter | None = None
+    ) -> list[Hit]:
+        """The BM25 sparse vector alone (scores are Qdrant's IDF-weighted dot products); a
+        collection without the sparse vector raises :class:`SparseVectorMissingError`."""
+        ...
+
     def optimize(self, collection: str) -> None:
         """Build indexes after a bulk load where the backend needs to be told (Edge); else no-op."""
         ...

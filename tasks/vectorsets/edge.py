@@ -346,6 +346,22 @@ class EdgeStore:
         )
         return [Hit(id=str(r.id), score=float(r.score), payload=r.payload or {}) for r in res]
 
+    def search_sparse(
+        self, collection: str, sparse_query: SparseVector, k: int = 10, filter: PayloadFilter | None = None
+    ) -> list[Hit]:
+        """BM25 sparse search alone (for client-side fusion, :mod:`embedline.tasks.vectorsets.fusion`)."""
+        require_sparse(self, collection)
+        qe = _edge()
+        if not len(sparse_query):
+            return []
+        res = self._shard(collection).query(
+            qe.QueryRequest(
+                limit=k, query=qe.Query.Nearest(edge_sparse(sparse_query), using=SPARSE_VECTOR),
+                filter=edge_filter(filter), with_payload=True,
+            )
+        )
+        return [Hit(id=str(r.id), score=float(r.score), payload=r.payload or {}) for r in res]
+
     def optimize(self, collection: str) -> None:
         shard = self._shard(collection)
         shard.optimize()

@@ -325,6 +325,19 @@ class QdrantClientStore:
         )
         return [Hit(id=str(p.id), score=float(p.score), payload=p.payload or {}) for p in res.points]
 
+    def search_sparse(
+        self, collection: str, sparse_query: SparseVector, k: int = 10, filter: PayloadFilter | None = None
+    ) -> list[Hit]:
+        """BM25 sparse search alone (for client-side fusion, :mod:`embedline.tasks.vectorsets.fusion`)."""
+        spec = require_sparse(self, collection)
+        if not len(sparse_query):
+            return []
+        res = self._call(
+            "query_points", collection_name=spec.name, query=_client_sparse(sparse_query),
+            using=SPARSE_VECTOR, query_filter=_client_filter(filter), limit=k, with_payload=True,
+        )
+        return [Hit(id=str(p.id), score=float(p.score), payload=p.payload or {}) for p in res.points]
+
     def optimize(self, collection: str) -> None:
         """Qdrant (server) indexes in the background by itself; local mode has no index."""
 

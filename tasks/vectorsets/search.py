@@ -7,6 +7,7 @@ collection and fingerprint behind the alias (what answered).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -14,6 +15,7 @@ import numpy as np
 from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.config import Config
 from embedline.tasks.vectorsets.base import VectorSetMismatchError
+from embedline.tasks.vectorsets.fusion import DocHit
 from embedline.tasks.vectorsets.stores import (
     Hit,
     PayloadFilter,
@@ -33,15 +35,53 @@ def _dense_search(store: VectorStore, spec: VectorSetSpec, alias: str, query: st
     return store.search(alias, dense(), k=k, filter=filter)
 
 
-def _hybrid_search(store: VectorStore, spec: VectorSetSpec, alias: str, query: str,
-                   dense: Callable[[], np.ndarray], k: int, filter: PayloadFilter | None) -> list[Hit]:
+def _hybrid_lists(store: VectorStore, spec: VectorSetSpec, alias: str, query: str,
+                  dense: Callable[[], np.ndarray], depth: int,
+                  filter: PayloadFilter | None) -> tuple[list[Hit], list[Hit]]:
+    """The dense and the BM25 sparse chunk lists that hybrid search fuses."""
     from embedline.tasks.vectorsets.sparse import encoder_for
 
     sparse = encoder_for(spec).query(query)  # a dense-only set fails here, before the model loads
-    return store.search_hybrid(alias, dense(), sparse, k=k, filter=filter)
+    return (store.search(alias, dense(), k=depth, filter=filter),
+            store.search_sparse(alias, sparse, k=depth, filter=filter))
+
+
+def _hybrid_search(store: VectorStore, spec: VectorSetSpec, alias: str, query: str,
+                   dense: Callable[[], np.ndarray], k: int, filter: PayloadFilter | None) -> list[Hit]:
+    """Chunks by weighted RRF of their dense and sparse ranks (:func:`fusion.fuse_chunks`)."""
+    from embedline.tasks.vectorsets.fusion import CANDIDATES_FACTOR, fuse_chunks
+
+    lists = _hybrid_lists(store, spec, alias, query, dense, k * CANDIDATES_FACTOR, filter)
+    return fuse_chunks(*lists, k)
 
 
 SEARCH_MODES: dict[str, SearchFn] = {"dense": _dense_search, "hybrid": _hybrid_search}
+
+
+@dataclass(frozen=True)
+class DocumentResults:
+    """Grouped search results: the live physical collection, its fingerprint, best chunk per document."""
+
+    collection: str
+    fingerprint: str
+    documents: list[DocHit]
+
+
+def search_documents(
+    cfg: Config, art: Artifacts, query: str, k: int = 10, filter: PayloadFilter | None = None,
+    *, mode: SearchMode = "dense",
+) -> DocumentResults:
+    """Like :func:`search`, grouped by document (best chunk per document, client-side: Qdrant Edge
+    has no grouping API); ``hybrid`` fuses the dense and sparse *document* ranks by weighted RRF."""
+    from embedline.tasks.vectorsets.fusion import CANDIDATES_FACTOR, fuse, group_by_document
+
+    depth = k * CANDIDATES_FACTOR
+    store, spec, alias, dense = _search_setup(cfg, art, query, mode)
+    if mode == "hybrid":
+        docs = fuse(*_hybrid_lists(store, spec, alias, query, dense, depth, filter), k)
+    else:
+        docs = group_by_document(_dense_search(store, spec, alias, query, dense, depth, filter), k)
+    return DocumentResults(spec.name, str(spec.metadata.get("fingerprint", "")), docs)
 
 
 def search(
@@ -54,16 +94,25 @@ def search(
     mode: SearchMode = "dense",
 ) -> list[Hit]:
     """Embed ``query`` (query prompt applied) and search the live alias ``qdrant.collection``:
-    ``dense`` (vector search) or ``hybrid`` (dense + BM25 sparse fused by RRF in Qdrant; needs a
+    ``dense`` (vector search) or ``hybrid`` (dense + BM25 sparse, fused by weighted RRF; needs a
     vector set built with ``qdrant.sparse=true``, else :class:`SparseVectorMissingError`)."""
+    run = SEARCH_MODES.get(mode)
+    if run is None:
+        raise ValueError(f"unknown search mode {mode!r}; valid: {', '.join(SEARCH_MODES)}")
+    store, spec, alias, dense = _search_setup(cfg, art, query, mode)
+    return run(store, spec, alias, query, dense, k, filter)
+
+
+def _search_setup(
+    cfg: Config, art: Artifacts, query: str, mode: str
+) -> tuple[VectorStore, VectorSetSpec, str, Callable[[], np.ndarray]]:
+    """The store, the live collection's spec, the alias and a lazy query embedder."""
     from embedline.tasks.embed.auto import resolve_auto
     from embedline.tasks.vectorsets.lifecycle import store_for
 
+    if mode not in SEARCH_MODES:
+        raise ValueError(f"unknown search mode {mode!r}; valid: {', '.join(SEARCH_MODES)}")
     cfg = resolve_auto(cfg, art)  # embed.backend=auto: the recorded choice (calibrated at ingest)
-    try:
-        run = SEARCH_MODES[mode]
-    except KeyError:
-        raise ValueError(f"unknown search mode {mode!r}; valid: {', '.join(SEARCH_MODES)}") from None
     store = store_for(cfg, art)
     alias = cfg.qdrant.collection
     spec = store.describe(alias)
@@ -82,7 +131,7 @@ def search(
             )
         return vec
 
-    return run(store, spec, alias, query, dense, k, filter)
+    return store, spec, alias, dense
 
 
 def served(cfg: Config, art: Artifacts) -> tuple[str | None, str | None]:

@@ -1,0 +1,99 @@
+"""Issue 15, search that answers: hits grouped by document (best chunk + heading path), ``--chunks``
+for the raw list, ``--json`` with collection and fingerprint, and linked near-duplicates still
+findable (fake embedder, embedded Qdrant Edge)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from embedline.tasks.artifacts import Artifacts
+from embedline.tasks.config import load_config
+from tests.conftest import FAKE, make_project
+
+pytestmark = pytest.mark.integration
+
+_SECTION = ("The resolver sends the query to a root server, follows the referral to the top-level domain "
+            "server and then asks the authoritative name server, caching each answer for its time to live. ")
+_LICENCE = ("Licensed under the Apache License, Version {v}; you may not use this file except in compliance "
+            "with the License. You may obtain a copy of the License at the project site and read it there.")
+DOCS = {
+    # one page with many chunks under several headings
+    "net/dns.md": "# DNS resolution\n\n" + "".join(
+        f"## Step {i}\n\n" + _SECTION * 4 + "\n\n" for i in range(1, 5)
+    ),
+    "net/tcp.txt": "TCP provides reliable, ordered delivery of a byte stream between applications and uses a "
+    "three-way handshake to open a connection.\n",
+    "kitchen/bread.txt": "Bread rises because yeast ferments sugars and releases carbon dioxide.\n",
+    # versioned copies: near-identical text, merged by dedupe (policy link)
+    "legal/v1/LICENSE.txt": _LICENCE.format(v="2.0"),
+    "legal/v2/LICENSE.txt": _LICENCE.format(v="2.1"),
+}
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Path]:
+    from embedline.tasks.pipeline import INGEST_STAGES, run_stage
+    from embedline.tasks.vectorsets.stores import close_stores
+
+    root = make_project(tmp_path / "proj", {**FAKE, "qdrant.sparse": True, "chunk.max_tokens": 64}, docs=DOCS)
+    cfg, art = load_config(root / "params.yaml"), Artifacts(root)
+    for stage in INGEST_STAGES:
+        run_stage(stage, cfg, art)
+    yield root
+    close_stores()
+
+
+@pytest.mark.parametrize("mode", ["dense", "hybrid"])
+def test_search_groups_hits_by_document(project: Path, mode: str) -> None:
+    from embedline.tasks.vectorsets.search import search, search_documents
+
+    cfg, art = load_config(project / "params.yaml"), Artifacts(project)
+    raw = search(cfg, art, "resolver referral root server time to live", k=5, mode=mode)  # type: ignore[arg-type]
+    assert [h.source for h in raw].count("net/dns.md") >= 3  # chunks of one page fill the raw list
+    res = search_documents(cfg, art, "resolver referral root server time to live", k=5, mode=mode)  # type: ignore[arg-type]
+    docs = [d.doc for d in res.documents]
+    assert docs[0] == "net/dns.md" and len(docs) == len(set(docs)) >= 3
+    top = res.documents[0]
+    assert top.chunks > 1 and top.heading_path[0] == "DNS resolution" and top.best.payload["chunk_id"]
+    assert not top.snippet.startswith(("#", "DNS resolution >"))
+    assert res.collection.startswith("embedline-") and res.fingerprint and res.fingerprint in res.collection
+
+
+def test_cli_search_json_and_chunks(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from embedline.flows.cli import app
+
+    monkeypatch.chdir(project)
+    runner = CliRunner()
+    got = runner.invoke(app, ["search", "resolver root server", "-k", "3", "--json"])
+    assert got.exit_code == 0, got.output
+    rows = [json.loads(line) for line in got.output.splitlines() if line.startswith("{")]
+    assert len(rows) == 3 and len({r["doc"] for r in rows}) == 3
+    for key in ("collection", "fingerprint", "doc", "chunk", "score", "heading_path"):
+        assert key in rows[0], key
+    assert rows[0]["doc"] == "net/dns.md" and rows[0]["heading_path"][0] == "DNS resolution"
+    raw = runner.invoke(app, ["search", "resolver root server", "-k", "3", "--chunks"])
+    assert raw.exit_code == 0 and raw.output.count("net/dns.md") >= 2
+    grouped = runner.invoke(app, ["search", "resolver root server", "-k", "3", "--hybrid"])
+    assert grouped.exit_code == 0 and grouped.output.count("net/dns.md") == 1 and "§ DNS resolution" in grouped.output
+
+
+def test_linked_duplicate_text_is_returned_by_search(project: Path) -> None:
+    from embedline.tasks.vectorsets.search import search_documents
+
+    cfg, art = load_config(project / "params.yaml"), Artifacts(project)
+    rows = pq.read_table(art.deduped).to_pylist()
+    linked = [(r, d) for r in rows for d in json.loads(r["duplicates"])]
+    assert linked, "the versioned licence copies were not merged"
+    for rep, dup in linked:
+        assert dup["text"] and dup["source"]
+        res = search_documents(cfg, art, dup["text"], k=3)
+        hit = next(d for d in res.documents if d.best.payload["chunk_id"] == rep["chunk_id"])
+        texts = [x.get("text") for x in hit.best.payload.get("duplicates") or []]
+        assert dup["text"] in texts
