@@ -1,4 +1,4 @@
-"""The `ingest` flow: preprocess -> chunk -> embed -> dedupe -> upsert (-> evaluate).
+"""The `ingest` flow: preprocess -> chunk -> embed -> dedupe -> upsert (-> evaluate) -> promote.
 
 The flow body is the DAG and nothing else; every stage is a thin task around a pure function in
 `tasks/`. Parameters are pydantic (`Config`), so the Prefect UI renders params.yaml as a form.
@@ -24,6 +24,7 @@ from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.config import Config
 from embedline.tasks.pipeline import INGEST_STAGES
 from embedline.tasks.preflight import check_ready
+from embedline.tasks.vectorsets.promote import serving_decision
 
 
 @flow(name="embed-fanout", log_prints=True)
@@ -51,6 +52,7 @@ def ingest(
     dry_run: bool = False,
     allow_mass_delete: bool = False,
     evaluate: bool = True,
+    promote: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Ingest `params.source` into the Qdrant alias `params.qdrant.collection`.
 
@@ -61,6 +63,8 @@ def ingest(
         dry_run: only plan: log adds/updates/deletes and texts to embed; write nothing.
         allow_mass_delete: let a run delete more than `qdrant.max_delete_fraction` of the set.
         evaluate: run the evaluate stage (quality metrics) after upsert.
+        promote: serve the built vector set even when the run is not the recorded configuration
+            (`params` or `overrides` differ from params.yaml); it still passes the quality gate.
     """
     root = str(Path(root).resolve())
     cfg = resolve_config(root, params, overrides)
@@ -82,8 +86,14 @@ def ingest(
         run["embed"] = stages.embed(cfg, root, [dict(s) for s in shard_stats], wait_for=[run["chunk"]])
         run["dedupe"] = stages.dedupe(cfg, root, wait_for=[run["embed"]])
         run["upsert"] = stages.upsert(cfg, root, allow_mass_delete, wait_for=[run["dedupe"]])
+        last = run["upsert"]
         if evaluate:
             run["evaluate"] = stages.evaluate(cfg, root, wait_for=[run["upsert"]])
+            last = run["evaluate"]
+        # build vs promote: only the recorded configuration (or --promote) moves the alias
+        reason = serving_decision(cfg, Path(root))
+        run["promote"] = stages.promote(cfg, root, promote or reason is None, reason, allow_mass_delete,
+                                        wait_for=[last])
         stages.summary(cfg, run)
         record_after_swap(root, cfg, ran=list(run))  # never fails a run whose set is live
     return run

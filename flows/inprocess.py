@@ -41,11 +41,14 @@ def run_inprocess(
     dry_run: bool = False,
     allow_mass_delete: bool = False,
     evaluate: bool = True,
+    promote: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    """The ingest DAG without Prefect: same stage functions, lock, metrics and DVC record."""
-    from embedline.flows.runtime import dvc_record, ingest_lock
+    """The ingest DAG without Prefect: same stage functions, lock, metrics and DVC record; the
+    alias moves only for the recorded configuration (or ``promote``), as in the flow."""
+    from embedline.flows.runtime import ingest_lock, record_after_swap
     from embedline.tasks.pipeline import INGEST_STAGES, run_stage
     from embedline.tasks.summary import one_line
+    from embedline.tasks.vectorsets.promote import serving_decision
 
     root = str(Path(root).resolve())
     art = Artifacts(Path(root))
@@ -53,7 +56,8 @@ def run_inprocess(
         from embedline.tasks.plan import plan_ingest
 
         return {"plan": plan_ingest(cfg, art)}
-    names = [*INGEST_STAGES, "evaluate"] if evaluate else list(INGEST_STAGES)
+    build = [s for s in INGEST_STAGES if s != "promote"]  # promote runs last, after evaluate
+    names = [*build, "evaluate"] if evaluate else build
     run: dict[str, dict[str, Any]] = {}
     with ingest_lock(root):
         for name in names:
@@ -61,5 +65,8 @@ def run_inprocess(
             options = {"allow_mass_delete": allow_mass_delete} if name == "upsert" else {}
             run[name] = run_stage(name, cfg, art, **options)
             log.info(one_line(name, run[name]))
-        dvc_record(root, cfg, ran=list(run))
+        reason = serving_decision(cfg, Path(root))
+        run["promote"] = run_stage("promote", cfg, art, promote_now=promote or reason is None, reason=reason,
+                                   allow_mass_delete=allow_mass_delete)
+        record_after_swap(root, cfg, ran=list(run))  # never fails a run whose set is live
     return run

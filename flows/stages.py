@@ -27,7 +27,7 @@ from embedline.tasks.config import Config
 from embedline.tasks.pipeline import run_stage
 from embedline.tasks.records import read_json, read_rejections
 from embedline.tasks.retrying import is_transient
-from embedline.tasks.summary import one_line, summary_markdown
+from embedline.tasks.summary import one_line, promote_line, summary_markdown
 
 
 def _art(root: str) -> Artifacts:
@@ -191,6 +191,16 @@ def dedupe(cfg: Config, root: str) -> dict[str, Any]:
 def upsert(cfg: Config, root: str, allow_mass_delete: bool = False) -> dict[str, Any]:
     stats = run_stage("upsert", cfg, _art(root), allow_mass_delete=allow_mass_delete)
     get_run_logger().info(one_line("upsert", stats))
+    return stats
+
+
+@task(name="promote", cache_policy=NONE, timeout_seconds=3600)
+def promote(cfg: Config, root: str, promote_now: bool, reason: str | None = None,
+            allow_mass_delete: bool = False) -> dict[str, Any]:
+    """Serve the built set (gate + alias swap) when ``promote_now``; else report the shadow set."""
+    stats = run_stage("promote", cfg, _art(root), promote_now=promote_now, reason=reason,
+                      allow_mass_delete=allow_mass_delete)
+    get_run_logger().info(promote_line(stats))
     return stats
 
 

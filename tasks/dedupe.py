@@ -298,8 +298,8 @@ def run_dedupe(cfg: Config, art: Artifacts) -> dict[str, Any]:  # noqa: C901 bei
         "seconds_search": round(seconds_search, 3),
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    report = {
-        **stats,
+    report = {  # a DVC output: byte-stable, so no timings (they are in the stats, a metric)
+        **{k: v for k, v in stats.items() if not k.startswith("seconds")},
         "exact_sizes": _histogram(exact_sizes),
         "near_sizes": _histogram(near_sizes[is_canon]) if m else _histogram(np.zeros(0)),
         "examples": examples,

@@ -24,10 +24,14 @@ STAGES: dict[str, str] = {
     "chunk": "embedline.tasks.chunk:run_chunk",
     "embed": "embedline.tasks.embed:run_embed",
     "dedupe": "embedline.tasks.dedupe:run_dedupe",
-    "upsert": "embedline.tasks.vectorsets.upsert:run_upsert",
-    "evaluate": "embedline.tasks.evaluate:run_evaluate",
+    "upsert": "embedline.tasks.vectorsets.build:run_build",
+    "evaluate": "embedline.tasks.evaluate:run_evaluate_stage",
+    "promote": "embedline.tasks.vectorsets.promote:run_promote",
 }
-INGEST_STAGES = ("preprocess", "chunk", "embed", "dedupe", "upsert")
+INGEST_STAGES = ("preprocess", "chunk", "embed", "dedupe", "upsert", "promote")
+# Stages without a data/metrics/<name>.json: promote acts on the store on every run (dvc.yaml:
+# always_changed), its stats are printed, never written to a Git-tracked file.
+UNRECORDED = frozenset({"promote"})
 
 
 class UnknownStageError(KeyError):
@@ -53,6 +57,8 @@ def run_stage(name: str, cfg: Config, art: Artifacts, **options: Any) -> dict[st
 
         cfg = resolve_auto(cfg, art)
     stats = dict(stage_function(name)(cfg, art, **options))
+    if name in UNRECORDED:
+        return stats
     stats.setdefault("seconds", round(time.perf_counter() - start, 3))
     if not options.get("dry_run"):
         write_json(art.metric(name), stats)

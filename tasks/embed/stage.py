@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 from embedline.tasks.artifacts import Artifacts, atomic_path
 from embedline.tasks.config import Config, EmbedParams
 from embedline.tasks.embed.cache import EmbeddingCache, namespace_for, namespace_spec
-from embedline.tasks.embed.manifest import STAT_KEYS, aggregate_shards, build_manifest
+from embedline.tasks.embed.manifest import STAT_KEYS, aggregate_shards, build_manifest, run_facts
 from embedline.tasks.embed.protocol import (
     Capability,
     EmbedError,
@@ -341,10 +341,11 @@ def finalize_embed(
     stats = aggregate_shards(shard_stats or [], len(unique))
     begin = started_at or min((s.get("started_at", t0) for s in shard_stats or []), default=t0)
     seconds = round(time.time() - begin, 3)
-    manifest = build_manifest(cfg, art, revision, dims, n, len(unique), corpus.hexdigest(), stats, seconds)
+    manifest = build_manifest(cfg, art, revision, dims, n, len(unique), corpus.hexdigest())
     write_json(art.manifest, manifest)
     _prepare_fast_search(params)
-    return {k: manifest[k] for k in STAT_KEYS}
+    facts = {**manifest, **run_facts(cfg, stats, seconds)}
+    return {k: v for k, v in facts.items() if k in STAT_KEYS or k.startswith("embedder_")}
 
 
 def _prepare_fast_search(params: EmbedParams) -> None:

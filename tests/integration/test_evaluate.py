@@ -76,12 +76,12 @@ def config(root: Path, *overrides: str) -> Config:
     return load_config(root / "params.yaml", list(overrides))
 
 
-def ingest(cfg: Config, art: Artifacts, **upsert_options: object) -> dict[str, dict[str, object]]:
+def ingest(cfg: Config, art: Artifacts, **promote_options: object) -> dict[str, dict[str, object]]:
     from embedline.tasks.pipeline import INGEST_STAGES, run_stage
 
     stats = {}
-    for stage in INGEST_STAGES:
-        stats[stage] = run_stage(stage, cfg, art, **(upsert_options if stage == "upsert" else {}))
+    for stage in INGEST_STAGES:  # ... upsert (build), promote (gate + alias swap)
+        stats[stage] = run_stage(stage, cfg, art, **(promote_options if stage == "promote" else {}))
     return stats
 
 
@@ -254,3 +254,27 @@ def test_a_rerun_embeds_nothing_and_reuses_the_intrinsic_checks(
     assert peek_embedder(cfg.embed) is None  # queries and whole documents all came from the cache
     for key in ("ndcg@10", "wholedoc_ndcg@10", "bm25_ndcg@10", "silhouette", "map_points"):
         assert second[key] == first[key], key
+def test_evaluate_stage_writes_the_headline_metrics_and_the_recall_chart(project: Path) -> None:
+    """The one DVC metrics file: nDCG@10 and recall@k per method and the counts, no timings; the
+    recall chart as a PNG (renders offline), the same bytes when re-drawn from the same curve."""
+    from embedline.tasks.pipeline import run_stage
+    from embedline.tasks.records import read_json
+
+    cfg, art = config(project), Artifacts(project)
+    ingest(cfg, art)
+    m = run_stage("evaluate", cfg, art)
+    head = read_json(art.metrics / "headline.json")
+    dedupe, embed = read_json(art.metric("dedupe")), read_json(art.metric("embed"))
+    assert head["ndcg@10"] == {"dense": m["ndcg@10"], "bm25": m["bm25_ndcg@10"], "wholedoc": m["wholedoc_ndcg@10"]}
+    assert head["recall@10"]["dense"] == m["recall@10"]  # eval.k is [1, 5, 10] here: recall at the largest k
+    assert head["points"] == dedupe["points"] and head["chunks"] == dedupe["input_rows"]
+    assert head["duplicates"] == dedupe["input_rows"] - dedupe["points"] > 0
+    assert head["texts_embedded"] == embed["texts_embedded"]
+    assert not any("seconds" in k for k in head)
+    png = art.metrics / "recall_curve.png"
+    first = png.read_bytes()
+    assert first[:8] == b"\x89PNG\r\n\x1a\n"
+    from embedline.tasks.summary import save_curve_png
+
+    save_curve_png(art.metrics / "recall_curve.csv", png)
+    assert png.read_bytes() == first  # deterministic: a DVC output
