@@ -94,7 +94,7 @@ def test_stage_embeds_unique_texts_once_and_rerun_sends_nothing(
     server: OpenAIFakeServer, tmp_path: Path
 ) -> None:
     texts = TEXTS[:10] + TEXTS[:5]  # five exact duplicates
-    write_chunks(tmp_path / "data" / "interim" / "chunks.parquet", texts)
+    write_chunks(tmp_path / "data" / "interim" / "chunks", texts)
     cfg, art = stage_cfg(server, tmp_path, max_inputs_per_request=4, concurrency=3)
     first = run_embed(cfg, art)
     assert Counter(server.embedded_texts()) == Counter(TEXTS[:10])
@@ -137,7 +137,7 @@ def test_no_request_inside_retry_after_window(server: OpenAIFakeServer) -> None:
 
 
 def test_concurrent_callers_share_the_retry_after_block(server: OpenAIFakeServer, tmp_path: Path) -> None:
-    write_chunks(tmp_path / "data" / "interim" / "chunks.parquet", TEXTS)
+    write_chunks(tmp_path / "data" / "interim" / "chunks", TEXTS)
     cfg, art = stage_cfg(server, tmp_path, max_inputs_per_request=2, concurrency=4)
     server.script = [None, None, Fault("429", retry_after=0.5)]
     run_embed(cfg, art)
@@ -249,7 +249,7 @@ def test_missing_key_without_base_url_is_a_clear_error(monkeypatch: pytest.Monke
 
 @pytest.mark.parametrize("kind", ["bad_count", "nan", "zero", "wrong_dims"])
 def test_bad_responses_are_rejected_and_not_cached(server: OpenAIFakeServer, tmp_path: Path, kind: str) -> None:
-    write_chunks(tmp_path / "data" / "interim" / "chunks.parquet", TEXTS[:4])
+    write_chunks(tmp_path / "data" / "interim" / "chunks", TEXTS[:4])
     cfg, art = stage_cfg(server, tmp_path, dimensions=32)
     server.script = [Fault(kind)]
     with pytest.raises(EmbedResponseError):
@@ -317,7 +317,7 @@ def test_429_storm_whole_run_pays_once_and_never_fires_into_a_window(
     calls: list[str] = []
     if prefect_layer:
         _fake_prefect_layer(monkeypatch, calls)
-    write_chunks(tmp_path / "data" / "interim" / "chunks.parquet", TEXTS)
+    write_chunks(tmp_path / "data" / "interim" / "chunks", TEXTS)
     cfg, art = stage_cfg(server, tmp_path, max_inputs_per_request=2, concurrency=3, max_retries=8,
                          requests_per_minute=6000)
     server.script = [None, None, Fault("slow_ok", delay=0.3), Fault("500"), Fault("reset"),
@@ -337,7 +337,7 @@ def test_in_flight_successes_are_cached_when_another_request_gives_up(
     server: OpenAIFakeServer, tmp_path: Path
 ) -> None:
     """Issue 14 row 3: a request that exhausted its retries made the others' vectors be paid twice."""
-    write_chunks(tmp_path / "data" / "interim" / "chunks.parquet", TEXTS[:12])
+    write_chunks(tmp_path / "data" / "interim" / "chunks", TEXTS[:12])
     cfg, art = stage_cfg(server, tmp_path, max_inputs_per_request=2, concurrency=3, max_retries=1)
     # whichever request comes first fails twice and gives up while the other two are still slow
     server.script = [Fault("500"), Fault("slow_ok", delay=0.6), Fault("slow_ok", delay=0.6), Fault("500")]
@@ -356,7 +356,7 @@ def test_halves_that_succeeded_before_the_other_half_failed_are_cached(
     server: OpenAIFakeServer, tmp_path: Path
 ) -> None:
     """Row 3 within one request: a 413 split whose second half fails keeps the first half."""
-    write_chunks(tmp_path / "data" / "interim" / "chunks.parquet", TEXTS[:4])
+    write_chunks(tmp_path / "data" / "interim" / "chunks", TEXTS[:4])
     cfg, art = stage_cfg(server, tmp_path, max_inputs_per_request=4, concurrency=1, max_retries=1)
     server.max_inputs = 2
     server.script = [None, None, Fault("500"), Fault("500")]  # 413, left half ok, right half fails
@@ -423,7 +423,7 @@ def test_429_storm_with_a_real_prefect_rate_limit(
                 GlobalConcurrencyLimitCreate(name=name, limit=50, slot_decay_per_second=50)
             )
         ratelimit.reset_prefect_layer()
-        write_chunks(tmp_path / "data" / "interim" / "chunks.parquet", TEXTS)
+        write_chunks(tmp_path / "data" / "interim" / "chunks", TEXTS)
         cfg, art = stage_cfg(server, tmp_path, max_inputs_per_request=2, concurrency=3, max_retries=8,
                              requests_per_minute=6000)
         server.script = [None, Fault("500"), Fault("429", retry_after=1), Fault("429", retry_after=1),
