@@ -65,7 +65,9 @@ def build_manifest(
     return {
         "provider": e.provider,
         "model": e.model,
-        "model_path": portable_path(resolve_model(e.model), art.root),
+        # the same whether or not this run loaded the model (a fully cached run does not)
+        "model_path": portable_path(resolve_model(e.model), art.root) if e.provider == "sentence-transformers"
+        else e.model,
         "revision": revision,
         "backend": e.backend,
         "precision": e.precision,

@@ -62,7 +62,8 @@ def test_toy_provider_runs_the_embed_stage(tmp_path: Path) -> None:
     vectors = np.load(art.vectors)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
     manifest = json.loads(art.manifest.read_text())
-    assert manifest["revision"] == "toy-letters-v1" and manifest["model_path"] == "toy"
+    assert manifest["revision"] == "toy-letters-v1" and manifest["model_path"] == cfg.embed.model
+    assert stats["embedder_model_path"] == "toy"  # the loaded embedder's own report: a stat (byte-stable manifest)
     # unregistered again: the config names the valid choices and no longer accepts it
     with pytest.raises(ConfigError, match=r"unknown embed.provider 'toy'; valid: fake, openai, sentence-transformers"):
         _cfg(tmp_path)
