@@ -213,6 +213,10 @@ class RunParams(_Section):
     dask_workers: int = Field(2, ge=1)
 
 
+# fine-tuning trains (and a fine-tuned model is embedded by) sentence-transformers
+FINETUNE_PROVIDER = "sentence-transformers"
+
+
 class FinetuneParams(_Section):
     """Fine-tuning the embedding model on the corpus's own signal (the ``finetune`` stage).
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from embedline.tasks.artifacts import Artifacts
-from embedline.tasks.config import Config, apply_overrides, validate
+from embedline.tasks.config import FINETUNE_PROVIDER, Config, apply_overrides, validate
 from embedline.tasks.finetune.pairs import check_no_leakage, text_hash
 from embedline.tasks.finetune.train import read_model_info, require_trained
 
@@ -74,7 +74,7 @@ def shadow_config(cfg: Config, art: Artifacts, model_dir: Path) -> Config:
     root differs from the project's; the store, the cache, the source and the gate's dataset are
     the project's)."""
     overrides = {
-        "embed.provider": "sentence-transformers",
+        "embed.provider": FINETUNE_PROVIDER,
         "embed.model": str(model_dir.resolve()),
         "embed.revision": None,
         "source": str(art.resolve(cfg.source).resolve()),
