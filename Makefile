@@ -54,14 +54,14 @@ bench-peers: install  ## only embedline vs LlamaIndex / LangChain (peers live in
 serve: install  ## a local Prefect server + UI on 127.0.0.1:$(PREFECT_PORT)
 	embedline serve --port $(PREFECT_PORT)
 
-stop:
+stop:  ## stop the worker and the server that `make worker` / `make serve` started
 	embedline serve --stop
 
 deploy: install  ## create the work pool and the nightly-ingest deployment (needs `make serve`)
 	PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api embedline deploy
 
-worker: install  ## run scheduled/triggered deployment runs
-	PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api prefect worker start --pool embedline-process
+worker: install  ## run scheduled/triggered deployment runs (background; log in .prefect/worker.log; `make stop` ends it)
+	PREFECT_API_URL=http://127.0.0.1:$(PREFECT_PORT)/api embedline serve --worker embedline-process
 
 lock:  ## re-resolve the lock file from pyproject.toml (in a scratch venv)
 	rm -rf /tmp/embedline-lock && $(PYTHON) -m venv /tmp/embedline-lock && \

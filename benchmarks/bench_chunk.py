@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         params,
     )
     emb = embed_rate(
-        args.work / "run1" / "data" / "interim" / "chunks.parquet", args.embed_sample, params
+        args.work / "run1" / "data" / "interim" / "chunks", args.embed_sample, params
     )
 
     mb = one["bytes_in"] / 1e6

@@ -87,7 +87,7 @@ def make_dataset(root: Path, n: int, seed: int = 0) -> dict[str, Any]:
     del vectors
     text_of = np.arange(n, dtype=np.int64)
     text_of[n_base + n_near :] = exact_src
-    writer = pq.ParquetWriter(interim / "chunks.parquet", CHUNK_SCHEMA, compression="zstd")
+    writer = pq.ParquetWriter(interim / "chunks", CHUNK_SCHEMA, compression="zstd")
     for s in range(0, n, block):
         rows = []
         for i in range(s, min(n, s + block)):

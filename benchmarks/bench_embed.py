@@ -8,7 +8,7 @@ One run, same texts for every measurement:
   cosine >= 0.99);
 * no-change re-run time / first run time (target <= 0.05).
 
-Texts: ``data/interim/chunks.parquet`` if present, else the sample corpus chunked by the project's own
+Texts: ``data/interim/chunks`` if present, else the sample corpus chunked by the project's own
 stages, else synthetic ~256-token texts. Usage::
 
     .venv/bin/python benchmarks/bench_embed.py [--limit 256] [--out benchmarks/results/embed.json]
@@ -72,7 +72,7 @@ def _synthetic(n: int, words: int = 190) -> list[str]:
 
 
 def load_texts(limit: int) -> tuple[list[str], str]:
-    chunks = ROOT / "data" / "interim" / "chunks.parquet"
+    chunks = ROOT / "data" / "interim" / "chunks"
     texts, origin = [], ""
     if chunks.exists():
         texts, origin = _from_chunks(chunks), str(chunks.relative_to(ROOT))

@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     src1 = work / "src1"
     replicate(args.source, src1, 1, unique=False)
     one = scenario("1x", src1 / "copy000", work / "run1", args.change)
-    chunks = work / "run1" / "data" / "interim" / "chunks.parquet"
+    chunks = work / "run1" / "data" / "interim" / "chunks"
     raw = run_json(module_cmd(MODULE, "--child", "encode", "--chunks", str(chunks), "--batch-size", str(batch)))
     print(f"raw encode {raw['texts']} texts: load {raw['load_s']:.1f} s, {raw['texts_per_second']:.1f} texts/s",
           flush=True)

@@ -100,8 +100,10 @@ def run_peer(name: str, docs: Path, work: Path, model: str) -> dict[str, Any]:
     return run_json(cmd, env=child_env(), timeout=1800)
 
 
-def embedline_run(src: Path, work: Path) -> dict[str, Any]:
+def embedline_run(src: Path, work: Path, overrides: list[str] | None = None) -> dict[str, Any]:
     args = ["--child", "ingest", "--source", str(src), "--work", str(work), "--set", "qdrant.backend=local"]
+    for item in overrides or []:
+        args += ["--set", item]
     res = run_json(module_cmd("benchmarks.bench_ingest", *args), timeout=1800)
     s = res["stages"]
     res.update(documents=s["preprocess"]["documents"], chunks=s["chunk"]["chunks"],
@@ -117,6 +119,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--peers", nargs="*", default=list(PEERS), choices=list(PEERS))
     ap.add_argument("--out", type=Path, default=RESULTS / "peers.json")
     ap.add_argument("--work", type=Path, default=WORK / "peers")
+    ap.add_argument("--set", dest="overrides", action="append", default=[],
+                    help="embedline param override (repeatable), e.g. embed.backend=auto")
     args = ap.parse_args(argv)
 
     from embedline.tasks.config import load_config
@@ -139,9 +143,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     for mode in ("first", "rerun"):
         print(f"[embedline] {mode} ...", flush=True)
-        results["embedline"][mode] = embedline_run(src, args.work / "embedline")
+        results["embedline"][mode] = embedline_run(src, args.work / "embedline", args.overrides)
         if mode == "first":
-            n_docs = export_documents(args.work / "embedline" / "data" / "interim" / "documents.parquet", docs)
+            n_docs = export_documents(args.work / "embedline" / "data" / "interim" / "documents", docs)
             print(f"  {n_docs} documents exported for the peers", flush=True)
         for p in args.peers:
             if "error" in results[p]:
@@ -182,6 +186,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                      "llamaindex": "SentenceSplitter(chunk_size=256, chunk_overlap=32, model tokenizer)",
                      "langchain": "RecursiveCharacterTextSplitter.from_huggingface_tokenizer(256, 32)"},
         "venv": venv,
+        "embedline_overrides": args.overrides,
         "results": results,
         "ratios": ratios,
     })

@@ -162,6 +162,24 @@ def _rows_peers(d: dict[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
+def _rows_scale(d: dict[str, Any]) -> list[tuple[str, str, str]]:
+    r, runs, c = d.get("ratios", {}), d.get("runs", {}), d.get("scenario_corpus", {})
+    corpus = f"{c.get('files')} files / {c.get('mb')} MB ({_fmt(d.get('scenario_fraction'), '.0%')} of the corpus)"
+    rows = [
+        (f"First ingest, fake embedder, {corpus}", f"{_fmt(_get(runs, 'first.wall_seconds'), '.1f')} s wall, "
+         f"{_fmt(_get(runs, 'first.cpu_seconds'), '.1f')} s CPU, peak {_fmt(_get(runs, 'first.peak_rss_mib'), ',.0f')} MiB", ""),
+        ("Unchanged re-run / first run", f"{_fmt(r.get('unchanged_vs_first_wall'), '.3f')} wall, "
+         f"{_fmt(r.get('unchanged_vs_first_cpu'), '.3f')} CPU", "<= 0.05"),
+        ("1 %-changed re-run / first run", f"{_fmt(r.get('changed_1pct_vs_first_wall'), '.3f')} wall, "
+         f"{_fmt(r.get('changed_1pct_vs_first_cpu'), '.3f')} CPU", "<= 0.10"),
+        ("Preprocess + chunk, first run", f"{_fmt(r.get('preprocess_chunk_mb_per_wall_s'), '.2f')} MB/s wall "
+         f"(load average {_fmt(r.get('load_average_1min_at_end'), '.1f')})", ">= 1 MB/s per core"),
+    ]
+    if "rss_100_vs_10" in r:
+        rows.append(("Peak RSS 100 % / 10 %", f"x{r['rss_100_vs_10']:.2f}", "<= 1.3"))
+    return rows
+
+
 SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], list[tuple[str, str, str]]]]] = [
     ("ingest", "Pipeline on the sample corpus", _rows_ingest),
     ("chunk", "Preprocess + chunk", _rows_chunk),
@@ -170,6 +188,7 @@ SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], list[tuple[str, str, s
     ("dedupe_1m", "Near-duplicate dedupe (--large)", _rows_dedupe),
     ("store", "Embedded vector store", _rows_store),
     ("peers", "Peers (process wall time ratio; > 1 = embedline faster)", _rows_peers),
+    ("scale", "Incremental runs on Debian docs (bench_scale)", _rows_scale),
 ]
 
 

@@ -21,6 +21,7 @@ COMMANDS: list[tuple[str, Callable[..., Any]]] = [
     ("summary", commands.summary),
     ("plan", manage.plan),
     ("verify", manage.verify),
+    ("promote", manage.promote),
     ("export", manage.export_),
     ("import", manage.import_),
     ("eval", manage.eval_),

@@ -1,16 +1,26 @@
-"""Run commands: ingest (the Prefect flow), stage (one DVC stage), search, summary."""
+"""Run commands: ingest (a Prefect flow run, or the same DAG in-process), stage (one DVC stage), search, summary."""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from embedline.flows.console import ParamsOpt, SetOpt, guard, load, out, print_stats
-from embedline.tasks.config import PARAMS_FILE, ConfigError
+from embedline.flows.console import (
+    PARAMS_FILE,
+    ParamsOpt,
+    SetOpt,
+    VerboseOpt,
+    err,
+    guard,
+    load,
+    out,
+    print_stats,
+    verbose_logs,
+)
 
 
 def ingest(
@@ -21,26 +31,57 @@ def ingest(
     allow_mass_delete: Annotated[bool, typer.Option("--allow-mass-delete")] = False,
     runner: Annotated[str | None, typer.Option(help="Task runner for the embed fan-out: thread | dask.")] = None,
     evaluate: Annotated[bool, typer.Option("--eval/--no-eval", help="Run the evaluate stage.")] = True,
+    prefect: Annotated[
+        bool | None,
+        typer.Option("--prefect/--no-prefect", help="Run as a Prefect flow (default: when PREFECT_API_URL "
+                     "is set; without a server, a temporary one is started). --no-prefect: in-process."),
+    ] = None,
+    verbose: VerboseOpt = False,
+    full: Annotated[bool, typer.Option("--full", help="Ignore the ledgers: re-load and re-chunk everything.")] = False,
+    promote: Annotated[bool, typer.Option(
+        "--promote", help="Serve the built set even with --set/SOURCE overrides (after the quality gate).")] = False,
 ) -> None:
-    """Run the full `ingest` Prefect flow."""
+    """Run the ingest DAG: a Prefect flow run with a server, else in-process (no server wait).
+    With overrides it builds a shadow set; the alias moves only for params.yaml as is (or --promote)."""
 
     def body() -> None:
         items = list(set_ or [])
+        if full:
+            items.append("run.full_rebuild=true")
         if runner:
             items.append(f"run.runner={runner}")
         cfg, art = load(params, items, source)
-        from embedline.flows.ingest import ingest as ingest_flow
+        from embedline.tasks.preflight import check_ready
 
-        run = ingest_flow(
-            params=cfg, root=str(art.root), dry_run=dry_run,
-            allow_mass_delete=allow_mass_delete, evaluate=evaluate,
-        )
+        check_ready(cfg, art)  # before Prefect starts: a bad value fails in one line, in a second
+        verbose_logs(verbose)
+        from embedline.flows.inprocess import quiet_prefect, run_inprocess, use_prefect
+        from embedline.flows.reporters import terminal_progress
+
+        kwargs: dict[str, Any] = {"dry_run": dry_run, "allow_mass_delete": allow_mass_delete,
+                                  "evaluate": evaluate, "promote": promote}
+        if use_prefect(cfg, prefect):
+            quiet_prefect()
+            if not os.environ.get("PREFECT_API_URL"):
+                err.print("no PREFECT_API_URL: starting Prefect's temporary server (up to "
+                          f"{os.environ['PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS']} s; "
+                          "`make serve` keeps one running, --no-prefect skips it)")
+            from embedline.flows.ingest import ingest as ingest_flow
+
+            with terminal_progress(err):
+                run = ingest_flow(params=cfg, root=str(art.root), **kwargs)
+        else:
+            with terminal_progress(err):
+                run = run_inprocess(cfg, str(art.root), **kwargs)
         if dry_run:
             print_stats("embedline ingest --dry-run (nothing written)", run["plan"])
             return
         from embedline.tasks.summary import summary_rows
 
         print_stats("embedline ingest", dict(summary_rows(run)))
+        from embedline.tasks.summary import promote_line
+
+        out.print(promote_line(run.get("promote", {})), highlight=False, soft_wrap=True)
 
     guard(body)
 
@@ -49,6 +90,7 @@ def stage(
     name: Annotated[str, typer.Argument(help="preprocess | chunk | embed | dedupe | upsert | evaluate")],
     set_: SetOpt = None,
     params: ParamsOpt = Path(PARAMS_FILE),
+    full: Annotated[bool, typer.Option("--full", help="Ignore the ledgers: re-load and re-chunk everything.")] = False,
 ) -> None:
     """Run one stage (what dvc.yaml calls). As a Prefect flow only when PREFECT_API_URL is set."""
 
@@ -56,17 +98,33 @@ def stage(
         from embedline.tasks.pipeline import STAGES, UnknownStageError, run_stage
 
         if name not in STAGES:
+            from embedline.tasks.config import ConfigError
+
             raise ConfigError(str(UnknownStageError(name)))
-        cfg, art = load(params, set_)
-        if os.environ.get("PREFECT_API_URL"):
+        cfg, art = load(params, [*(set_ or []), *(["run.full_rebuild=true"] if full else [])])
+        from embedline.tasks.preflight import check_ready
+
+        check_ready(cfg, art, source=name == "preprocess")
+        from embedline.flows.reporters import terminal_progress
+
+        options: dict[str, object] = {}
+        if name == "promote":  # build vs promote: only the recorded configuration moves the alias
+            from embedline.tasks.vectorsets.promote import serving_decision
+
+            reason = serving_decision(cfg, art.root, overrides=bool(set_))
+            options = {"promote_now": reason is None, "reason": reason}
+        if os.environ.get("PREFECT_API_URL") and not options:
             from embedline.flows.ingest import stage_flow
 
-            stats = stage_flow(name=name, params=cfg, root=str(art.root))
+            with terminal_progress(err):
+                stats = stage_flow(name=name, params=cfg, root=str(art.root))
         else:
-            stats = run_stage(name, cfg, art)
-        from embedline.tasks.summary import one_line
+            with terminal_progress(err):
+                stats = run_stage(name, cfg, art, **options)
+        from embedline.tasks.summary import one_line, promote_line
 
-        out.print(one_line(name, stats))
+        out.print(promote_line(stats) if name == "promote" else one_line(name, stats), highlight=False,
+                  soft_wrap=True)
 
     guard(body)
 
@@ -85,12 +143,15 @@ def search(
 
     def body() -> None:
         cfg, art = load(params, set_)
-        from embedline.tasks.vectorsets.upsert import search as do_search
+        from embedline.tasks.vectorsets.search import search as do_search
+        from embedline.tasks.vectorsets.search import served
 
         hits = do_search(cfg, art, query, k, mode="hybrid" if hybrid else "dense")
         if as_json:
+            collection, fingerprint = served(cfg, art)  # what answered
             for h in hits:
-                out.print_json(json.dumps({"score": h.score, "source": h.source, "text": h.text}))
+                out.print_json(json.dumps({"score": h.score, "source": h.source, "text": h.text,
+                                           "collection": collection, "fingerprint": fingerprint}))
             return
         out.print(f"[bold]top {len(hits)} for[/bold] {query!r}")
         for rank, h in enumerate(hits, start=1):
@@ -105,21 +166,28 @@ def summary(
     seconds: Annotated[float | None, typer.Option(help="Wall time to report.")] = None,
     params: ParamsOpt = Path(PARAMS_FILE),
 ) -> None:
-    """Print the last run's summary from data/metrics (what `make run` shows)."""
+    """What the store serves now (read live) and the recorded run's headline metrics (what `make run` shows)."""
 
     def body() -> None:
         cfg, art = load(params, None)
         from embedline.tasks.records import read_json
-        from embedline.tasks.summary import summary_rows
+        from embedline.tasks.summary import HEADLINE_FILE
+        from embedline.tasks.vectorsets.verify import served_state
 
-        stages = {
-            p.stem: read_json(p) for p in sorted(art.metrics.glob("*.json")) if p.is_file()
-        }
-        rows = dict(summary_rows(stages))
+        state = served_state(cfg, art)  # read live from the store, never from committed numbers
+        rows: dict[str, object] = {k.replace("_", " "): v for k, v in state.items()}
+        headline = art.metrics / HEADLINE_FILE
+        if headline.exists():  # the recorded run's numbers, labelled as such
+            for key, value in read_json(headline).items():
+                rows[f"{key} (recorded run)"] = value
+        if state["served_collection"] is None:
+            err.print(f"[yellow]no vector set is served[/yellow]: the store at {cfg.qdrant.url or cfg.qdrant.path} "
+                      f"has no alias {cfg.qdrant.collection!r}. Build and serve one with `dvc repro` "
+                      "(or `embedline promote` after `dvc pull`).")
         if seconds is not None:
             rows["wall time (s)"] = round(seconds, 1)
-        if query:
-            from embedline.tasks.vectorsets.upsert import search as do_search
+        if query and state["served_collection"] is not None:
+            from embedline.tasks.vectorsets.search import search as do_search
 
             hits = do_search(cfg, art, query, 1)
             rows["example query"] = query

@@ -1,14 +1,23 @@
-"""Vector-set management commands: plan, verify, export, import, eval, finetune, split-queries."""
+"""Vector-set management commands: plan, verify, promote, export, import, eval, finetune, split-queries."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from embedline.flows.console import ParamsOpt, SetOpt, err, guard, load, out, print_stats
-from embedline.tasks.config import PARAMS_FILE
+from embedline.flows.console import (
+    PARAMS_FILE,
+    ParamsOpt,
+    SetOpt,
+    err,
+    guard,
+    load,
+    out,
+    print_stats,
+)
 
 
 def _show_plan(result: dict[str, Any]) -> None:
@@ -37,19 +46,51 @@ def plan(
 def verify(
     repair: Annotated[bool, typer.Option("--repair", help="Fix what differs.")] = False,
     allow_mass_delete: Annotated[bool, typer.Option("--allow-mass-delete")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
     set_: SetOpt = None,
     params: ParamsOpt = Path(PARAMS_FILE),
 ) -> None:
-    """Diff the collection against the current artifacts (missing, orphans, stale, dims)."""
+    """Does the alias serve the fingerprint the workspace records, and does that collection hold
+    the current artifacts (missing, orphans, stale, dims)? Exit 1 when not ok."""
 
     def body() -> None:
         cfg, art = load(params, set_)
-        from embedline.tasks.vectorsets.upsert import verify as do_verify
+        from embedline.tasks.vectorsets.verify import verify as do_verify
 
         report = do_verify(cfg, art, repair=repair, allow_mass_delete=allow_mass_delete)
-        print_stats("embedline verify", report.summary())
-        if not report.ok and not report.repaired:
+        summary = report.summary()
+        if as_json:
+            out.print_json(json.dumps(summary))
+        else:
+            print_stats("embedline verify", summary)
+        if not report.ok:
+            if not as_json:
+                err.print(f"[red]not ok:[/red] {report.fix}", highlight=False, soft_wrap=True)
             raise typer.Exit(1)
+
+    guard(body)
+
+
+def promote(
+    fingerprint: Annotated[str | None, typer.Argument(
+        help="Vector set to serve: a fingerprint (or its collection name). Default: the workspace's.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Skip the quality gate.")] = False,
+    allow_mass_delete: Annotated[bool, typer.Option("--allow-mass-delete")] = False,
+    set_: SetOpt = None,
+    params: ParamsOpt = Path(PARAMS_FILE),
+) -> None:
+    """Serve a vector set: quality gate, then point the alias at it (older versions retained).
+
+    Without FINGERPRINT it serves the set the workspace records (built first from the artifacts if
+    the store lacks it, e.g. after `dvc pull`; nothing is embedded)."""
+
+    def body() -> None:
+        cfg, art = load(params, set_)
+        from embedline.tasks.summary import promote_line
+        from embedline.tasks.vectorsets.promote import promote as do_promote
+
+        stats = do_promote(cfg, art, fingerprint, force=force, allow_mass_delete=allow_mass_delete)
+        out.print(promote_line(stats), highlight=False, soft_wrap=True)
 
     guard(body)
 
@@ -65,7 +106,7 @@ def export_(
 
     def body() -> None:
         cfg, art = load(params, set_)
-        from embedline.tasks.vectorsets.upsert import export_points
+        from embedline.tasks.vectorsets.transfer import export_points
 
         n = export_points(cfg, art, out_path, fmt=fmt, with_vectors=with_vectors)  # type: ignore[arg-type]
         out.print(f"exported {n} points to {out_path}")
@@ -82,7 +123,7 @@ def import_(
 
     def body() -> None:
         cfg, art = load(params, set_)
-        from embedline.tasks.vectorsets.upsert import import_points
+        from embedline.tasks.vectorsets.transfer import import_points
 
         n = import_points(cfg, art, in_path)
         out.print(f"imported {n} points into alias {cfg.qdrant.collection!r}")
@@ -107,7 +148,10 @@ def eval_(
         from embedline.tasks.evaluate import evaluate_dataset
 
         workdir = art.root / "data" / "eval-runs" / dataset.resolve().name
-        result = evaluate_dataset(cfg, dataset.resolve(), workdir)
+        from embedline.flows.reporters import terminal_progress
+
+        with terminal_progress(err):
+            result = evaluate_dataset(cfg, dataset.resolve(), workdir)
         _print_eval(result)
 
     guard(body)

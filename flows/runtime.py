@@ -100,6 +100,22 @@ def dvc_record(root: str, cfg: Config, ran: list[str]) -> bool:
     return True
 
 
+def record_after_swap(root: str, cfg: Config, ran: list[str]) -> bool:
+    """:func:`dvc_record` at the end of an ingest, after the alias swap: the new vector set is
+    already live, so a DVC refusal must not mark the run Failed. It is logged as a WARNING (with
+    the command to run) on the run's log, and False is returned."""
+    try:
+        return dvc_record(root, cfg, ran)
+    except DvcRecordError as exc:
+        try:
+            from prefect import get_run_logger
+
+            get_run_logger().warning("run completed, the new vector set is live; %s", exc)
+        except Exception:  # noqa: BLE001 no Prefect run context (called outside a flow): any error of get_run_logger
+            log.warning("run completed, the new vector set is live; %s", exc)
+        return False
+
+
 def failure_cause(state: Any) -> str:
     """`ExceptionType: first line of its message` for a Failed/Crashed state (else its message)."""
     try:

@@ -4,6 +4,9 @@
   (PREFECT_HOME), analytics off, and the API, UI and port settings agreeing with each other (a bare
   `prefect server start --port P` leaves the UI calling port 4200). It runs in the background in its
   own process group, with `server.pid` and `server.log` in `.prefect/`; `--stop` ends that group.
+- `serve --worker POOL` (what `make worker` runs) starts `prefect worker start --pool POOL` the same
+  way (`worker.pid`, `worker.log`), pointed at that server; `--stop` ends the worker first (SIGTERM,
+  then SIGKILL: a worker that lost its server loops on connection errors and ignores SIGTERM).
 
 Nothing here is needed to run the pipeline: `embedline ingest` and `dvc repro` work without a server.
 """
@@ -22,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 
 from embedline.flows.console import err, out
@@ -32,6 +34,8 @@ HOST = "127.0.0.1"
 STATE_FILE = "embedline-server.json"
 PID_FILE = "server.pid"
 LOG_FILE = "server.log"
+WORKER_PID_FILE = "worker.pid"
+WORKER_LOG_FILE = "worker.log"
 
 
 class ServeError(RuntimeError):
@@ -105,6 +109,8 @@ def _alive(pid: int) -> bool:
 
 
 def healthy(api_url: str, timeout: float = 2.0) -> bool:
+    import httpx
+
     try:
         return httpx.get(f"{api_url}/health", timeout=timeout).status_code == 200
     except httpx.HTTPError:
@@ -191,10 +197,22 @@ def start_server(info: ServerInfo, timeout: float = 120.0,
 
 
 def stop_server(home: Path, timeout: float = 20.0) -> bool:
-    """Stop the server recorded in `home` (SIGTERM to its process group, then SIGKILL)."""
-    pid_path = home / PID_FILE
+    """Stop the worker and the server recorded in `home` (SIGTERM to each process group, then
+    SIGKILL); True if a server was running."""
+    stop_worker(home)
+    stopped = _stop_group(home / PID_FILE, timeout)
+    (home / STATE_FILE).unlink(missing_ok=True)
+    return stopped
+
+
+def stop_worker(home: Path, timeout: float = 10.0) -> bool:
+    """Stop the worker `serve --worker` started from `home`; True if one was running."""
+    return _stop_group(home / WORKER_PID_FILE, timeout)
+
+
+def _stop_group(pid_path: Path, timeout: float) -> bool:
+    """End the process group led by the pid in `pid_path` (SIGTERM, then SIGKILL); remove the file."""
     if not pid_path.exists():
-        (home / STATE_FILE).unlink(missing_ok=True)
         return False
     pid = int(pid_path.read_text().strip())
     stopped = False
@@ -212,8 +230,27 @@ def stop_server(home: Path, timeout: float = 20.0) -> bool:
             if not _alive(pid):
                 break
     pid_path.unlink(missing_ok=True)
-    (home / STATE_FILE).unlink(missing_ok=True)
     return stopped
+
+
+def start_worker(home: Path, pool: str, api_url: str) -> int:
+    """Start `prefect worker start --pool POOL` in the background (own process group, pid and log
+    in `home`) against `api_url`; idempotent. Returns its pid."""
+    home.mkdir(parents=True, exist_ok=True)
+    pid_path = home / WORKER_PID_FILE
+    if pid_path.exists():
+        pid = int(pid_path.read_text().strip())
+        if _alive(pid):
+            return pid
+    env = {**os.environ, "PREFECT_API_URL": api_url, "PREFECT_HOME": str(home),
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    with (home / WORKER_LOG_FILE).open("ab") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool], env=env,
+            stdin=subprocess.DEVNULL, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    pid_path.write_text(f"{proc.pid}\n")
+    return proc.pid
 
 
 def _reap(pid: int) -> None:
@@ -246,11 +283,24 @@ def serve(
     foreground: Annotated[bool, typer.Option("--foreground", help="Run in this terminal.")] = False,
     home: HomeOpt = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for /api/health.")] = 120.0,
+    worker: Annotated[
+        str | None, typer.Option("--worker", help="Start a background worker for this work pool.")
+    ] = None,
 ) -> None:
     """Start a local Prefect server + UI (SQLite in .prefect/, analytics off), or --stop it."""
     info = ServerInfo(host, port, (home or default_home(project_root())).resolve())
     if stop:
-        out.print("stopped" if stop_server(info.home) else f"no server running from {info.home}")
+        had_worker = stop_worker(info.home)
+        stopped = stop_server(info.home)
+        out.print("stopped" if stopped or had_worker else f"no server running from {info.home}")
+        return
+    if worker:
+        try:
+            pid = start_worker(info.home, worker, api_url_for(info.home))
+        except ServeError as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from None
+        out.print(f"worker for pool {worker!r}: pid {pid}, log {info.home / WORKER_LOG_FILE}", soft_wrap=True)
         return
     if foreground:
         info.home.mkdir(parents=True, exist_ok=True)

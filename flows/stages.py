@@ -26,22 +26,28 @@ from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.config import Config
 from embedline.tasks.pipeline import run_stage
 from embedline.tasks.records import read_json, read_rejections
-from embedline.tasks.summary import one_line, summary_markdown
+from embedline.tasks.retrying import is_transient
+from embedline.tasks.summary import one_line, promote_line, summary_markdown
 
 
 def _art(root: str) -> Artifacts:
     return Artifacts(Path(root))
 
 
+def _resolved(cfg: Config, root: str) -> Config:
+    """``embed.backend=auto`` -> the calibrated backend (calibrated once, on the chunks)."""
+    from embedline.tasks.embed.auto import resolve_auto
+
+    return resolve_auto(cfg, _art(root))
+
+
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry only errors that a second attempt can fix (network, timeouts, rate limits)."""
+    """Retry only errors that a second attempt can fix (network, timeouts, rate limits): the one
+    classification shared with the embed providers and the stores (:mod:`embedline.tasks.retrying`)."""
     try:
         state.result()
-    except (ConnectionError, TimeoutError):
-        return True
-    except Exception as exc:  # noqa: BLE001 classifies whatever the task raised, by type name (retry predicate)
-        return type(exc).__name__ in {"EmbedTransientError", "APIConnectionError", "APITimeoutError",
-                                      "RateLimitError", "InternalServerError", "ResponseHandlingException"}
+    except Exception as exc:  # noqa: BLE001 classifies whatever the task raised, by type (retry predicate)
+        return is_transient(exc)
     return False
 
 
@@ -66,11 +72,39 @@ def chunk(cfg: Config, root: str) -> dict[str, Any]:
     return stats
 
 
+@task(name="plan-chunk-shards", cache_policy=NONE)
+def plan_chunk_shards(cfg: Config, root: str) -> Any:
+    from embedline.tasks.chunk import plan_chunk
+
+    return plan_chunk(cfg, _art(root))
+
+
+@task(name="chunk-shard", cache_policy=NONE)
+def chunk_shard(cfg: Config, root: str, shard: int, full: bool) -> dict[str, Any]:
+    """One document shard of the chunk fan-out (writes that chunk shard; same bytes anywhere)."""
+    from embedline.tasks.chunk import chunk_one
+
+    return chunk_one(cfg, _art(root), shard, full)
+
+
+@task(name="chunk-finalize", cache_policy=NONE)
+def chunk_finalize(cfg: Config, root: str, plan: Any, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Chunk ledger + stale shards + stats of a chunk fan-out."""
+    from embedline.tasks.chunk import finalize_chunk
+    from embedline.tasks.records import write_json
+
+    art = _art(root)
+    stats = finalize_chunk(cfg, art, plan, results)
+    write_json(art.metric("chunk"), stats)
+    get_run_logger().info(one_line("chunk", stats))
+    return stats
+
+
 @task(name="plan-embed-shards", cache_policy=NONE)
 def plan_embed_shards(cfg: Config, root: str) -> list[Any]:
     from embedline.tasks.embed import plan_shards
 
-    return list(plan_shards(cfg, _art(root)))
+    return list(plan_shards(_resolved(cfg, root), _art(root)))
 
 
 @task(
@@ -84,18 +118,24 @@ def plan_embed_shards(cfg: Config, root: str) -> list[Any]:
 )
 def embed_shard(cfg: Config, root: str, shard: Any) -> dict[str, Any]:
     """One shard of the embed fan-out: fills the embedding cache for a row range."""
+    from embedline.tasks import progress
     from embedline.tasks.embed import embed_shard as _embed_shard
+    from embedline.tasks.embed.rows import ChunkRows
 
-    return _embed_shard(cfg, _art(root), shard)
+    art = _art(root)
+    bar = progress.shared("embed", total=ChunkRows(art.chunks).num_rows, unit="chunk")  # all shards
+    return _embed_shard(_resolved(cfg, root), art, shard, progress.row_reporter(bar, shard.row_start))
 
 
 @task(name="embed", cache_policy=NONE, timeout_seconds=3600)
 def embed(cfg: Config, root: str, shard_stats: list[dict[str, Any]]) -> dict[str, Any]:
     """Assemble vectors.npy + manifest from the cache filled by the shards."""
+    from embedline.tasks import progress
     from embedline.tasks.embed import finalize_embed
 
+    progress.close("embed")  # the shards' shared tracker
     art = _art(root)
-    stats = finalize_embed(cfg, art, shard_stats)
+    stats = finalize_embed(_resolved(cfg, root), art, shard_stats)
     stats["shards"] = len(shard_stats)
     from embedline.tasks.records import write_json
 
@@ -154,12 +194,22 @@ def upsert(cfg: Config, root: str, allow_mass_delete: bool = False) -> dict[str,
     return stats
 
 
+@task(name="promote", cache_policy=NONE, timeout_seconds=3600)
+def promote(cfg: Config, root: str, promote_now: bool, reason: str | None = None,
+            allow_mass_delete: bool = False) -> dict[str, Any]:
+    """Serve the built set (gate + alias swap) when ``promote_now``; else report the shadow set."""
+    stats = run_stage("promote", cfg, _art(root), promote_now=promote_now, reason=reason,
+                      allow_mass_delete=allow_mass_delete)
+    get_run_logger().info(promote_line(stats))
+    return stats
+
+
 @task(name="plan", cache_policy=NONE)
 def plan(cfg: Config, root: str) -> dict[str, Any]:
     """What an ingest would change now (a scratch workspace; nothing is written)."""
     from embedline.tasks.plan import plan_ingest
 
-    result = plan_ingest(cfg, _art(root))
+    result = plan_ingest(_resolved(cfg, root), _art(root))
     create_table_artifact(key="ingest-plan", table=[{"item": k, "value": str(v)} for k, v in result.items()],
                           description="dry run: what an ingest would do")
     get_run_logger().info("plan: " + ", ".join(f"{k}={v}" for k, v in result.items()))

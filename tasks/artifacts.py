@@ -48,7 +48,15 @@ class Artifacts:
 
     @property
     def documents(self) -> Path:
-        return self.interim / "documents.parquet"
+        return self.interim / "documents"  # shard folder (tasks/shards.py)
+
+    @property
+    def ledger(self) -> Path:
+        return self.interim / "ledger.parquet"  # per-file state of the preprocess stage
+
+    @property
+    def chunk_ledger(self) -> Path:
+        return self.interim / "chunk_ledger.parquet"  # per-document state of the chunk stage
 
     @property
     def rejected(self) -> Path:
@@ -56,7 +64,7 @@ class Artifacts:
 
     @property
     def chunks(self) -> Path:
-        return self.interim / "chunks.parquet"
+        return self.interim / "chunks"  # shard folder
 
     @property
     def embeddings(self) -> Path:

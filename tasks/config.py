@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -61,6 +62,10 @@ class PreprocessParams(_Section):
     stem: Literal["none", "porter", "snowball"] = "none"
     strip_code_comments: bool = False
     language: str = Field("en", description="language for spaCy / NLTK helpers")
+    max_metadata_bytes: int = Field(
+        4096, ge=0, description="cap per metadata field (JSON bytes; 0 = no cap): a JSON record's side "
+        "fields are copied into every chunk's payload; longer ones are cut and listed in truncated_fields",
+    )
 
 
 class ChunkStrategy(StrEnum):
@@ -109,7 +114,7 @@ class EmbedParams(_Section):
         description="Hugging Face id, local path, or API model name",
     )
     revision: str | None = Field(None, description="model revision (HF commit) when online")
-    backend: Literal["torch", "onnx", "openvino"] = "torch"
+    backend: Literal["torch", "onnx", "openvino", "auto"] = "torch"  # auto: tasks/embed/auto.py
     precision: Literal["fp32", "int8"] = "fp32"
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     batch_size: int = Field(32, ge=1, le=4096)
@@ -168,6 +173,9 @@ class DedupeParams(_Section):
     lexical_threshold: float = Field(0.9, gt=0, le=1.0)
 
 
+_COLLECTION_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}")
+
+
 class QdrantParams(_Section):
     backend: Literal["edge", "local", "server"] = Field(
         "edge", description="edge = Qdrant Edge embedded; local = qdrant-client local mode"
@@ -190,6 +198,16 @@ class QdrantParams(_Section):
     validate_sample: int = Field(32, ge=0, description="vectors read back before an alias swap")
     sparse: bool = False  # also store a BM25 sparse vector per point (hybrid search); a new vector set
 
+    @field_validator("collection")
+    @classmethod
+    def _collection_name(cls, v: str) -> str:
+        if not _COLLECTION_NAME.fullmatch(v):
+            raise ValueError(
+                "a collection name is 1-200 letters, digits, '_', '-' or '.', starting with a letter, "
+                "digit or '_' (it names Qdrant collections and, embedded, their folders)"
+            )
+        return v
+
     @model_validator(mode="after")
     def _url_means_server(self) -> QdrantParams:
         if self.url and self.backend != "server":
@@ -211,6 +229,10 @@ class RunParams(_Section):
     runner: Literal["thread", "dask"] = "thread"
     dask_address: str | None = None
     dask_workers: int = Field(2, ge=1)
+    # documents/chunks are partitioned into this many shards by doc id (a new count rewrites all)
+    shards: int = Field(16, ge=1, le=4096)
+    # ignore the ledgers: re-load and re-chunk every document (`embedline ingest --full`)
+    full_rebuild: bool = False
 
 
 # fine-tuning trains (and a fine-tuned model is embedded by) sentence-transformers
@@ -303,7 +325,7 @@ class Config(BaseModel):
                 "dimensions": e.dimensions,
                 "passage_prompt": e.passage_prompt,
             },
-            "preprocess": _jsonable(self.preprocess),
+            "preprocess": {k: v for k, v in _jsonable(self.preprocess).items() if k not in _PAYLOAD_ONLY},
             "chunk": _jsonable(self.chunk),
         }
         if self.qdrant.sparse:  # a collection schema of its own; absent when off, so dense-only
@@ -314,6 +336,10 @@ class Config(BaseModel):
         """Vector-set fingerprint; ``model_revision`` is the resolved hash of the model's weights."""
         payload = {"params": self.vector_params(), "model_revision": model_revision}
         return stable_hash(payload)[:16]
+
+
+# preprocess params that shape payloads, never vectors: not part of the fingerprint
+_PAYLOAD_ONLY = frozenset({"max_metadata_bytes"})
 
 
 # ---- hashing helpers -----------------------------------------------------------------------------

@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from embedline.tasks import progress, shards
 from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.config import Config, DuplicatePolicy
 from embedline.tasks.neardup import (
@@ -101,7 +102,7 @@ def _histogram(sizes: np.ndarray) -> dict[str, int]:
 
 
 def _load_inputs(art: Artifacts) -> tuple[pa.Table, np.ndarray]:
-    ids = pq.read_table(art.chunks, columns=["chunk_id", "doc_id", "source", "text_hash"])
+    ids = shards.read_table(art.chunks, columns=["chunk_id", "doc_id", "source", "text_hash"])
     vectors = np.load(art.vectors, mmap_mode="r")
     manifest = read_json(art.manifest)
     n = ids.num_rows
@@ -154,10 +155,11 @@ def run_dedupe(cfg: Config, art: Artifacts) -> dict[str, Any]:  # noqa: C901 bei
         block=p.block_rows, nlist=p.ivf_nlist, nprobe=p.ivf_nprobe,
     )
     comps = Components(m)
-    for i, j in pairs:
-        comps.add(i, j)
+    with progress.track("dedupe", unit="block") as bar:
+        for i, j in progress.counted(pairs, bar):
+            comps.add(i, j)
     if p.lexical and m > 1:
-        texts = pq.read_table(art.chunks, columns=["embed_text"])["embed_text"].take(pa.array(uniq))
+        texts = shards.read_table(art.chunks, columns=["embed_text"])["embed_text"].take(pa.array(uniq))
         comps.add(*lexical_pairs(texts.to_pylist(), p.lexical_threshold))
     canon_node = representatives(comps.labels(), rank[uniq]) if m else np.zeros(0, np.int64)
     seconds_search = time.perf_counter() - t_search
@@ -235,7 +237,7 @@ def run_dedupe(cfg: Config, art: Artifacts) -> dict[str, Any]:  # noqa: C901 bei
     writer = pq.ParquetWriter(tmp, DEDUPED_SCHEMA, compression="zstd")
     try:
         offset = 0
-        for batch in pq.ParquetFile(art.chunks).iter_batches(columns=_STREAM_COLS, batch_size=4096):
+        for batch in shards.iter_batches(art.chunks, columns=_STREAM_COLS, batch_rows=4096):
             cols = batch.to_pydict()
             rows_out: list[dict[str, Any]] = []
             for k in range(batch.num_rows):
@@ -296,8 +298,8 @@ def run_dedupe(cfg: Config, art: Artifacts) -> dict[str, Any]:  # noqa: C901 bei
         "seconds_search": round(seconds_search, 3),
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    report = {
-        **stats,
+    report = {  # a DVC output: byte-stable, so no timings (they are in the stats, a metric)
+        **{k: v for k, v in stats.items() if not k.startswith("seconds")},
         "exact_sizes": _histogram(exact_sizes),
         "near_sizes": _histogram(near_sizes[is_canon]) if m else _histogram(np.zeros(0)),
         "examples": examples,

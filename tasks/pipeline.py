@@ -24,11 +24,15 @@ STAGES: dict[str, str] = {
     "chunk": "embedline.tasks.chunk:run_chunk",
     "embed": "embedline.tasks.embed:run_embed",
     "dedupe": "embedline.tasks.dedupe:run_dedupe",
-    "upsert": "embedline.tasks.vectorsets.upsert:run_upsert",
-    "evaluate": "embedline.tasks.evaluate:run_evaluate",
+    "upsert": "embedline.tasks.vectorsets.build:run_build",
+    "evaluate": "embedline.tasks.evaluate:run_evaluate_stage",
+    "promote": "embedline.tasks.vectorsets.promote:run_promote",
     "finetune": "embedline.tasks.finetune.stage:run_finetune",  # off unless finetune.enabled
 }
-INGEST_STAGES = ("preprocess", "chunk", "embed", "dedupe", "upsert")
+INGEST_STAGES = ("preprocess", "chunk", "embed", "dedupe", "upsert", "promote")
+# Stages without a data/metrics/<name>.json: promote acts on the store on every run (dvc.yaml:
+# always_changed), its stats are printed, never written to a Git-tracked file.
+UNRECORDED = frozenset({"promote"})
 
 
 class UnknownStageError(KeyError):
@@ -49,7 +53,13 @@ def stage_function(name: str) -> StageFn:
 def run_stage(name: str, cfg: Config, art: Artifacts, **options: Any) -> dict[str, Any]:
     """Run one stage and record its stats as data/metrics/<name>.json (a DVC metric)."""
     start = time.perf_counter()
+    if name not in ("preprocess", "chunk"):  # embed.backend=auto -> the calibrated backend
+        from embedline.tasks.embed.auto import resolve_auto
+
+        cfg = resolve_auto(cfg, art)
     stats = dict(stage_function(name)(cfg, art, **options))
+    if name in UNRECORDED:
+        return stats
     stats.setdefault("seconds", round(time.perf_counter() - start, 3))
     if not options.get("dry_run"):
         write_json(art.metric(name), stats)

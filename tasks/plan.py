@@ -51,9 +51,11 @@ def _chunk_level_ids(art: Artifacts) -> set[str]:
 def plan_ingest(cfg: Config, art: Artifacts) -> dict[str, Any]:
     """Plan an ingest of ``cfg.source`` into the project at ``art.root``; writes nothing there."""
     from embedline.tasks.embed import plan_embed, run_embed
+    from embedline.tasks.embed.auto import resolve_auto
     from embedline.tasks.pipeline import stage_function
-    from embedline.tasks.vectorsets.upsert import plan as sync_plan
+    from embedline.tasks.vectorsets.build import plan as sync_plan
 
+    cfg = resolve_auto(cfg, art)  # embed.backend=auto: the calibrated backend names the vector set
     scfg = scratch_config(cfg, art.root.resolve())
     with tempfile.TemporaryDirectory(prefix="embedline-plan-") as tmp:
         work = Artifacts(Path(tmp))

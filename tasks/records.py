@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from embedline.tasks import shards
 from embedline.tasks.artifacts import atomic_path, atomic_write_text, temp_path_for
 
 POINT_NAMESPACE = uuid.UUID("6f6e1d2c-8a52-5f0e-9a3e-656d6265646c")  # "embedl" namespace
@@ -34,7 +35,35 @@ def sha256(text: str) -> str:
 
 
 def doc_id_for(rel_path: str) -> str:
-    return sha256(Path(rel_path).as_posix())[:32]
+    """Hash of the relative path's bytes: a file name that is not valid UTF-8 (a str holding
+    surrogate escapes, as ``os.scandir`` returns it) hashes its raw bytes; other names hash as before."""
+    return hashlib.sha256(_raw_bytes(Path(rel_path).as_posix())).hexdigest()[:32]
+
+
+def _raw_bytes(text: str) -> bytes:
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte (e.g. "\ud800" in JSON)
+        return text.encode("utf-8", "surrogatepass")
+
+
+def display_path(text: str) -> str:
+    """``text`` as valid UTF-8: the bytes of a non-UTF-8 file name (surrogate escapes) become
+    ``\\xNN``, other lone surrogates ``\\uNNNN``; valid text is returned unchanged."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:
+            return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def rejection_json(rej: Rejection) -> str:
+    """One JSON line for a rejection; paths and details of non-UTF-8 names come out escaped."""
+    row = {k: display_path(v) for k, v in asdict(rej).items()}
+    return json.dumps(row, ensure_ascii=False)
 
 
 def content_hash(text: str) -> str:
@@ -188,9 +217,8 @@ class ParquetSink:
 
 
 def iter_records(path: str | Path, cls: type[T], batch_rows: int = BATCH_ROWS) -> Iterator[T]:
-    """Stream records from a Parquet file, one row batch in memory at a time."""
-    pf = pq.ParquetFile(path)
-    for batch in pf.iter_batches(batch_size=batch_rows):
+    """Stream records from a Parquet file or a shard folder, one row batch in memory at a time."""
+    for batch in shards.iter_batches(path, batch_rows=batch_rows):
         for row in batch.to_pylist():
             yield _from_row(cls, row)
 
@@ -202,14 +230,19 @@ def write_records(path: str | Path, cls: type[T], recs: Iterable[T]) -> int:
 
 
 def count_rows(path: str | Path) -> int:
-    return int(pq.ParquetFile(path).metadata.num_rows)
+    return shards.num_rows(path)
+
+
+def records_table(cls: type[Document] | type[Chunk], recs: Iterable[Document | Chunk]) -> pa.Table:
+    """Records as one Arrow table in the artifact schema (a shard's worth: callers bound it)."""
+    return pa.Table.from_pylist([_to_row(r) for r in recs], schema=_SCHEMAS[cls])
 
 
 def write_rejections(path: str | Path, rejections: Iterable[Rejection]) -> int:
     n = 0
     with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as fh:
         for r in rejections:
-            fh.write(json.dumps(asdict(r), ensure_ascii=False) + "\n")
+            fh.write(rejection_json(r) + "\n")
             n += 1
     return n
 

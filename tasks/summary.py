@@ -12,7 +12,7 @@ _LINE_KEYS: dict[str, tuple[str, ...]] = {
     "chunk": ("documents", "chunks", "tokens_mean", "tokens_max"),
     "embed": ("rows", "unique_texts", "cache_hits", "cache_misses", "texts_embedded", "texts_per_second"),
     "dedupe": ("input_rows", "exact_removed", "near_removed", "points"),
-    "upsert": ("added", "updated", "deleted", "unchanged", "points_total", "swapped"),
+    "upsert": ("added", "updated", "deleted", "unchanged", "points_total", "new_vector_set"),
     "evaluate": ("ndcg@10", "mrr@10", "recall@10", "queries"),
     "finetune": ("enabled", "pairs", "train_loss", "base_ndcg@10", "finetuned_ndcg@10", "model_fingerprint"),
 }
@@ -23,6 +23,18 @@ def one_line(stage: str, stats: dict[str, Any]) -> str:
     if "seconds" in stats:
         parts.append(f"seconds={float(stats['seconds']):.2f}")
     return f"{stage}: " + (", ".join(parts) if parts else "done")
+
+
+def promote_line(stats: dict[str, Any]) -> str:
+    """What the promote step did, in one line (with the command to serve a shadow set)."""
+    alias, coll = stats.get("alias"), stats.get("collection")
+    if stats.get("promoted"):
+        return f"promote: alias {alias!r} now serves {coll!r} (gate: {stats.get('gate')})"
+    if stats.get("served_collection") == coll:
+        return f"promote: alias {alias!r} serves {coll!r} (unchanged)"
+    return (f"promote: built {coll!r} as a shadow set, not served ({stats.get('reason')}); "
+            f"the alias {alias!r} still serves {stats.get('served_collection')!r}. "
+            f"Serve it with `{stats.get('hint')}`")
 
 
 def summary_rows(stages: dict[str, dict[str, Any]]) -> list[tuple[str, Any]]:
@@ -44,8 +56,9 @@ def summary_rows(stages: dict[str, dict[str, Any]]) -> list[tuple[str, Any]]:
         ("points added", ups.get("added")),
         ("points updated", ups.get("updated")),
         ("points deleted", ups.get("deleted")),
-        ("points in Qdrant", ups.get("points_total")),
+        ("points in the vector set", ups.get("points_total")),
         ("collection", ups.get("collection")),
+        ("served by the alias", stages.get("promote", {}).get("served_collection")),
         ("fingerprint", emb.get("fingerprint") or ups.get("fingerprint")),
         ("nDCG@10 (dense / bm25 / whole-doc)", _triple(ev, "ndcg@10")),
     ]
@@ -73,3 +86,82 @@ def summary_markdown(cfg: Config, stages: dict[str, dict[str, Any]]) -> str:
     ]
     lines += [f"| {k} | {v} |" for k, v in summary_rows(stages)]
     return "\n".join(lines) + "\n"
+
+
+# ---- the headline metrics + the recall chart (end of the evaluate stage) -----------------------------
+HEADLINE_FILE = "headline.json"
+CURVE_CSV = "recall_curve.csv"
+CURVE_PNG = "recall_curve.png"
+METHOD_PREFIXES = {"dense": "", "bm25": "bm25_", "wholedoc": "wholedoc_", "hybrid": "hybrid_"}
+
+
+def headline(stages: dict[str, dict[str, Any]], recall_at: int) -> dict[str, Any]:
+    """The few numbers `dvc exp show` lists: nDCG@10 and recall@``recall_at`` per retrieval method,
+    points, chunks, duplicates removed, texts embedded (pure counts; no timings)."""
+    ev, chk, emb, ded = (stages.get(k, {}) for k in ("evaluate", "chunk", "embed", "dedupe"))
+    out: dict[str, Any] = {}
+    for metric in ("ndcg@10", f"recall@{recall_at}"):
+        per = {m: ev[f"{p}{metric}"] for m, p in METHOD_PREFIXES.items() if f"{p}{metric}" in ev}
+        if per:
+            out[metric] = per
+    counts = {
+        "points": ded.get("points"),
+        "chunks": chk.get("chunks"),
+        "duplicates": (ded["input_rows"] - ded["points"]) if {"input_rows", "points"} <= ded.keys() else None,
+        "texts_embedded": emb.get("texts_embedded"),
+    }
+    out.update({k: v for k, v in counts.items() if v is not None})
+    return out
+
+
+def save_curve_png(csv_path: Any, png_path: Any) -> None:
+    """The recall@k chart (one line per method) as a PNG: renders offline, unlike DVC's Vega HTML."""
+    import csv
+    import os
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    with open(csv_path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    fig = Figure(figsize=(6, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    methods = [c for c in (rows[0] if rows else {}) if c != "k"]
+    for m in methods:
+        pts = [(int(r["k"]), float(r[m])) for r in rows if r.get(m)]
+        ax.plot([k for k, _ in pts], [v for _, v in pts], label=m)
+    ax.set_xscale("log")
+    ax.set_xlabel("k")
+    ax.set_ylabel("recall@k")
+    ax.set_ylim(0, 1.02)
+    ax.grid(True, alpha=0.3)
+    if methods:
+        ax.legend(loc="lower right")
+    ax.set_title("recall@k per retrieval method", fontsize=10)
+    fig.tight_layout()
+    tmp = f"{png_path}.tmp"
+    fig.savefig(tmp, format="png", metadata={"Software": None})
+    os.replace(tmp, png_path)
+
+
+def write_headline(cfg: Config, art: Any, evaluate: dict[str, Any]) -> dict[str, Any]:
+    """data/metrics/headline.json (the one file dvc.yaml declares as metrics) and the recall chart.
+
+    Written at the end of the evaluate stage from its own inputs (the dedupe report: chunks, points,
+    duplicates) and results, plus ``texts_embedded`` from the embed stage's stats (a run fact: what
+    that run paid for), so no extra DVC deps, and no timings."""
+    from embedline.tasks.records import read_json, write_json
+
+    stages: dict[str, dict[str, Any]] = {"evaluate": evaluate}
+    if art.dedupe_report.exists():
+        rep = read_json(art.dedupe_report)
+        stages["dedupe"] = {k: rep[k] for k in ("input_rows", "points") if k in rep}
+        stages["chunk"] = {"chunks": rep.get("input_rows")}
+    if art.metric("embed").exists():
+        stages["embed"] = read_json(art.metric("embed"))
+    out = headline(stages, max(cfg.eval.k))
+    write_json(art.metrics / HEADLINE_FILE, out)
+    if (art.metrics / CURVE_CSV).exists():
+        save_curve_png(art.metrics / CURVE_CSV, art.metrics / CURVE_PNG)
+    return out

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol, cast, runtime_checkable
 
 from embedline.tasks import resources
-from embedline.tasks.config import EmbedParams
+from embedline.tasks.config import ConfigError, EmbedParams
 from embedline.tasks.plugins import PROVIDERS
 
 DEFAULT_MODEL_IDS = {
@@ -156,10 +156,11 @@ _PIECE = re.compile(r"\w{1,4}|[^\w\s]", re.UNICODE)
 
 
 class ConservativeCounter:
-    """An offline upper bound: every ≤4-character word piece and every symbol counts as a token.
+    """An offline estimate: every ≤4-character word piece and every symbol counts as a token.
 
-    Used when a provider's tokenizer cannot be loaded (e.g. tiktoken without its encoding file).
-    It over-counts real BPE tokenizers, so budgets built on it are never exceeded.
+    Used by the fake provider, and for an API provider only when asked for by name
+    (``embed.tokenizer: conservative``), so the choice is recorded in the params: it is not what
+    the API counts (it under-counts some CJK and emoji), and chunk boundaries follow it.
     """
 
     def __init__(self, max_tokens: int, name: str = "conservative"):
@@ -174,16 +175,31 @@ class ConservativeCounter:
         return [m.span() for m in _PIECE.finditer(text)]
 
 
+CONSERVATIVE = "conservative"  # embed.tokenizer value that picks ConservativeCounter explicitly
+
+
+class TokenizerUnavailableError(ConfigError):
+    """The configured tokenizer cannot be loaded here (e.g. tiktoken without its encoding file)."""
+
+
 def tiktoken_counter(params: EmbedParams) -> TokenCounter:
-    """OpenAI models: tiktoken (``embed.tokenizer``, default cl100k_base), an HF tokenizer if named."""
+    """OpenAI models: tiktoken (``embed.tokenizer``, default cl100k_base), an HF tokenizer if named,
+    or the offline regex estimate when ``embed.tokenizer`` is ``conservative``."""
     window = params.max_seq_tokens or 8191
     name = params.tokenizer or "cl100k_base"
+    if name == CONSERVATIVE:
+        return ConservativeCounter(window, name=CONSERVATIVE)
     if name.startswith(("hf:", "/")) or Path(name).exists():
         return HFTokenCounter(name.removeprefix("hf:"), window)
     try:
         return TiktokenCounter(name, window)
-    except Exception:  # noqa: BLE001 tiktoken's fetch of the encoding file fails with requests/OSError/ValueError variants offline: fall back to a safe upper bound
-        return ConservativeCounter(window, name=f"conservative(for {name})")
+    except Exception as exc:  # noqa: BLE001 tiktoken's fetch of the encoding file fails with requests/OSError/ValueError variants offline
+        # no silent fallback: another counter moves chunk boundaries (and ids) per machine
+        raise TokenizerUnavailableError(
+            f"embed.tokenizer: tiktoken encoding {name!r} cannot be loaded ({type(exc).__name__}); "
+            "put its file in TIKTOKEN_CACHE_DIR (or run once online), or set "
+            f"embed.tokenizer={CONSERVATIVE} to count with the offline regex estimate"
+        ) from None
 
 
 def hf_counter(params: EmbedParams) -> TokenCounter:

@@ -22,7 +22,7 @@ import yaml
 
 PROJECT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
-STAGES = ("preprocess", "chunk", "embed", "dedupe", "upsert", "evaluate", "finetune")
+STAGES = ("preprocess", "chunk", "embed", "dedupe", "upsert", "evaluate", "promote", "finetune")
 # DVC's own .gitignore files next to the outputs, committed so a run leaves `git status` clean
 GITIGNORES = (
     *(f"data/{d}/.gitignore" for d in ("interim", "embeddings", "receipts", "metrics")),

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from embedline.tasks.config import EmbedParams, stable_hash
 
@@ -37,36 +37,39 @@ CREATE TABLE IF NOT EXISTS namespaces (
 _IN_CHUNK = 500  # stay well below SQLite's host-parameter limit
 
 
-def namespace_spec(params: EmbedParams, revision: str) -> dict[str, Any]:
+def namespace_spec(params: EmbedParams, revision: str, prompt: str | None = None) -> dict[str, Any]:
+    """What decides a vector besides its text; ``prompt`` defaults to the passage prompt."""
     return {
         "provider": params.provider,
         "model": params.model,
         "revision": revision,
         "backend": params.backend,
         "precision": params.precision,
-        "prompt": params.passage_prompt,
+        "prompt": params.passage_prompt if prompt is None else prompt,
         "dimensions": params.dimensions,
         "normalize": params.normalize,
     }
 
 
-def namespace_for(params: EmbedParams, revision: str) -> str:
-    """Cache namespace of passage vectors made with ``params`` by a model at ``revision``."""
-    return stable_hash(namespace_spec(params, revision))[:32]
+def namespace_for(params: EmbedParams, revision: str, prompt: str | None = None) -> str:
+    """Cache namespace of vectors made with ``params`` by a model at ``revision`` (passage
+    vectors unless another ``prompt``, e.g. the query prompt, is given)."""
+    return stable_hash(namespace_spec(params, revision, prompt))[:32]
+
+
+def _is_locked(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
 
 
 def _when_unlocked(op: Callable[[], Any], timeout_ms: int) -> Any:
     """Run ``op``, retrying while another connection holds the lock (bounded by ``timeout_ms``)."""
-    deadline = time.monotonic() + timeout_ms / 1000
-    delay = 0.01
-    while True:
-        try:
-            return op()
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.5)
+    retrying = Retrying(
+        retry=retry_if_exception(_is_locked),
+        stop=stop_after_delay(timeout_ms / 1000),
+        wait=wait_exponential(multiplier=0.01, max=0.5),
+        reraise=True,
+    )
+    return retrying(op)
 
 
 class EmbeddingCache:

@@ -1,4 +1,8 @@
-"""The embedding manifest: what produced vectors.npy, from which corpus, and at what cost."""
+"""The embedding manifest: what produced vectors.npy and from which corpus.
+
+The manifest is a DVC output, so it is a pure function of the stage's inputs and params on one
+machine (byte-stable): no timings, no cache hit counts, no absolute paths, nothing that depends on
+whether the model was loaded. Those run facts go to the stage's stats (data/metrics/embed.json)."""
 
 from __future__ import annotations
 
@@ -38,19 +42,30 @@ def library_versions() -> dict[str, str | None]:
     return out
 
 
+def portable_path(path: str, root: Any) -> str:
+    """``path`` relative to the project ``root`` when inside it; else its last two parts for a
+    local absolute path (the folder name names the model, the rest is this machine's layout)."""
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_absolute():
+        return path
+    try:
+        return p.relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return "/".join(p.parts[-2:])
+
+
 def build_manifest(
-    cfg: Config, art: Artifacts, revision: str, dims: int, n: int, unique: int,
-    corpus: str, stats: dict[str, int], seconds: float,
+    cfg: Config, art: Artifacts, revision: str, dims: int, n: int, unique: int, corpus: str,
 ) -> dict[str, Any]:
-    """The manifest: provenance (model, revision, prompts, libraries), corpus checksum, fingerprint,
-    counts and timings. ``params_hash`` hashes the embed section of the params."""
+    """The manifest: provenance (model, revision, prompts, libraries), corpus checksum, fingerprint
+    and shape. ``params_hash`` hashes the embed section of the params."""
     e = cfg.embed
-    emb = peek_embedder(e)
-    info: dict[str, Any] = dict(emb.info()) if emb is not None else {}
     return {
         "provider": e.provider,
         "model": e.model,
-        "model_path": info.pop("model_path", None) or resolve_model(e.model),
+        "model_path": portable_path(resolve_model(e.model), art.root),
         "revision": revision,
         "backend": e.backend,
         "precision": e.precision,
@@ -68,8 +83,17 @@ def build_manifest(
         "fingerprint": cfg.fingerprint(model_revision=revision),
         "rows": n,
         "unique_texts": unique,
+    }
+
+
+def run_facts(cfg: Config, stats: dict[str, int], seconds: float) -> dict[str, Any]:
+    """What this run cost (stats, not part of the manifest): cache hits, texts embedded, seconds,
+    throughput, and the embedder's own report when it was loaded (flat ``embedder_<key>`` scalars)."""
+    emb = peek_embedder(cfg.embed)
+    info: dict[str, Any] = dict(emb.info()) if emb is not None else {}
+    return {
         **stats,
         "seconds": seconds,
         "texts_per_second": round(stats["texts_embedded"] / seconds, 2) if seconds > 0 else 0.0,
-        "embedder": info,
+        **{f"embedder_{k}": v for k, v in info.items() if isinstance(v, str | int | float | bool) or v is None},
     }

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from embedline.tasks.retrying import TransientError
 from embedline.tasks.vectors import l2_normalize
 
 if TYPE_CHECKING:
@@ -67,12 +68,13 @@ class Capability(StrEnum):
     PLANS_REQUESTS = "plans_requests"  # the embedder is a RequestPlanner: it sizes its own requests
     CONCURRENT = "concurrent"  # its requests may run on ``embed.concurrency`` threads at once
     BILLED_BY_TOKEN = "billed_by_token"  # a paid API: `embedline plan` reports the tokens to send
+    LOCAL_BACKENDS = "local_backends"  # a model on disk run by embed.backend torch/onnx/openvino (auto, fast query)
 
 
 @runtime_checkable
 class RequestPlanner(Protocol):
     """Embedders with :attr:`Capability.PLANS_REQUESTS` cut the texts into request groups themselves
-    (e.g. by a token budget); others get fixed groups of ``embed.batch_size * GROUP_BATCHES``."""
+    (e.g. by a token budget); others get fixed groups of ``embed.batch_size`` (one cache commit per model batch)."""
 
     def plan_groups(self, texts: list[str]) -> list[list[int]]:
         """Indices of ``texts``, grouped into the requests (cache commits) to make."""
@@ -88,6 +90,8 @@ class ProviderSpec:
     revision_for: Callable[[EmbedParams], str]  # names the weights WITHOUT building the embedder
     tokenizer_for: Callable[[EmbedParams], TokenCounter]  # counts tokens for chunk budgets
     capabilities: frozenset[Capability] = frozenset()
+    # what stops the model loading on this machine (checked before any work; loads no weights)
+    preflight: Callable[[EmbedParams], str | None] | None = None
 
     def has(self, capability: Capability) -> bool:
         return capability in self.capabilities
@@ -97,7 +101,7 @@ class EmbedError(RuntimeError):
     """An embedding failed for a reason retrying will not fix (bad input, auth, bad response)."""
 
 
-class EmbedTransientError(EmbedError):
+class EmbedTransientError(EmbedError, TransientError):
     """Transient failures (429/5xx/timeouts) outlasted ``embed.max_retries``: a later whole-task
     retry (Prefect's) may succeed; everything already embedded is in the cache."""
 

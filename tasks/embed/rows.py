@@ -1,4 +1,8 @@
-"""Row-range reads of ``chunks.parquet`` (only the row groups and columns a shard needs)."""
+"""Row-range reads of the chunk shards (only the row groups and columns a range needs).
+
+The chunks artifact is a shard folder (:mod:`embedline.tasks.shards`) or a single Parquet file;
+rows are numbered across shards in shard order, the order every other stage reads them in.
+"""
 
 from __future__ import annotations
 
@@ -9,30 +13,38 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from embedline.tasks.shards import shard_files
+
 
 class ChunkRows:
-    """Random access by row range to a chunk Parquet file, one row group at a time."""
+    """Random access by row range to the chunks, one row group at a time."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         if not self.path.exists():
             raise FileNotFoundError(f"{self.path} is missing: run the chunk stage first")
-        self.file = pq.ParquetFile(self.path)
+        self.files = [pq.ParquetFile(f) for f in shard_files(self.path)]
+        self.groups: list[tuple[int, int]] = []  # (file, row group) in row order
         self.starts = [0]
-        for i in range(self.file.metadata.num_row_groups):
-            self.starts.append(self.starts[-1] + self.file.metadata.row_group(i).num_rows)
+        for fi, f in enumerate(self.files):
+            for g in range(f.metadata.num_row_groups):
+                self.groups.append((fi, g))
+                self.starts.append(self.starts[-1] + f.metadata.row_group(g).num_rows)
         self.num_rows = self.starts[-1]
 
     def read(self, start: int, stop: int, columns: list[str]) -> pa.Table:
         """Rows ``[start, stop)`` with ``columns`` (reads only the overlapping row groups)."""
         stop = min(stop, self.num_rows)
         if start >= stop:
-            return self.file.schema_arrow.empty_table().select(columns)
+            if self.files:
+                return self.files[0].schema_arrow.empty_table().select(columns)
+            return pa.table({c: pa.array([], pa.string()) for c in columns})
         first = bisect.bisect_right(self.starts, start) - 1
         last = bisect.bisect_left(self.starts, stop) - 1
-        groups = list(range(first, last + 1))
-        table = self.file.read_row_groups(groups, columns=columns)
+        parts = [self.files[fi].read_row_group(g, columns=columns) for fi, g in self.groups[first : last + 1]]
+        table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
         return table.slice(start - self.starts[first], stop - start)
 
     def iter_batches(self, columns: list[str], batch_rows: int = 8192) -> Iterator[pa.RecordBatch]:
-        yield from self.file.iter_batches(batch_size=batch_rows, columns=columns)
+        for f in self.files:
+            yield from f.iter_batches(batch_size=batch_rows, columns=columns)

@@ -18,7 +18,6 @@ a fan-out runner (Prefect threads or Dask) calls the three itself. Properties:
 from __future__ import annotations
 
 import hashlib
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -32,11 +31,12 @@ import pyarrow.compute as pc
 from embedline.tasks.artifacts import Artifacts, atomic_path
 from embedline.tasks.config import Config, EmbedParams
 from embedline.tasks.embed.cache import EmbeddingCache, namespace_for, namespace_spec
-from embedline.tasks.embed.manifest import STAT_KEYS, aggregate_shards, build_manifest
+from embedline.tasks.embed.manifest import STAT_KEYS, aggregate_shards, build_manifest, run_facts
 from embedline.tasks.embed.protocol import (
     Capability,
     EmbedError,
     EmbedInputError,
+    truncate_dims,
     validate_vectors,
     with_prompt,
 )
@@ -52,7 +52,6 @@ from embedline.tasks.records import write_json
 from embedline.tasks.tokenize import load_token_counter
 
 Progress = Callable[[int, int], None]
-GROUP_BATCHES = 8  # local models: texts per cache commit = batch_size * GROUP_BATCHES
 _COLS = ["chunk_id", "source", "text_hash", "embed_text"]
 
 
@@ -86,6 +85,14 @@ def embed_query(cfg_embed: EmbedParams, text: str) -> np.ndarray:
     """The vector of a search query: query prompt, dimensions and normalisation applied."""
     if not text.strip():
         raise EmbedInputError("empty query")
+    from embedline.tasks.embed.query import light_encoder
+    from embedline.tasks.embed.registry import peek_embedder
+
+    fast = None if peek_embedder(cfg_embed) is not None else light_encoder(cfg_embed)
+    if fast is not None:  # the exported graph of the ingest model: no torch import (query.py)
+        raw = fast.encode(with_prompt([text], cfg_embed.query_prompt))
+        vec = truncate_dims(raw, cfg_embed.dimensions, cfg_embed.normalize)
+        return validate_vectors(vec, 1, None, f"onnx-query:{cfg_embed.model}")[0]
     emb = get_embedder(cfg_embed)
     vec = emb.embed(with_prompt([text], cfg_embed.query_prompt))
     return validate_vectors(vec, 1, None, emb.name)[0]
@@ -196,15 +203,24 @@ def _embed_into_cache(
     progress: Callable[[int], None] | None,
 ) -> int:
     emb = get_embedder(params)
+    # longest first, as sentence-transformers orders one call: per-batch groups pad little
+    todo = sorted(todo, key=lambda h: (-len(owned[h]), h))
     texts = with_prompt([owned[h] for h in todo], params.passage_prompt)
-    groups = request_groups(emb, params, texts, params.batch_size * GROUP_BATCHES)
+    groups = request_groups(emb, params, texts, params.batch_size)  # local: one batch per commit
     workers = request_workers(params)
     width = cache.dims(ns)
     done = 0
 
     def run(group: list[int]) -> tuple[list[int], np.ndarray]:
-        vecs = validate_vectors(emb.embed([texts[i] for i in group]), len(group), width, emb.name)
-        return group, vecs
+        try:
+            vecs = emb.embed([texts[i] for i in group])
+        except EmbedError as exc:  # requests of this group that succeeded before it failed
+            partial: dict[int, np.ndarray] = getattr(exc, "partial", None) or {}
+            if partial:
+                got = np.stack(list(partial.values()))
+                exc.salvage = ([group[j] for j in partial], validate_vectors(got, len(got), width, emb.name))  # type: ignore[attr-defined]
+            raise
+        return group, validate_vectors(vecs, len(group), width, emb.name)
 
     def commit(group: list[int], vecs: np.ndarray) -> None:
         nonlocal done, width
@@ -215,20 +231,58 @@ def _embed_into_cache(
             span = shard.row_stop - shard.row_start
             progress(shard.row_start + (span * done) // len(todo))
 
-    if workers == 1 or len(groups) == 1:
-        for g in groups:
-            commit(*run(g))
-    else:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="embed") as pool:
-            futures = [pool.submit(run, g) for g in groups]
-            try:
-                for fut in as_completed(futures):
-                    commit(*fut.result())  # the main thread owns this cache connection
-            except BaseException:
-                for f in futures:
-                    f.cancel()
-                raise
+    try:
+        if workers == 1 or len(groups) == 1:
+            for g in groups:
+                commit(*run(g))
+        else:
+            _run_parallel(groups, run, commit, workers)
+    except EmbedError as exc:
+        _salvage(exc, commit)
+        raise
     return done
+
+
+def _salvage(exc: BaseException, commit: Callable[[list[int], np.ndarray], None]) -> None:
+    """Commit the vectors a failed group had already been paid for (once)."""
+    salvage = getattr(exc, "salvage", None)
+    if salvage:
+        exc.salvage = None  # type: ignore[attr-defined]
+        commit(*salvage)
+
+
+def _run_parallel(
+    groups: list[list[int]],
+    run: Callable[[list[int]], tuple[list[int], np.ndarray]],
+    commit: Callable[[list[int], np.ndarray], None],
+    workers: int,
+) -> None:
+    """Run groups on a thread pool; commit each result on this thread (it owns the cache
+    connection). When one group fails, groups not started are cancelled, but every request
+    already in flight is awaited and, if it succeeds, committed: paid-for vectors are never
+    dropped. Then the first failure is raised."""
+    failure: BaseException | None = None
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="embed") as pool:
+        futures = [pool.submit(run, g) for g in groups]
+        try:
+            for fut in as_completed(futures):
+                if fut.cancelled():
+                    continue
+                exc = fut.exception()
+                if exc is None:
+                    commit(*fut.result())
+                    continue
+                _salvage(exc, commit)
+                if failure is None:
+                    failure = exc
+                    for f in futures:
+                        f.cancel()
+        except BaseException:  # Ctrl-C or a failing commit: stop starting new requests, then re-raise
+            for f in futures:
+                f.cancel()
+            raise
+    if failure is not None:
+        raise failure
 
 
 # ---- finalize --------------------------------------------------------------------------------------
@@ -256,7 +310,10 @@ def finalize_embed(
         if dims is None:
             if n:
                 raise EmbedError(f"no cached vectors for this model/params in {path}: run embed_shard first")
-            dims = int(get_embedder(params).dims)
+            try:
+                dims = int(get_embedder(params).dims)
+            except EmbedError:  # an API model of unknown width: no request is spent on an empty set
+                dims = int(params.dimensions or 0)
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dims))
         row = 0
         for batch in rows.iter_batches(["chunk_id", "source", "text_hash"]):
@@ -284,9 +341,21 @@ def finalize_embed(
     stats = aggregate_shards(shard_stats or [], len(unique))
     begin = started_at or min((s.get("started_at", t0) for s in shard_stats or []), default=t0)
     seconds = round(time.time() - begin, 3)
-    manifest = build_manifest(cfg, art, revision, dims, n, len(unique), corpus.hexdigest(), stats, seconds)
+    manifest = build_manifest(cfg, art, revision, dims, n, len(unique), corpus.hexdigest())
     write_json(art.manifest, manifest)
-    return {k: manifest[k] for k in STAT_KEYS}
+    _prepare_fast_search(params)
+    facts = {**manifest, **run_facts(cfg, stats, seconds)}
+    return {k: v for k, v in facts.items() if k in STAT_KEYS or k.startswith("embedder_")}
+
+
+def _prepare_fast_search(params: EmbedParams) -> None:
+    """After a run that loaded a torch model: export its ONNX graph once for torch-free search."""
+    from embedline.tasks.embed.query import prepare_query_graph
+    from embedline.tasks.embed.registry import peek_embedder
+
+    loaded = peek_embedder(params)
+    if loaded is not None:  # never load a model only for this (a no-change run stays cheap)
+        prepare_query_graph(params, loaded)
 
 
 # ---- the whole stage -------------------------------------------------------------------------------
@@ -295,23 +364,19 @@ def run_embed(cfg: Config, art: Artifacts, progress: Progress | None = None) -> 
     t0 = time.time()
     shards = plan_shards(cfg, art)
     total = shards[-1].row_stop if shards else 0
-    bar = None
-    if progress is None and sys.stderr.isatty():
-        from tqdm import tqdm
+    from embedline.tasks import progress as stage_progress
 
-        bar = tqdm(total=total, unit="chunk", desc="embed", file=sys.stderr, leave=False)
+    stats = []
+    with stage_progress.track("embed", total=total, unit="chunk") as bar:
+        for s in shards:
+            advance = stage_progress.row_reporter(bar, s.row_start)
 
-    def report(done: int, _of: int) -> None:
-        if progress:
-            progress(done, total)
-        if bar is not None:
-            bar.update(done - bar.n)
+            def report(done: int, _of: int, advance: Callable[[int, int], None] = advance) -> None:
+                advance(done, total)
+                if progress:
+                    progress(done, total)
 
-    try:
-        stats = [embed_shard(cfg, art, s, report) for s in shards]
-    finally:
-        if bar is not None:
-            bar.close()
+            stats.append(embed_shard(cfg, art, s, report))
     result = finalize_embed(cfg, art, stats, started_at=t0)
     result["shards"] = len(shards)
     return result

@@ -4,7 +4,7 @@ Public API::
 
     run_evaluate(cfg, art, *, collection=None) -> dict        the DVC `evaluate` stage (flat metrics)
     evaluate_dataset(cfg, dataset_dir, workdir) -> dict      ingest a BEIR corpus + score each method
-    make_gate(cfg, art) -> QualityGate                        gate(shadow, live) for run_upsert
+    make_gate(cfg, art) -> QualityGate                        gate(shadow, live) for promote
     QualityGateError                                          raised by the gate to refuse a swap
     load_beir(dir, split=None) -> BeirDataset                 queries + qrels (+ corpus path)
     evaluate_run(run, qrels, ks) -> dict                      nDCG@10, MRR@10, recall@k

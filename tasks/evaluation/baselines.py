@@ -27,7 +27,6 @@ from embedline.tasks.evaluation.interface import (
     embed_queries,
     embed_texts,
 )
-from embedline.tasks.records import content_hash
 from embedline.tasks.vectors import l2_normalize
 
 log = logging.getLogger(__name__)
@@ -87,25 +86,9 @@ def embed_passages_cached(cfg: Config, art: Artifacts, params: EmbedParams, text
     embed stage, so a document whose whole text is one chunk costs nothing, and re-runs are free)."""
     if not cfg.embed.cache or not texts:
         return embed_texts(params, texts, params.passage_prompt)
-    from embedline.tasks.embed.cache import EmbeddingCache, namespace_for, namespace_spec
-    from embedline.tasks.embed.registry import revision_for
+    from embedline.tasks.embed.cached import embed_cached
 
-    revision = revision_for(params)
-    ns = namespace_for(params, revision)
-    hashes = [content_hash(t) for t in texts]
-    first: dict[str, str] = {}
-    for h, t in zip(hashes, texts, strict=True):
-        first.setdefault(h, t)
-    with EmbeddingCache(art.resolve(cfg.embed.cache_path)) as cache:
-        cache.register(ns, namespace_spec(params, revision))
-        got = cache.get_many(ns, list(first), count=False)
-        todo = [h for h in first if h not in got]
-        log.info("whole-document baseline: %d texts, %d cached, %d to embed", len(first), len(got), len(todo))
-        if todo:
-            fresh = embed_texts(params, [first[h] for h in todo], params.passage_prompt)
-            cache.put_many(ns, zip(todo, fresh, strict=True))
-            got.update(zip(todo, fresh, strict=True))
-    return np.stack([got[h] for h in hashes]).astype(np.float32, copy=False)
+    return embed_cached(params, texts, params.passage_prompt, art.resolve(cfg.embed.cache_path))
 
 
 class WholeDocRetriever:
@@ -119,6 +102,7 @@ class WholeDocRetriever:
 
         transform = EmbedTransform(cfg.preprocess)
         self.params = params
+        self.cache = art.resolve(cfg.embed.cache_path) if cfg.embed.cache else None
         texts = [transform(d.text, d.language) for d in docs]
         keep = [i for i, t in enumerate(texts) if t.strip()]  # empty documents cannot be embedded
         self.ids = [docs[i].id for i in keep]
@@ -130,6 +114,6 @@ class WholeDocRetriever:
             return {}
         if not self.ids:
             return {q: {} for q in qids}
-        q = l2_normalize(embed_queries(self.params, [queries[x] for x in qids]))
+        q = l2_normalize(embed_queries(self.params, [queries[x] for x in qids], self.cache))
         scores = q @ self.matrix.T
         return {qid: _top_k(scores[i], self.ids, k, positive_only=False) for i, qid in enumerate(qids)}

@@ -1,6 +1,6 @@
 """The quality gate: a new vector set replaces the live one only if it is not measurably worse.
 
-:func:`make_gate` returns the callable :func:`embedline.tasks.vectorsets.upsert.run_upsert` invokes as
+:func:`make_gate` returns the callable :func:`embedline.tasks.vectorsets.promote.promote` invokes as
 ``gate(shadow_collection, live_collection)`` before swapping the alias. It scores both collections
 (dense nDCG@10 on ``eval.dataset``, each queried with its own embedder) and raises
 :class:`QualityGateError` when ``shadow < live - eval.max_regression``; the shadow collection is
@@ -119,7 +119,17 @@ class QualityGate:
             self.last = {"gate": f"skipped: no dataset at {dataset_dir}"}
             return
         dataset = load_beir(dataset_dir)
-        s = dense_metrics(self.cfg, self.art, shadow, dataset, embed=self.cfg.embed)[GATE_METRIC]
+        from embedline.tasks.evaluation.coverage import mismatch
+
+        corpus = EvalContext(cfg=self.cfg, art=self.art, collection=shadow, query_embed=self.cfg.embed)
+        skip = mismatch(dataset, (d.id for d in corpus.documents()), where=f"query set {dataset_dir}")
+        if skip:
+            log.warning("quality gate skipped: %s", skip)
+            self.last = {"gate": f"skipped: {skip}"}
+            return
+        # each set is queried with the embed params recorded in its metadata (a shadow an
+        # experiment built may use another model than cfg.embed)
+        s = dense_metrics(self.cfg, self.art, shadow, dataset)[GATE_METRIC]
         live_m = dense_metrics(self.cfg, self.art, live, dataset)[GATE_METRIC]
         passed = s >= live_m - ev.max_regression
         self.last = {
@@ -139,5 +149,5 @@ class QualityGate:
 
 
 def make_gate(cfg: Config, art: Artifacts) -> QualityGate:
-    """The gate :func:`embedline.tasks.vectorsets.upsert.run_upsert` calls before swapping the alias (see module doc)."""
+    """The gate :func:`embedline.tasks.vectorsets.promote.promote` calls before swapping the alias (see module doc)."""
     return QualityGate(cfg, art)

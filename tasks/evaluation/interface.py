@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
@@ -53,6 +54,11 @@ class EvalContext:
     def embed_params(self) -> EmbedParams:
         return self.query_embed or self.cfg.embed
 
+    @property
+    def cache_path(self) -> Path | None:
+        """The embedding cache queries go through (None when ``embed.cache`` is off)."""
+        return self.art.resolve(self.cfg.embed.cache_path) if self.cfg.embed.cache else None
+
     def doc_key(self, source: str) -> str | None:
         return self.key(source) if self.key is not None else source
 
@@ -92,6 +98,12 @@ def embed_texts(params: EmbedParams, texts: Sequence[str], prompt: str) -> np.nd
     return np.concatenate(parts, axis=0).astype(np.float32, copy=False)
 
 
-def embed_queries(params: EmbedParams, texts: Sequence[str]) -> np.ndarray:
-    """Query vectors with ``embed.query_prompt``: :func:`embedline.tasks.embed.embed_query`, batched."""
-    return embed_texts(params, texts, params.query_prompt)
+def embed_queries(params: EmbedParams, texts: Sequence[str], cache: Path | None = None) -> np.ndarray:
+    """Query vectors with ``embed.query_prompt``, batched; through the embedding cache file
+    ``cache`` when given (a re-run of an evaluation sends no request)."""
+    if cache is None or not texts:
+        return embed_texts(params, texts, params.query_prompt)
+    from embedline.tasks.embed.cached import embed_queries_cached
+
+    return embed_queries_cached(params, texts, cache)
+

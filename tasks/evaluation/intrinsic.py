@@ -150,3 +150,43 @@ def intrinsic_checks(
     if map_path is not None:
         save_map(vectors, labels, map_path)
     return out
+
+
+def _vector_set_key(store: Any, collection: str, art: Artifacts, sample: int) -> str | None:
+    """What the intrinsic checks depend on: the collection, its size, the sample size and the
+    bytes of the deduplicated vector set (byte-stable across runs that change nothing)."""
+    import hashlib
+    import json
+
+    if not art.deduped.is_file():
+        return None
+    h = hashlib.sha256()
+    with art.deduped.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    key = {"collection": collection, "points": store.count(collection), "sample": sample, "deduped": h.hexdigest()}
+    return json.dumps(key, sort_keys=True)
+
+
+def cached_intrinsic_checks(
+    store: Any, collection: str, art: Artifacts, *, sample: int, map_path: Path | None
+) -> dict[str, Any]:
+    """:func:`intrinsic_checks`, recomputed only when the vector set changed (t-SNE, silhouette and
+    the PNG cost seconds to minutes; a run that changed nothing reuses the previous result)."""
+    import json
+
+    memo = art.root / "data" / "cache" / "eval-intrinsic.json"
+    key = _vector_set_key(store, collection, art, sample)
+    if key is not None and memo.is_file() and (map_path is None or map_path.is_file()):
+        try:
+            saved = json.loads(memo.read_text())
+        except (OSError, ValueError):
+            saved = {}
+        if saved.get("key") == key:
+            return dict(saved["result"])
+    result = intrinsic_checks(store, collection, art, sample=sample, map_path=map_path)
+    if key is not None:
+        from embedline.tasks.artifacts import atomic_write_text
+
+        atomic_write_text(memo, json.dumps({"key": key, "result": result}, sort_keys=True))
+    return result

@@ -57,7 +57,7 @@ class DenseRetriever:
 
     def search(self, queries: Mapping[str, str], k: int) -> RunDict:
         qids = list(queries)
-        vecs = embed_queries(self.ctx.embed_params, [queries[q] for q in qids])
+        vecs = embed_queries(self.ctx.embed_params, [queries[q] for q in qids], self.ctx.cache_path)
         chunk_k = max(k * self.hits_factor, k)
         run: RunDict = {}
         for qid, vec in zip(qids, vecs, strict=True):

@@ -21,11 +21,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from embedline.tasks import progress
 from embedline.tasks.artifacts import Artifacts, atomic_path
 from embedline.tasks.config import Config, apply_overrides, validate
 from embedline.tasks.evaluation.beir import BeirDataset, is_beir_dir, load_beir
 from embedline.tasks.evaluation.gate import collection_embed_params
-from embedline.tasks.evaluation.intrinsic import intrinsic_checks, write_curve
+from embedline.tasks.evaluation.intrinsic import cached_intrinsic_checks, write_curve
 from embedline.tasks.evaluation.metrics import DocKey, evaluate_run, jsonl_record_key, recall_curve
 from embedline.tasks.evaluation.retrieval import EvalContext, get_retriever
 from embedline.tasks.records import read_json, write_json
@@ -51,14 +52,16 @@ def score_methods(
     depth = _depth(ctx.cfg)
     results: dict[str, dict[str, float]] = {}
     curves: dict[str, list[float]] = {}
-    for name in methods:
-        t0 = time.perf_counter()
-        run = get_retriever(name, ctx).search(queries, depth)
-        metrics = evaluate_run(run, dataset.qrels, ctx.cfg.eval.k)
-        metrics["seconds"] = round(time.perf_counter() - t0, 3)
-        results[name] = metrics
-        curves[name] = recall_curve(run, dataset.qrels, max(ctx.cfg.eval.k))
-        log.info("eval %s: ndcg@10=%.4f (%.1fs)", name, metrics["ndcg@10"], metrics["seconds"])
+    with progress.track("eval", total=len(methods), unit="method") as bar:
+        for name in methods:
+            t0 = time.perf_counter()
+            run = get_retriever(name, ctx).search(queries, depth)
+            metrics = evaluate_run(run, dataset.qrels, ctx.cfg.eval.k)
+            metrics["seconds"] = round(time.perf_counter() - t0, 3)
+            results[name] = metrics
+            curves[name] = recall_curve(run, dataset.qrels, max(ctx.cfg.eval.k))
+            log.info("eval %s: ndcg@10=%.4f (%.1fs)", name, metrics["ndcg@10"], metrics["seconds"])
+            bar.advance()
     return results, curves
 
 
@@ -107,9 +110,16 @@ def run_evaluate(cfg: Config, art: Artifacts, *, collection: str | None = None) 
     store = open_store(cfg.qdrant, art.root)
     name = collection or _live_collection(cfg, art, store)
     ctx = EvalContext(cfg=cfg, art=art, collection=name, query_embed=collection_embed_params(store, name, cfg))
+    from embedline.tasks.evaluation.coverage import mismatch
+
+    skip = mismatch(dataset, (d.id for d in ctx.documents()), where=f"query set {dataset_dir}")
+    if skip:
+        log.warning(skip)
+        return {"queries": 0, "skipped": skip, "collection": name,
+                "seconds": round(time.perf_counter() - t0, 3)}
     results, curves = score_methods(ctx, dataset, methods_for(cfg, store, name))
     write_curve(art.metrics / CURVE_FILE, curves)
-    intrinsic = intrinsic_checks(
+    intrinsic = cached_intrinsic_checks(  # only when the vector set changed (bounded sample)
         store, name, art, sample=cfg.eval.map_sample, map_path=art.metrics / MAP_FILE
     )
     out: dict[str, Any] = {}

@@ -89,11 +89,13 @@ def shadow_config(cfg: Config, art: Artifacts, model_dir: Path) -> Config:
 
 
 def build_and_promote(cfg: Config, art: Artifacts, gate: Any, *, allow_mass_delete: bool = False) -> dict[str, Any]:
-    """Sync the vector set of ``art``'s artifacts, then serve it if ``gate(shadow, live)`` passes
-    (the store's own build + alias swap; ``gate`` raises to refuse)."""
-    from embedline.tasks.vectorsets.upsert import run_upsert
+    """Build the vector set of ``art``'s artifacts, then serve it if ``gate(shadow, live)`` passes
+    (the store's build + promote; ``gate`` raises to refuse)."""
+    from embedline.tasks.vectorsets.build import run_build
+    from embedline.tasks.vectorsets.promote import promote
 
-    return run_upsert(cfg, art, gate=gate, allow_mass_delete=allow_mass_delete)
+    run_build(cfg, art, allow_mass_delete=allow_mass_delete)
+    return promote(cfg, art, gate=gate, allow_mass_delete=allow_mass_delete)
 
 
 def serve_finetuned(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
@@ -9,7 +11,7 @@ from typing import Any, Protocol
 
 from embedline.tasks.config import PreprocessParams
 from embedline.tasks.normalize import TextMode, clean_text
-from embedline.tasks.records import Document, Rejection, content_hash, doc_id_for
+from embedline.tasks.records import Document, Rejection, content_hash, display_path, doc_id_for
 
 
 class RejectReason(StrEnum):
@@ -21,6 +23,7 @@ class RejectReason(StrEnum):
     too_large = "too_large"
     symlink_escape = "symlink_escape"
     broken_symlink = "broken_symlink"
+    symlink_loop = "symlink_loop"
     unreadable = "unreadable"
     not_a_file = "not_a_file"
     malformed_json = "malformed_json"
@@ -158,21 +161,54 @@ def make_document(
     title: str = "",
     metadata: dict[str, Any] | None = None,
 ) -> Document:
-    """Clean ``text`` into display text and build the Document (RejectedInput if nothing is left)."""
-    cleaned = clean_text(text, params, mode)
+    """Clean ``text`` into display text and build the Document (RejectedInput if nothing is left).
+
+    ``source`` may hold a non-UTF-8 file name (surrogate escapes): the doc id hashes its raw bytes,
+    the stored source shows them as ``\\xNN``. Lone surrogates in text or metadata (from JSON
+    ``\\udXXX`` escapes) become U+FFFD; metadata fields are capped at ``preprocess.max_metadata_bytes``.
+    """
+    cleaned = clean_text(_valid_text(text), params, mode)
     if not cleaned.strip():
         raise RejectedInput(
             RejectReason.empty, "no text after cleanup" if text.strip() else "no text"
         )
     return Document(
         doc_id=doc_id_for(source),
-        source=source,
-        title=(title.strip() or first_line(cleaned) or Path(source).name)[:300],
+        source=display_path(source),
+        title=_valid_text(title.strip() or first_line(cleaned) or Path(display_path(source)).name)[:300],
         text=cleaned,
         content_hash=content_hash(cleaned),
         format=fmt,
-        metadata=metadata or {},
+        metadata=cap_metadata(metadata or {}, params.max_metadata_bytes),
     )
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+TRUNCATED_FIELDS = "truncated_fields"
+
+
+def _valid_text(text: str) -> str:
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def cap_metadata(meta: dict[str, Any], max_bytes: int) -> dict[str, Any]:
+    """``meta`` with every field whose JSON is longer than ``max_bytes`` cut to that many bytes (as
+    a string ending in "…"); the cut fields and their original sizes go to ``truncated_fields``."""
+    out: dict[str, Any] = {}
+    cut: dict[str, int] = {}
+    for key, value in meta.items():
+        data = _valid_text(json.dumps(value, ensure_ascii=False, default=str))
+        name = _valid_text(str(key))
+        size = len(data.encode("utf-8"))
+        if max_bytes and size > max_bytes:
+            text = value if isinstance(value, str) else data
+            out[name] = _valid_text(text).encode("utf-8")[:max_bytes].decode("utf-8", "ignore") + "…"
+            cut[name] = size
+        else:
+            out[name] = json.loads(data)
+    if cut:
+        out[TRUNCATED_FIELDS] = cut
+    return out
 
 
 def first_line(text: str, limit: int = 120) -> str:

@@ -3,6 +3,12 @@
 A *vector set* is one physical Qdrant collection named by its fingerprint
 (``f"{qdrant.collection}-{fingerprint}"``); the alias ``qdrant.collection`` is what is served.
 
+Build vs promote: *building* a vector set (the ``upsert`` stage, :mod:`.build`) is always safe, any
+run may do it; *serving* it (the alias swap, :mod:`.promote`) happens only for the recorded
+configuration (params.yaml as is, not an override run, not ``dvc exp run``) or on request
+(``embedline promote``), after the quality gate. ``verify`` says whether what is served is what
+the workspace records.
+
 Map (one concept per module; layers inside point down: the stage modules use the store protocol,
 never a backend directly):
 
@@ -15,8 +21,14 @@ never a backend directly):
 ``retry``          transient store errors and the retry policy for store calls
 ``sparse``         the BM25 sparse vector (hybrid search)
 ``sync``           desired state (``id -> payload hash``) and the pure plan: adds, updates, deletes
-``lifecycle``      context, batched writes, validation read-back, alias swap, version retention
-``upsert``         the ``upsert`` stage and the commands built on it: plan, verify, search
+``source``         the only reader of the workspace's artifacts (deduped rows, vectors.npy)
+``lifecycle``      context, batched writes, validation read-back, version retention
+``build``          the ``upsert`` stage: sync + validate the fingerprinted collection, the receipt;
+                   ``plan`` (what a build would do)
+``promote``        the ``promote`` stage and ``embedline promote``: gate (tasks.evaluation.gate,
+                   imported here only), alias swap, retention; ``serving_decision``
+``verify``         served == recorded? recorded set == artifacts? (``--repair``); ``served_state``
+``search``         query the served alias (dense / hybrid); ``served`` names what answered
 ``transfer``       export / import of a vector set to / from a file
 =================  ===================================================================================
 

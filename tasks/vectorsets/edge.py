@@ -11,7 +11,7 @@ Edge has no server-side aliases, so an alias is a pointer in ``aliases.json``; a
 file and ``os.replace``-s it, so a reader sees either the old or the new target, never a mix.
 
 Indexing: Edge builds HNSW only when :meth:`EdgeStore.optimize` is called (``EdgeShard.optimize``,
-~60 s per 100 k × 384-d). :func:`embedline.tasks.vectorsets.upsert.run_upsert` calls it after a sync that changed
+~60 s per 100 k × 384-d). :func:`embedline.tasks.vectorsets.build.run_build` calls it after a sync that changed
 points. Searches use exact (brute force, ~9 ms at 100 k) while a collection has at most
 ``EXACT_SEARCH_MAX`` points or is not fully indexed, HNSW (``hnsw_ef``) otherwise.
 

@@ -1,5 +1,5 @@
 """Vector sets: a physical collection per fingerprint, an alias to the live one, and the mechanics
-shared by upsert, verify and import (write points in batches, validate, swap, retain versions).
+shared by build, verify, promote and import (write points in batches, validate, retain versions).
 
 Naming: physical = ``f"{qdrant.collection}-{fingerprint}"``; the alias ``qdrant.collection`` points at
 the live one. A new fingerprint (model, dims, prompt, preprocessing or chunking changed) builds a
@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,10 +35,6 @@ if TYPE_CHECKING:
 PAUSE_ENV = "EMBEDLINE_TEST_UPSERT_PAUSE_S"
 VECTOR_ATOL = 1e-6
 DELETE_BATCH = 1024
-
-# (shadow collection, live collection or None) -> None; raise to refuse the alias swap
-Gate = Callable[[str, str | None], None]
-
 
 class MassDeleteError(RuntimeError):
     """A sync would delete more of the collection than ``qdrant.max_delete_fraction`` allows."""
@@ -132,13 +128,6 @@ def _check_sparse_flag(cfg: Config, art: Artifacts, manifest: Mapping[str, Any])
             f"{cfg.qdrant.sparse} now: re-run the embed stage first (`embedline stage embed` or `dvc repro`; "
             "every vector comes from the cache) so the vector set gets its own fingerprint"
         )
-
-
-def open_vectors(art: Artifacts, dims: int) -> np.ndarray:
-    vectors = np.load(art.vectors, mmap_mode="r")
-    if vectors.ndim != 2 or vectors.shape[1] != dims:
-        raise ValueError(f"{art.vectors} has shape {vectors.shape}; the manifest says dims={dims}")
-    return vectors
 
 
 def existing_hashes(store: VectorStore, collection: str) -> dict[str, str | None]:
@@ -294,13 +283,3 @@ def retain_versions(store: VectorStore, alias: str, keep: int) -> list[str]:
         store.drop_collection(name)
         dropped.append(name)
     return dropped
-
-
-def swap_live(
-    store: VectorStore, alias: str, collection: str, live: str | None, *, keep: int, gate: Gate | None
-) -> list[str]:
-    """Run the gate, swap the alias, retain versions. Returns dropped collections."""
-    if gate is not None:
-        gate(collection, live)  # raises to refuse; the shadow stays for inspection
-    store.swap_alias(alias, collection)
-    return retain_versions(store, alias, keep)

@@ -31,6 +31,8 @@ from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.config import Config
 from embedline.tasks.vectorsets.lifecycle import (
     VectorSetValidationError,
+    delete_points,
+    existing_hashes,
     physical_name,
     retain_versions,
     store_for,
@@ -183,7 +185,8 @@ def import_points(cfg: Config, art: Artifacts, path: Path) -> int:
     created = store.ensure(spec)
     dims = spec.dims
     sample_pool: dict[str, tuple[np.ndarray, str | None]] = {}
-    keep = set(sample_ids([p.id for p in iter_points(path)], q.validate_sample))
+    file_ids = {p.id for p in iter_points(path)}
+    keep = set(sample_ids(sorted(file_ids), q.validate_sample))
 
     def checked() -> Iterator[PointRecord]:
         for p in iter_points(path):
@@ -194,9 +197,12 @@ def import_points(cfg: Config, art: Artifacts, path: Path) -> int:
             yield p if enc is None else replace(p, sparse=sparse_for(p.payload or {}, enc))
 
     n = write_points(store, name, checked(), params=q, dims=dims)
+    if not created:  # an existing collection becomes equal to the file: drop points it does not hold
+        stale = sorted(pid for pid in existing_hashes(store, name) if pid not in file_ids)
+        delete_points(store, name, stale)
     store.optimize(name)
     problems = validate_collection(
-        store, name, expected_count=n if created else store.count(name),
+        store, name, expected_count=len(file_ids),
         sample=sample_pool, distance=spec.distance, sparse=enc,  # type: ignore[arg-type]
     )
     if problems:

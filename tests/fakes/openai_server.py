@@ -6,21 +6,33 @@ list consumed one per request (``None`` = answer normally), and policies apply t
 
 * ``max_inputs`` / ``max_chars``: a larger request gets 413 (the client must split it);
 * ``api_key``: a request without ``Authorization: Bearer <api_key>`` gets 401;
-* after a 429 with ``Retry-After``, the window is recorded; a request that arrives inside any
-  window is counted in ``violations`` (and refused with another 429).
+* after a 429 with a Retry-After (seconds, ``retry-after-ms`` or an HTTP date), the window from
+  the moment the 429 was sent to its end is recorded; a request that arrives inside any window is
+  counted in ``violations`` (and refused with another 429). After a window ends, the first request
+  is a *probe*: a request that arrives before the probe was answered is counted in ``crowded``
+  (clients must not all wake at the window's end and fire at once);
+* ``storm(n, ...)``: the next ``n`` requests get 429s (a 429 storm).
 
-Fault kinds (``Fault.kind``): ``429``, ``500``, ``401``, ``400``, ``slow`` (sleep ``delay`` s, then
-answer with no data: a client that waited that long must reject it), ``drop`` (close the connection without an answer), ``bad_count``, ``nan``, ``zero``,
-``wrong_dims``.
+Fault kinds (``Fault.kind``): ``429`` (after ``delay`` s), ``500``, ``401``, ``400``, ``slow`` (sleep
+``delay`` s, then answer with no data: a client that waited that long must reject it), ``slow_ok``
+(sleep ``delay`` s, then answer normally), ``drop`` (close the connection without an answer),
+``reset`` (abort the connection with a TCP RST), ``not_json`` (200 with an HTML page), ``bad_count``,
+``nan``, ``zero``, ``wrong_dims``.
+
+The log (``records``) has every request's arrival and answer time, inputs and status: ``paid()``
+counts the texts the server answered with vectors (what a real API bills), across retries.
 """
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import json
 import socket
+import struct
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -40,6 +52,7 @@ class Fault:
     kind: str
     retry_after: float | None = None  # seconds, sent as Retry-After
     retry_after_ms: float | None = None  # sent as retry-after-ms
+    retry_after_date: float | None = None  # seconds from now, sent as an HTTP date in Retry-After
     headers: dict[str, str] = field(default_factory=dict)  # extra response headers
     delay: float = 0.0  # for "slow"
 
@@ -50,6 +63,7 @@ class Record:
     inputs: list[str]
     status: int
     dimensions: int | None = None
+    done: float = float("inf")  # monotonic time the answer (or hang-up) was decided
 
 
 class OpenAIFakeServer:
@@ -64,6 +78,9 @@ class OpenAIFakeServer:
         self.records: list[Record] = []
         self.windows: list[tuple[float, float]] = []  # (start, end) of each Retry-After window
         self.violations: list[float] = []
+        self.crowded: list[float] = []  # arrivals while the probe after a window was unanswered
+        self._awaiting_probe = False
+        self._probe: Record | None = None
         self.success_headers: dict[str, str] = {}
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
@@ -106,24 +123,63 @@ class OpenAIFakeServer:
     def embedded_texts(self) -> list[str]:
         return [t for r in self.ok_records() for t in r.inputs]
 
+    def paid(self) -> Counter[str]:
+        """How many times each text was answered with vectors (the bill), over the whole log."""
+        with self._lock:
+            return Counter(t for r in self.records if r.status == 200 for t in r.inputs)
+
+    def paid_twice(self) -> list[str]:
+        return sorted(t for t, n in self.paid().items() if n > 1)
+
+    def storm(self, n: int, retry_after: float = 1.0, delay: float = 0.0) -> None:
+        """The next ``n`` requests get 429 with ``Retry-After: retry_after`` (after ``delay`` s)."""
+        with self._lock:
+            self.script.extend(Fault("429", retry_after=retry_after, delay=delay) for _ in range(n))
+
+    def late_violations(self, grace: float = 0.05) -> list[float]:
+        """Arrivals inside a window more than ``grace`` s after it opened (requests already in
+        flight when the 429 left the server arrive within a few ms of its start)."""
+        with self._lock:
+            return [t for t in self.violations if any(s + grace <= t < e for s, e in self.windows)]
+
     # -- request handling ------------------------------------------------------------------------------
-    def _handle(self, h: BaseHTTPRequestHandler) -> None:  # noqa: C901 a fake server: one branch per scripted fault, read top to bottom
+    def _handle(self, h: BaseHTTPRequestHandler) -> None:
         t = time.monotonic()
         length = int(h.headers.get("Content-Length") or 0)
         body = json.loads(h.rfile.read(length) or b"{}")
         inputs = body.get("input")
         inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
         dims = body.get("dimensions") or self.dims
+        rec = Record(t, inputs, 0, body.get("dimensions"))
         with self._lock:
             fault = self.script.pop(0) if self.script else None
             inside = any(start <= t < end for start, end in self.windows)
             if inside:
                 self.violations.append(t)
+            elif self._probe is not None:
+                self.crowded.append(t)
+            elif self._awaiting_probe:
+                self._awaiting_probe, self._probe = False, rec
 
-        def record(status: int) -> None:
+        def record(status: int) -> None:  # called just before the answer (or the hang-up) goes out
+            rec.status = status
             with self._lock:
-                self.records.append(Record(t, inputs, status, body.get("dimensions")))
+                rec.done = time.monotonic()
+                self.records.append(rec)
+                if self._probe is rec:
+                    self._probe = None
 
+        try:
+            self._answer(h, rec, record, fault, inputs, dims, body, inside)
+        finally:
+            with self._lock:
+                if self._probe is rec:  # a malformed request that was never answered
+                    self._probe = None
+
+    def _answer(  # noqa: C901 a fake server: one branch per scripted fault, read top to bottom
+        self, h: BaseHTTPRequestHandler, rec: Record, record: Any, fault: Fault | None,
+        inputs: list[str], dims: int, body: dict[str, Any], inside: bool,
+    ) -> None:
         if h.path.rstrip("/") != "/v1/embeddings":
             record(404)
             return self._error(h, 404, "not found")
@@ -150,23 +206,22 @@ class OpenAIFakeServer:
                 h.close_connection = True
                 h.connection.shutdown(socket.SHUT_RDWR)
                 return None
+            if fault.kind == "reset":  # RST instead of FIN: "connection reset by peer"
+                record(-3)
+                h.close_connection = True
+                h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                h.connection.close()
+                return None
             if fault.kind == "slow":  # recorded on arrival; the late answer usually finds no client
                 record(-2)
                 time.sleep(fault.delay)
                 return self._send(h, 200, {"object": "list", "data": []}, {})
-            elif fault.kind in {"429", "500", "400"}:
-                status = int(fault.kind)
-                headers = dict(fault.headers)
-                if fault.retry_after is not None:
-                    headers["retry-after"] = f"{fault.retry_after:g}"
-                if fault.retry_after_ms is not None:
-                    headers["retry-after-ms"] = f"{fault.retry_after_ms:g}"
-                wait = fault.retry_after_ms / 1000 if fault.retry_after_ms is not None else fault.retry_after
-                if status == 429 and wait:
-                    with self._lock:
-                        self.windows.append((time.monotonic(), time.monotonic() + wait))
-                record(status)
-                return self._error(h, status, f"injected {status}", headers)
+            if fault.kind == "not_json":  # a proxy's error page with a 200
+                record(-4)
+                page = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+                return self._send_raw(h, 200, page, "text/html", {})
+            if fault.kind in {"429", "500", "400"}:
+                return self._fail(h, int(fault.kind), fault, record)
         vectors = [fake_vector(x, dims) for x in inputs]
         if fault is not None and fault.kind == "bad_count":
             vectors = vectors[:-1]
@@ -181,6 +236,8 @@ class OpenAIFakeServer:
             for i, v in enumerate(vectors)
         ]
         data.reverse()  # clients must restore order by index
+        if fault is not None and fault.kind == "slow_ok":
+            time.sleep(fault.delay)
         record(200)
         payload = {
             "object": "list",
@@ -191,6 +248,30 @@ class OpenAIFakeServer:
         self._send(h, 200, payload, self.success_headers)
         return None
 
+    def _fail(self, h: BaseHTTPRequestHandler, status: int, fault: Fault, record: Any) -> None:
+        if fault.delay:
+            time.sleep(fault.delay)
+        headers = dict(fault.headers)
+        wait = None
+        if fault.retry_after is not None:
+            headers["retry-after"] = f"{fault.retry_after:g}"
+            wait = fault.retry_after
+        if fault.retry_after_ms is not None:
+            headers["retry-after-ms"] = f"{fault.retry_after_ms:g}"
+            wait = fault.retry_after_ms / 1000
+        now = time.monotonic()
+        end = now + (wait or 0.0)
+        if fault.retry_after_date is not None:  # whole seconds: the window ends at that instant
+            wall = time.time() + fault.retry_after_date
+            headers["retry-after"] = email.utils.formatdate(wall, usegmt=True)
+            end = now + (int(wall) - time.time())
+        if status == 429 and end > now:
+            with self._lock:
+                self.windows.append((now, end))
+                self._awaiting_probe = True
+        record(status)
+        self._error(h, status, f"injected {status}", headers)
+
     def _error(self, h: BaseHTTPRequestHandler, status: int, message: str,
                headers: dict[str, str] | None = None) -> None:
         payload = {"error": {"message": message, "type": "fake", "code": status}}
@@ -198,10 +279,13 @@ class OpenAIFakeServer:
 
     @staticmethod
     def _send(h: BaseHTTPRequestHandler, status: int, payload: Any, headers: dict[str, str]) -> None:
-        raw = json.dumps(payload).encode()
+        OpenAIFakeServer._send_raw(h, status, json.dumps(payload).encode(), "application/json", headers)
+
+    @staticmethod
+    def _send_raw(h: BaseHTTPRequestHandler, status: int, raw: bytes, ctype: str, headers: dict[str, str]) -> None:
         try:
             h.send_response(status)
-            h.send_header("Content-Type", "application/json")
+            h.send_header("Content-Type", ctype)
             h.send_header("Content-Length", str(len(raw)))
             for k, v in headers.items():
                 h.send_header(k, v)

@@ -41,3 +41,16 @@ def test_bad_value_names_choices(tiny_project: Path) -> None:
 def test_unknown_stage(tiny_project: Path) -> None:
     res = embedline("stage", "nosuch", cwd=tiny_project)
     assert res.returncode == 2 and "preprocess" in res.stderr
+
+
+def test_stage_full_flag_ignores_the_ledger(tiny_project: Path) -> None:
+    import json
+
+    metric = tiny_project / "data" / "metrics" / "preprocess.json"
+    assert embedline("stage", "preprocess", cwd=tiny_project).returncode == 0
+    assert embedline("stage", "preprocess", cwd=tiny_project).returncode == 0
+    assert json.loads(metric.read_text())["files_loaded"] == 0  # nothing changed: nothing loaded
+    res = embedline("stage", "preprocess", "--full", cwd=tiny_project)
+    assert res.returncode == 0, res.stderr
+    stats = json.loads(metric.read_text())
+    assert stats["files_loaded"] == stats["files"] > 0

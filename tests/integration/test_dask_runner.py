@@ -36,7 +36,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     from embedline.flows.ingest import ingest
 
     # several shards, so the fan-out really spreads over both workers
-    params = {**FAKE, "embed.shard_rows": 2, "run.dask_workers": 2}
+    params = {**FAKE, "embed.shard_rows": 2, "run.dask_workers": 2, "run.shards": 4}
     thread = make_project(tmp_path_factory.mktemp("thread") / "proj", {**params, "run.runner": "thread"})
     dask = make_project(tmp_path_factory.mktemp("dask") / "proj", {**params, "run.runner": "dask"})
     records: list[str] = []
@@ -66,3 +66,20 @@ def test_dask_runner_gives_identical_vectors_and_points(runs: dict[str, Any]) ->
     assert runs["dask"]["upsert"]["points_total"] == runs["thread"]["upsert"]["points_total"]
     # the dask run really used a (2-worker) LocalCluster through prefect-dask
     assert any("LocalCluster" in m for m in runs["logs"]), runs["logs"][:20]
+
+
+def test_dask_chunk_fanout_gives_identical_shards(runs: dict[str, Any]) -> None:
+    """Chunking runs shard-parallel on the cluster and writes the same bytes as the thread runner."""
+    from embedline.tasks.shards import shard_files
+
+    roots = runs["roots"]
+    for folder in ("documents", "chunks"):
+        files = {k: {f.name: f.read_bytes() for f in shard_files(r / "data" / "interim" / folder)}
+                 for k, r in roots.items()}
+        assert len(files["thread"]) > 1 and files["dask"] == files["thread"], folder
+    assert (roots["dask"] / "data/interim/chunk_ledger.parquet").read_bytes() == (
+        roots["thread"] / "data/interim/chunk_ledger.parquet").read_bytes()
+    dask, thread = runs["dask"]["chunk"], runs["thread"]["chunk"]
+    assert dask["chunks"] == thread["chunks"] and dask["documents_chunked"] == thread["documents_chunked"]
+    assert thread["worker_processes"] == 0 and dask["worker_processes"] >= 1  # shards ran on the workers
+

@@ -10,8 +10,6 @@ collection without embedding anything; an `ingest` flow run leaves `dvc status` 
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,35 +17,18 @@ import numpy as np
 import pytest
 
 from embedline.tasks.config import load_config
+from embedline.tasks.records import doc_id_for
+from embedline.tasks.shards import shard_name, shard_of
 from embedline.tasks.vectorsets.stores import close_stores, open_store
-from tests.dvcrepo import STAGES, Repo, build_repo, clone
+from tests.dvcrepo import STAGES, Repo, clone
 
 pytestmark = pytest.mark.integration
 
-UP_TO_DATE = "Data and pipelines are up to date."
 
 
-@pytest.fixture(scope="module")
-def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("dvc-scratch")
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory, scratch: Path) -> tuple[Repo, list[str]]:
-    """The tiny project after its first `dvc repro` (and the stages that run ran)."""
-    repo = build_repo(tmp_path_factory.mktemp("dvc") / "proj", scratch)
-    ran = repo.repro()
-    return repo, ran
-
-
-@pytest.fixture
-def work(built: tuple[Repo, list[str]], tmp_path: Path, scratch: Path) -> Iterator[Repo]:
-    """A private copy of the built project (git, DVC cache, outputs, embedding cache, Qdrant)."""
-    src, _ = built
-    dst = tmp_path / "proj"
-    shutil.copytree(src.path, dst, symlinks=True)
-    yield Repo(dst, {**src.env, "PYTHONPATH": str(dst)})
-    close_stores()
+def up_to_date(repo: Repo) -> bool:
+    """`dvc status` reports nothing but the promote stage, which is `always_changed` by design."""
+    return repo.dvc("status").stdout.split() == ["promote:", "always", "changed"]
 
 
 def _points(repo: Repo) -> dict[str, dict[str, Any]]:
@@ -56,6 +37,16 @@ def _points(repo: Repo) -> dict[str, dict[str, Any]]:
     store = open_store(cfg.qdrant, repo.path)
     try:
         return {p.id: dict(p.payload or {}) for p in store.scan(cfg.qdrant.collection, with_payload=True)}
+    finally:
+        close_stores()
+
+
+def _served(repo: Repo) -> str | None:
+    """The collection the alias serves (read in-process, after the commands ended)."""
+    cfg = load_config(repo.path / "params.yaml")
+    store = open_store(cfg.qdrant, repo.path)
+    try:
+        return store.get_alias(cfg.qdrant.collection)
     finally:
         close_stores()
 
@@ -73,8 +64,8 @@ def _cached(repo: Repo, md5: str) -> Path:
 def test_second_repro_is_a_noop(built: tuple[Repo, list[str]]) -> None:
     repo, first = built
     assert first == list(STAGES), "the first repro must run every stage in DAG order"
-    assert repo.repro() == []
-    assert UP_TO_DATE in repo.dvc("status").stdout
+    assert repo.repro() == ["promote"]  # always runs: it makes the store match (a no-op here)
+    assert up_to_date(repo)
     lock = repo.lock()["stages"]
     assert set(lock) == set(STAGES)
     # every stage's params and code deps are recorded, so a change to either is detected
@@ -118,7 +109,7 @@ def test_two_clean_runs_give_identical_vectors(
     second = clone(first, tmp_path / "clone", scratch)
     assert not (second.path / "dvc.lock").exists() and not (second.path / "data" / "cache").exists()
     assert second.repro() == list(STAGES)
-    assert second.repro() == []
+    assert second.repro() == ["promote"]
     assert second.json("data/metrics/embed.json")["cache_hits"] == 0  # really embedded again
     # what a run leaves to commit: dvc.lock and the Git-tracked metrics, nothing else
     changed = {line[3:] for line in second.git("status", "--porcelain", "-uall").splitlines()}
@@ -131,7 +122,7 @@ def test_two_clean_runs_give_identical_vectors(
     fp1 = first.json("data/embeddings/manifest.json")["fingerprint"]
     fp2 = second.json("data/embeddings/manifest.json")["fingerprint"]
     assert fp1 == fp2
-    for stage, path in [("embed", "data/embeddings/vectors.npy"), ("chunk", "data/interim/chunks.parquet"),
+    for stage, path in [("embed", "data/embeddings/vectors.npy"), ("chunk", "data/interim/chunks"),
                         ("dedupe", "data/interim/deduped.parquet")]:
         assert _lock_out(first, stage, path)["md5"] == _lock_out(second, stage, path)["md5"], path
     assert _points(first).keys() == _points(second).keys()
@@ -142,7 +133,7 @@ def test_two_clean_runs_give_identical_vectors(
 def test_param_change_reruns_exactly_the_downstream_stages(work: Repo) -> None:
     rows_before = work.json("data/metrics/embed.json")["rows"]
     work.set_params(chunk__max_tokens=64)
-    assert work.repro() == ["chunk", "embed", "dedupe", "upsert", "evaluate"]
+    assert work.repro() == ["chunk", "embed", "dedupe", "upsert", "evaluate", "promote"]
     embed = work.json("data/metrics/embed.json")
     assert embed["rows"] > rows_before  # the long document now has more chunks
     # only the re-chunked text is paid for; the unchanged short documents come from the cache
@@ -151,9 +142,9 @@ def test_param_change_reruns_exactly_the_downstream_stages(work: Repo) -> None:
 
     points = work.json("data/metrics/upsert.json")["points_total"]
     work.set_params(dedupe__threshold=0.85)  # merges the planted near-duplicate
-    assert work.repro() == ["dedupe", "upsert", "evaluate"]
+    assert work.repro() == ["dedupe", "upsert", "evaluate", "promote"]
     assert work.json("data/metrics/upsert.json")["points_total"] == points - 1
-    assert work.repro() == []
+    assert work.repro() == ["promote"]
 
 
 # ---- experiments --------------------------------------------------------------------------------
@@ -174,22 +165,31 @@ def _find_exp(node: Any, name: str) -> dict[str, Any] | None:
 
 
 @pytest.mark.slow
-def test_exp_run_and_show_list_metrics(work: Repo) -> None:
+def test_exp_run_and_show_list_the_headline_metrics_in_15_columns(work: Repo) -> None:
     work.commit_all("baseline run")
+    served = _served(work)
     work.dvc("exp", "run", "-n", "small-chunks", "-S", "chunk.max_tokens=64", timeout=600)
+    assert _served(work) == served, "an experiment must not change what the alias serves"
     shown = json.loads(work.dvc("exp", "show", "--json").stdout)
     exp = _find_exp(shown, "small-chunks")
     assert exp is not None, json.dumps(shown)[:2000]
     data = exp["data"]
     assert data["params"]["params.yaml"]["data"]["chunk"]["max_tokens"] == 64
+    # one metrics file: the headline numbers, no timings, no per-stage details
     metrics = {Path(k).name: v["data"] for k, v in data["metrics"].items()}
-    assert {"chunk.json", "embed.json", "dedupe.json", "evaluate.json"} <= metrics.keys()
-    assert metrics["evaluate.json"]["ndcg@10"] > 0
-    assert metrics["chunk.json"]["chunks"] > 0
-    assert 0 <= metrics["dedupe.json"]["ratio"] < 1
-    assert all("seconds" in metrics[f"{s}.json"] for s in STAGES)
-    table = work.dvc("exp", "show", "--md").stdout
-    assert "[small-chunks]" in table and "ndcg@10" in table and "chunk.max_tokens" in table
+    assert set(metrics) == {"headline.json"}
+    head = metrics["headline.json"]
+    assert set(head) == {"ndcg@10", "recall@100", "points", "chunks", "duplicates", "texts_embedded"}
+    assert set(head["ndcg@10"]) == {"dense", "bm25", "wholedoc"} and head["ndcg@10"]["dense"] > 0
+    # the details stay one command away (not listed by exp show)
+    details = work.dvc("metrics", "show", "data/metrics/embed.json", "--json").stdout
+    assert "cache_hits" in details
+    table = work.dvc("exp", "show", "--only-changed", "--csv").stdout.splitlines()
+    header = table[0].split(",")
+    # rev and typ are CSV-only columns (the table view shows Experiment and Created)
+    assert len([c for c in header if c not in ("rev", "typ")]) <= 15, header
+    assert "chunk.max_tokens" in header and "chunks" in header
+    assert not any("seconds" in c for c in header)
 
 
 # ---- remote: push -> fresh clone -> pull -> upsert, nothing embedded -----------------------------
@@ -219,7 +219,8 @@ def test_push_clone_pull_restores_collection_without_embedding(
     fresh = clone(work, tmp_path / "fresh", scratch)
     assert not (fresh.path / "data/embeddings/vectors.npy").exists()
     fresh.dvc("pull")
-    assert UP_TO_DATE in fresh.dvc("status").stdout
+    assert up_to_date(fresh)
+    lock = (fresh.path / "dvc.lock").read_bytes()
     assert (fresh.path / "data/embeddings/vectors.npy").read_bytes() == (
         work.path / "data/embeddings/vectors.npy"
     ).read_bytes()
@@ -228,8 +229,15 @@ def test_push_clone_pull_restores_collection_without_embedding(
     poison.mkdir()
     (poison / "sitecustomize.py").write_text(POISON)
     fresh.env["PYTHONPATH"] = f"{fresh.path}:{poison}"
-    fresh.embedline("stage", "upsert")
+    # `dvc repro` runs only the promote stage, which builds the recorded set from the pulled
+    # vectors (nothing embedded) and serves it; dvc.lock and Git are left as they were
+    assert fresh.repro() == ["promote"]
     assert not (fresh.path / "data" / "cache").exists(), "nothing may be embedded or cached"
+    assert (fresh.path / "dvc.lock").read_bytes() == lock
+    assert fresh.git("status", "--porcelain") == ""
+    assert fresh.repro() == ["promote"] and up_to_date(fresh)
+    verify = json.loads(fresh.embedline("verify", "--json").stdout)
+    assert verify["ok"] and verify["served_fingerprint"] == verify["recorded_fingerprint"]
     receipt = fresh.json("data/receipts/upsert.json")
     assert receipt["fingerprint"] == work.json("data/receipts/upsert.json")["fingerprint"]
     assert receipt["points_total"] == len(expected)
@@ -247,11 +255,11 @@ def test_push_clone_pull_restores_collection_without_embedding(
 def test_ingest_flow_run_leaves_dvc_status_clean(work: Repo) -> None:
     doc = work.path / "data/raw/net/tcp.txt"
     doc.write_text(doc.read_text() + "It closes the connection with a FIN segment from each side.\n")
-    assert UP_TO_DATE not in work.dvc("status").stdout
+    assert not up_to_date(work)
     work.env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
     work.embedline("ingest", timeout=600)
-    assert UP_TO_DATE in work.dvc("status").stdout
-    assert work.repro() == []
+    assert up_to_date(work)
+    assert work.repro() == ["promote"]
     # what DVC recorded is what the flow built
     lock = _lock_out(work, "embed", "data/embeddings/vectors.npy")["md5"]
     import hashlib
@@ -260,3 +268,48 @@ def test_ingest_flow_run_leaves_dvc_status_clean(work: Repo) -> None:
     assert np.load(work.path / "data/embeddings/vectors.npy").shape[0] == work.json(
         "data/metrics/embed.json"
     )["rows"]
+
+
+# ---- incremental: a one-file edit ------------------------------------------------------------------
+@pytest.mark.slow
+def test_one_file_edit_rewrites_only_its_shard_files(work: Repo) -> None:
+    """`dvc repro` after editing one document: preprocess loads one file, chunk chunks one document,
+    and DVC reports exactly that document's shard file as modified in each shard folder."""
+    work.commit_all("first run")
+    (work.path / "data/raw/net/tcp.txt").write_text(
+        "TCP retransmits lost segments and orders the byte stream for the receiving application.\n"
+    )
+    ran = work.repro()
+    assert ran[:2] == ["preprocess", "chunk"]
+    assert work.json("data/metrics/preprocess.json")["files_loaded"] == 1
+    assert work.json("data/metrics/chunk.json")["documents_chunked"] == 1
+    diff = json.loads(work.dvc("diff", "--json").stdout)
+    files = {d["path"] for kind in ("added", "deleted", "modified") for d in diff.get(kind, [])
+             if not d["path"].endswith("/")}
+    shards = load_config(work.path / "params.yaml").run.shards
+    shard = shard_name(shard_of(doc_id_for("net/tcp.txt"), shards))
+    assert {p for p in files if p.startswith("data/interim/documents/")} == {f"data/interim/documents/{shard}"}
+    assert {p for p in files if p.startswith("data/interim/chunks/")} == {f"data/interim/chunks/{shard}"}
+
+# ---- byte-stable outputs ----------------------------------------------------------------------------
+def _cached_out_hashes(repo: Repo) -> dict[str, str]:
+    """path -> md5 of every DVC-cached output in dvc.lock (the `cache: false` stats files aside)."""
+    import yaml
+
+    uncached = set()
+    for stage in yaml.safe_load((repo.path / "dvc.yaml").read_text())["stages"].values():
+        for o in [*stage.get("outs", []), *stage.get("metrics", []), *stage.get("plots", [])]:
+            if isinstance(o, dict) and next(iter(o.values())).get("cache") is False:
+                uncached.add(next(iter(o)))
+    return {o["path"]: o["md5"] for s in repo.lock()["stages"].values() for o in s.get("outs", [])
+            if o["path"] not in uncached}
+
+
+@pytest.mark.slow
+def test_forced_repro_changes_no_output_hash(work: Repo) -> None:
+    """Every cached output is a pure function of its inputs and params on one machine."""
+    before = _cached_out_hashes(work)
+    assert {"data/embeddings/manifest.json", "data/interim/dedupe_report.json",
+            "data/metrics/embedding_map.png", "data/metrics/recall_curve.png"} <= before.keys()
+    work.dvc("repro", "-f", timeout=900)
+    assert _cached_out_hashes(work) == before

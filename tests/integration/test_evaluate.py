@@ -76,12 +76,12 @@ def config(root: Path, *overrides: str) -> Config:
     return load_config(root / "params.yaml", list(overrides))
 
 
-def ingest(cfg: Config, art: Artifacts, **upsert_options: object) -> dict[str, dict[str, object]]:
+def ingest(cfg: Config, art: Artifacts, **promote_options: object) -> dict[str, dict[str, object]]:
     from embedline.tasks.pipeline import INGEST_STAGES, run_stage
 
     stats = {}
-    for stage in INGEST_STAGES:
-        stats[stage] = run_stage(stage, cfg, art, **(upsert_options if stage == "upsert" else {}))
+    for stage in INGEST_STAGES:  # ... upsert (build), promote (gate + alias swap)
+        stats[stage] = run_stage(stage, cfg, art, **(promote_options if stage == "promote" else {}))
     return stats
 
 
@@ -209,3 +209,72 @@ def test_evaluate_dataset_ingests_a_beir_corpus_into_its_own_collection(project:
     # a second run re-ingests nothing new and scores the same
     again = evaluate_dataset(config(project), ds, workdir)
     assert again["dense"]["ndcg@10"] == pytest.approx(results["dense"]["ndcg@10"])
+
+
+def test_mismatched_query_set_is_skipped_with_a_warning_and_never_gates(
+    project: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from embedline.tasks.evaluate import make_gate, run_evaluate
+
+    other = project / "data" / "other-eval"
+    (other / "qrels").mkdir(parents=True)
+    (other / "queries.jsonl").write_text(json.dumps({"_id": "x1", "text": "subnet mask of a /27"}) + "\n")
+    (other / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nx1\tnetworking/subnets.md\t2\n")
+    cfg, art = config(project, "eval.dataset=data/other-eval"), Artifacts(project)
+    ingest(cfg, art)
+    with caplog.at_level(logging.WARNING):
+        m = run_evaluate(cfg, art)
+    assert m["queries"] == 0 and "does not match the corpus" in m["skipped"]
+    assert "ndcg@10" not in m  # no 0.000 score is recorded
+    assert any("does not match the corpus" in r.getMessage() for r in caplog.records)
+    gate = make_gate(cfg, art)
+    gate("shadow-does-not-exist", "live-does-not-exist")  # skipped before scoring any collection
+    assert gate.last["gate"].startswith("skipped") and "does not match" in gate.last["gate"]
+
+
+def test_a_rerun_embeds_nothing_and_reuses_the_intrinsic_checks(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from embedline.tasks.embed import clear_embedders, peek_embedder
+    from embedline.tasks.evaluate import run_evaluate
+    from embedline.tasks.evaluation import intrinsic
+
+    cfg, art = config(project), Artifacts(project)
+    ingest(cfg, art)
+    first = run_evaluate(cfg, art)
+    clear_embedders()
+
+    def no_recompute(*_a: object, **_k: object) -> None:
+        raise AssertionError("intrinsic checks recomputed although the vector set did not change")
+
+    monkeypatch.setattr(intrinsic, "intrinsic_checks", no_recompute)
+    second = run_evaluate(cfg, art)
+    assert peek_embedder(cfg.embed) is None  # queries and whole documents all came from the cache
+    for key in ("ndcg@10", "wholedoc_ndcg@10", "bm25_ndcg@10", "silhouette", "map_points"):
+        assert second[key] == first[key], key
+def test_evaluate_stage_writes_the_headline_metrics_and_the_recall_chart(project: Path) -> None:
+    """The one DVC metrics file: nDCG@10 and recall@k per method and the counts, no timings; the
+    recall chart as a PNG (renders offline), the same bytes when re-drawn from the same curve."""
+    from embedline.tasks.pipeline import run_stage
+    from embedline.tasks.records import read_json
+
+    cfg, art = config(project), Artifacts(project)
+    ingest(cfg, art)
+    m = run_stage("evaluate", cfg, art)
+    head = read_json(art.metrics / "headline.json")
+    dedupe, embed = read_json(art.metric("dedupe")), read_json(art.metric("embed"))
+    assert head["ndcg@10"] == {"dense": m["ndcg@10"], "bm25": m["bm25_ndcg@10"], "wholedoc": m["wholedoc_ndcg@10"]}
+    assert head["recall@10"]["dense"] == m["recall@10"]  # eval.k is [1, 5, 10] here: recall at the largest k
+    assert head["points"] == dedupe["points"] and head["chunks"] == dedupe["input_rows"]
+    assert head["duplicates"] == dedupe["input_rows"] - dedupe["points"] > 0
+    assert head["texts_embedded"] == embed["texts_embedded"]
+    assert not any("seconds" in k for k in head)
+    png = art.metrics / "recall_curve.png"
+    first = png.read_bytes()
+    assert first[:8] == b"\x89PNG\r\n\x1a\n"
+    from embedline.tasks.summary import save_curve_png
+
+    save_curve_png(art.metrics / "recall_curve.csv", png)
+    assert png.read_bytes() == first  # deterministic: a DVC output

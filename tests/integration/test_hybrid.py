@@ -69,9 +69,10 @@ def ingest(cfg: Config, art: Artifacts) -> dict[str, dict[str, Any]]:
 
 def test_sparse_vector_set_answers_hybrid_search_and_evaluation(project: Path) -> None:
     from embedline.tasks.evaluate import run_evaluate
+    from embedline.tasks.vectorsets.search import search
     from embedline.tasks.vectorsets.sparse import RECIPE_KEY, encoder_for, sparse_for
     from embedline.tasks.vectorsets.stores import open_store
-    from embedline.tasks.vectorsets.upsert import search, verify
+    from embedline.tasks.vectorsets.verify import verify
 
     cfg, art = config(project, "qdrant.sparse=true"), Artifacts(project)
     stats = ingest(cfg, art)
@@ -110,8 +111,8 @@ def test_dense_only_set_is_unchanged_refuses_hybrid_and_switches_to_sparse(proje
     from embedline.tasks.embed import fingerprint_for
     from embedline.tasks.evaluate import run_evaluate
     from embedline.tasks.pipeline import run_stage
+    from embedline.tasks.vectorsets.search import search
     from embedline.tasks.vectorsets.stores import SparseVectorMissingError, open_store
-    from embedline.tasks.vectorsets.upsert import search
 
     art = Artifacts(project)
     dense = config(project)
@@ -137,7 +138,7 @@ def test_dense_only_set_is_unchanged_refuses_hybrid_and_switches_to_sparse(proje
         run_stage("upsert", sparse, art)
     stats = ingest(sparse, art)
     assert stats["embed"]["texts_embedded"] == 0  # same vectors: all from the cache
-    assert stats["upsert"]["new_vector_set"] and stats["upsert"]["swapped"]
+    assert stats["upsert"]["new_vector_set"] and stats["promote"]["promoted"]
     live = store.get_alias("embedline")
     assert live != dense_col and dense_col in store.list_collections()  # the dense set is kept
     res = CliRunner().invoke(app, ["search", "bread dough", "--hybrid", "-k", "2", "--params", params,
@@ -148,8 +149,9 @@ def test_dense_only_set_is_unchanged_refuses_hybrid_and_switches_to_sparse(proje
 
 
 def test_export_import_recomputes_the_sparse_vectors(project: Path, tmp_path: Path) -> None:
+    from embedline.tasks.vectorsets.search import search
     from embedline.tasks.vectorsets.stores import open_store
-    from embedline.tasks.vectorsets.upsert import export_points, import_points, search
+    from embedline.tasks.vectorsets.transfer import export_points, import_points
 
     cfg, art = config(project, "qdrant.sparse=true"), Artifacts(project)
     ingest(cfg, art)

@@ -78,7 +78,7 @@ def test_payloads_carry_provenance(ingested: dict) -> None:
 
 
 def test_known_query_top_hit(ingested: dict) -> None:
-    from embedline.tasks.vectorsets.upsert import search
+    from embedline.tasks.vectorsets.search import search
 
     root: Path = ingested["root"]
     query, expected = smoke_query()

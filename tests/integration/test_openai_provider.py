@@ -62,6 +62,7 @@ def params(srv: OpenAIFakeServer, **kw: object) -> EmbedParams:
         "retry_max_s": 0.1,
         "timeout_s": 5.0,
         "concurrency": 1,
+        "tokenizer": "conservative",  # offline: tiktoken has no encoding file here
     }
     base.update(kw)
     return EmbedParams.model_validate(base)
@@ -186,7 +187,11 @@ def test_observed_request_and_token_rates_within_limits(server: OpenAIFakeServer
 
 
 # ---- transient failures -----------------------------------------------------------------------------
-@pytest.mark.parametrize("fault", [Fault("500"), Fault("drop"), Fault("slow", delay=1.5)])
+@pytest.mark.parametrize(
+    "fault",
+    [Fault("500"), Fault("drop"), Fault("reset"), Fault("slow", delay=1.5), Fault("not_json")],
+    ids=["500", "drop", "reset", "slow", "not_json"],
+)
 def test_transient_failures_are_retried(server: OpenAIFakeServer, fault: Fault) -> None:
     server.script = [fault, None]
     emb = get_embedder(params(server, timeout_s=0.5))
@@ -268,3 +273,168 @@ def test_plain_400_fails_fast_without_splitting(server: OpenAIFakeServer) -> Non
     with pytest.raises(EmbedError, match="HTTP 400"):
         get_embedder(params(server)).embed(TEXTS[:8])
     assert len(server.records) == 1
+
+
+# ---- issue 14: promises under fault injection -------------------------------------------------------
+@pytest.mark.parametrize(
+    "fault",
+    [Fault("429", retry_after=1), Fault("429", retry_after_ms=700), Fault("429", retry_after_date=1.5)],
+    ids=["seconds", "milliseconds", "http-date"],
+)
+def test_retry_after_in_every_format_is_honoured(server: OpenAIFakeServer, fault: Fault) -> None:
+    server.script = [None, fault]
+    emb = get_embedder(params(server, max_inputs_per_request=2, concurrency=1))
+    emb.embed(TEXTS[:6])
+    assert len(server.windows) == 1
+    assert server.violations == [] and server.crowded == []
+    start, end = server.windows[0]
+    assert min(r.t for r in server.records if r.t > start) >= end
+    assert server.paid_twice() == []
+
+
+def _fake_prefect_layer(monkeypatch: pytest.MonkeyPatch, calls: list[str]) -> None:
+    """The cross-process limiter, with the round trip it costs against a real server (0.1-0.5 s)."""
+    import prefect.concurrency.sync as sync
+
+    from embedline.tasks.embed import ratelimit
+
+    def rate_limit(names: str, occupy: int = 1, timeout_seconds: float | None = None, strict: bool = False) -> None:
+        calls.append(names)
+        time.sleep(0.2)
+
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    monkeypatch.setattr(sync, "rate_limit", rate_limit)
+    ratelimit.reset_prefect_layer()
+
+
+@pytest.mark.parametrize("prefect_layer", [False, True], ids=["in-process", "cross-process"])
+def test_429_storm_whole_run_pays_once_and_never_fires_into_a_window(
+    server: OpenAIFakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_layer: bool
+) -> None:
+    """Issue 14 rows 3 + 4: a storm of 429s (Retry-After 1 s) mixed with 500s, resets, non-JSON
+    200s and slow answers, three requests in flight: every text paid once over the whole run,
+    no request inside a window (beyond those already in flight), one probe after each window."""
+    calls: list[str] = []
+    if prefect_layer:
+        _fake_prefect_layer(monkeypatch, calls)
+    write_chunks(tmp_path / "data" / "interim" / "chunks.parquet", TEXTS)
+    cfg, art = stage_cfg(server, tmp_path, max_inputs_per_request=2, concurrency=3, max_retries=8,
+                         requests_per_minute=6000)
+    server.script = [None, None, Fault("slow_ok", delay=0.3), Fault("500"), Fault("reset"),
+                     Fault("429", retry_after=1), Fault("429", retry_after=1), Fault("not_json"),
+                     Fault("429", retry_after=1, delay=0.2), Fault("429", retry_after_ms=1000), None]
+    stats = run_embed(cfg, art)
+    assert stats["texts_embedded"] == len(set(TEXTS))
+    assert server.paid() == Counter(set(TEXTS))  # each text paid exactly once
+    assert len(server.windows) >= 3
+    assert server.late_violations(grace=0.5) == []  # in flight when the 429 left
+    assert server.crowded == []
+    assert bool(calls) is prefect_layer
+    np.testing.assert_allclose(np.load(art.vectors), expected(TEXTS), atol=1e-6)
+
+
+def test_in_flight_successes_are_cached_when_another_request_gives_up(
+    server: OpenAIFakeServer, tmp_path: Path
+) -> None:
+    """Issue 14 row 3: a request that exhausted its retries made the others' vectors be paid twice."""
+    write_chunks(tmp_path / "data" / "interim" / "chunks.parquet", TEXTS[:12])
+    cfg, art = stage_cfg(server, tmp_path, max_inputs_per_request=2, concurrency=3, max_retries=1)
+    # whichever request comes first fails twice and gives up while the other two are still slow
+    server.script = [Fault("500"), Fault("slow_ok", delay=0.6), Fault("slow_ok", delay=0.6), Fault("500")]
+    with pytest.raises(EmbedTransientError):
+        run_embed(cfg, art)
+    first_bill = server.paid()
+    assert sum(first_bill.values()) >= 4  # the two slow ones (a free worker may start one more)
+    with EmbeddingCache(cache_path(cfg, art)) as cache:
+        assert cache.count() == sum(first_bill.values())  # everything paid for is cached
+    run_embed(cfg, art)
+    assert server.paid_twice() == []
+    assert server.paid() == Counter(TEXTS[:12])
+
+
+def test_halves_that_succeeded_before_the_other_half_failed_are_cached(
+    server: OpenAIFakeServer, tmp_path: Path
+) -> None:
+    """Row 3 within one request: a 413 split whose second half fails keeps the first half."""
+    write_chunks(tmp_path / "data" / "interim" / "chunks.parquet", TEXTS[:4])
+    cfg, art = stage_cfg(server, tmp_path, max_inputs_per_request=4, concurrency=1, max_retries=1)
+    server.max_inputs = 2
+    server.script = [None, None, Fault("500"), Fault("500")]  # 413, left half ok, right half fails
+    with pytest.raises(EmbedTransientError):
+        run_embed(cfg, art)
+    with EmbeddingCache(cache_path(cfg, art)) as cache:
+        assert cache.count() == 2
+    server.max_inputs = None
+    run_embed(cfg, art)
+    assert server.paid_twice() == []
+
+
+def test_unknown_model_dims_never_spend_a_hidden_request(server: OpenAIFakeServer) -> None:
+    """Issue 14 row 14: reading ``dims`` of an unknown model made a paid request."""
+    emb = get_embedder(params(server))
+    with pytest.raises(EmbedError, match=r"embed\.dimensions"):
+        _ = emb.dims
+    assert server.records == []
+    assert emb.probe_dims() == 32  # type: ignore[attr-defined]
+    assert len(server.records) == 1
+    assert emb.dims == 32
+
+
+def test_evaluation_queries_and_documents_go_through_the_cache(server: OpenAIFakeServer, tmp_path: Path) -> None:
+    """Issue 14 row 16: a re-run of an evaluation sent query requests again."""
+    from embedline.tasks.evaluation.baselines import WholeDocRetriever
+    from embedline.tasks.evaluation.interface import EvalDoc
+
+    cfg, art = stage_cfg(server, tmp_path)
+    docs = [EvalDoc(f"d{i}", "", t, None) for i, t in enumerate(TEXTS[:6])]
+    queries = {f"q{i}": f"what does document {i} say" for i in range(4)}
+    first = WholeDocRetriever(docs, cfg.embed, cfg, art).search(queries, k=3)
+    sent = len(server.records)
+    assert sent > 0
+    clear_embedders()
+    again = WholeDocRetriever(docs, cfg.embed, cfg, art).search(queries, k=3)
+    assert len(server.records) == sent  # zero requests on a no-change re-run
+    assert again == first
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_429_storm_with_a_real_prefect_rate_limit(
+    server: OpenAIFakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same storm with the cross-process layer on a real Prefect server (slot decay limit)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.context import refresh_global_settings_context
+
+    from embedline.flows.serve import ServerInfo, free_port, start_server, stop_server
+    from embedline.tasks.embed import ratelimit
+
+    (tmp_path / "prefect").mkdir()
+    info = ServerInfo("127.0.0.1", free_port(), tmp_path / "prefect")
+    start_server(info, timeout=180)
+    try:
+        # as when PREFECT_API_URL is set before the process starts (the embed threads see it too)
+        monkeypatch.setenv("PREFECT_API_URL", info.api_url)
+        refresh_global_settings_context()
+        name = ratelimit.prefect_limit_name("openai", "fake-embedding-model")
+        with get_client(sync_client=True) as client:
+            client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(name=name, limit=50, slot_decay_per_second=50)
+            )
+        ratelimit.reset_prefect_layer()
+        write_chunks(tmp_path / "data" / "interim" / "chunks.parquet", TEXTS)
+        cfg, art = stage_cfg(server, tmp_path, max_inputs_per_request=2, concurrency=3, max_retries=8,
+                             requests_per_minute=6000)
+        server.script = [None, Fault("500"), Fault("429", retry_after=1), Fault("429", retry_after=1),
+                         Fault("not_json"), Fault("429", retry_after_ms=1000), None]
+        run_embed(cfg, art)
+        assert not ratelimit._prefect_disabled  # the layer stayed on for the whole run
+    finally:
+        stop_server(info.home)
+        monkeypatch.delenv("PREFECT_API_URL")
+        refresh_global_settings_context()
+        ratelimit.reset_prefect_layer()
+    assert server.paid() == Counter(set(TEXTS))
+    assert server.late_violations(grace=0.5) == []  # in flight when the 429 left
+    assert server.crowded == []

@@ -180,6 +180,23 @@ def test_schedule_produces_scheduled_runs(server: ServerInfo, deployment: Any) -
         assert r["expected_start_time"][11:19] == "02:00:00", r["expected_start_time"]
 
 
+def test_prefect_cli_lists_deployments_and_flow_runs(server: ServerInfo, deployment: Any,
+                                                     tmp_path: Path) -> None:
+    """Prefect's own CLI works against the project's server (3.8.8's `flow-run ls` got a 422:
+    its client sent `limit`/`sort` as null and the server rejected them)."""
+    env = {**os.environ, "PREFECT_API_URL": server.api_url, "PREFECT_HOME": str(tmp_path),
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "COLUMNS": "200"}
+    deadline = time.monotonic() + 120
+    while not query(server, "flow_runs", {"flow_runs": {"deployment_id": {"any_": [str(deployment.id)]}}}):
+        assert time.monotonic() < deadline, "the scheduler created no run"
+        time.sleep(2)
+    for args, expect in ((["deployment", "ls"], "nightly-ingest"), (["flow-run", "ls"], "SCHEDULED")):
+        proc = subprocess.run([sys.executable, "-m", "prefect", *args], env=env, capture_output=True,
+                              text=True, timeout=180, check=False)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert expect in proc.stdout, proc.stdout
+
+
 def test_triggered_run_completes_with_artifacts(server: ServerInfo, completed_run: Any) -> None:
     ids = run_ids(server, completed_run.id)
     arts = query(server, "artifacts", {"artifacts": {"flow_run_id": {"any_": ids}},

@@ -96,13 +96,14 @@ def test_incremental_sync_equals_clean_ingest(tmp_path: Path, backend: str) -> N
     cfg, art = _project(tmp_path / "a", CORPUS_A, **{"qdrant.backend": backend, "qdrant.batch_points": 4})
     first = _ingest(cfg, art)
     up = first["upsert"]
-    assert up["swapped"] is True and up["added"] == up["points_total"] == first["dedupe"]["points"] > 10
+    assert first["promote"]["promoted"] is True and up["added"] == up["points_total"] == first["dedupe"]["points"] > 10
     assert first["dedupe"]["exact_removed"] > 0  # zeta_copy collapses onto zeta
     before = _state(cfg, art)
 
     _set_corpus(art.root, _final_corpus())
-    second = _ingest(cfg, art)["upsert"]
-    assert second["swapped"] is False and second["new_vector_set"] is False
+    run2 = _ingest(cfg, art)
+    second = run2["upsert"]
+    assert run2["promote"]["promoted"] is False and second["new_vector_set"] is False
     assert second["added"] > 0 and second["deleted"] > 0 and second["unchanged"] > 0
     after = _state(cfg, art)
     assert set(before) - set(after) and set(after) - set(before)
@@ -180,8 +181,9 @@ def test_sigkill_mid_upsert_then_rerun_converges_without_re_embedding(tmp_path: 
 
 
 def test_model_change_builds_a_shadow_and_swaps_after_validation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from embedline.tasks.vectorsets import upsert as upsert_mod
+    from embedline.tasks.vectorsets.build import run_build
     from embedline.tasks.vectorsets.lifecycle import VectorSetValidationError
+    from embedline.tasks.vectorsets.promote import promote
 
     cfg, art = _project(tmp_path / "p", CORPUS_A, **{"qdrant.keep_versions": 1})
     v1 = _ingest(cfg, art)["upsert"]["collection"]
@@ -197,9 +199,11 @@ def test_model_change_builds_a_shadow_and_swaps_after_validation(tmp_path: Path,
     def gate(shadow: str, live: str | None) -> None:
         calls.append((shadow, live, store.get_alias("embedline")))
 
-    stats = upsert_mod.run_upsert(cfg_b, art, gate=gate)
+    built = run_build(cfg_b, art)  # building never moves the alias
+    assert built["new_vector_set"] is True and store.get_alias("embedline") == v1 and not calls
+    stats = promote(cfg_b, art, gate=gate)
     v2 = stats["collection"]
-    assert v2 != v1 and stats["swapped"] is True and stats["previous_collection"] == v1
+    assert v2 == built["collection"] != v1 and stats["promoted"] is True and stats["previous_collection"] == v1
     assert calls == [(v2, v1, v1)]
     assert store.get_alias("embedline") == v2 and v1 in store.list_collections()
     spec = store.describe("embedline")
@@ -216,7 +220,7 @@ def test_model_change_builds_a_shadow_and_swaps_after_validation(tmp_path: Path,
 
     monkeypatch.setattr(type(store), "upsert", lossy)
     with pytest.raises(VectorSetValidationError, match="count"):
-        upsert_mod.run_upsert(cfg_c, art)
+        run_build(cfg_c, art)
     monkeypatch.undo()
     assert store.get_alias("embedline") == v2
     v3 = f"embedline-{load_config(art.root / 'params.yaml', ['embed.model=fake-c']).fingerprint}"
@@ -227,13 +231,14 @@ def test_model_change_builds_a_shadow_and_swaps_after_validation(tmp_path: Path,
     def refuse(shadow: str, live: str | None) -> None:
         raise RuntimeError("quality gate: nDCG@10 dropped")
 
+    run_build(cfg_c, art)
     with pytest.raises(RuntimeError, match="quality gate"):
-        upsert_mod.run_upsert(cfg_c, art, gate=refuse)
+        promote(cfg_c, art, gate=refuse)
     assert store.get_alias("embedline") == v2
 
     # it passes now: swap, and keep_versions=1 keeps only v2 besides the live one
-    final = upsert_mod.run_upsert(cfg_c, art)
-    assert final["swapped"] is True and store.get_alias("embedline") == final["collection"]
+    final = promote(cfg_c, art)
+    assert final["promoted"] is True and store.get_alias("embedline") == final["collection"]
     assert final["dropped"] == 1
     assert set(store.list_collections()) == {final["collection"], v2}
 
@@ -266,7 +271,8 @@ def test_mass_delete_guard_on_an_emptied_source(tmp_path: Path) -> None:
 
 
 def test_dry_run_and_plan_write_nothing(tmp_path: Path) -> None:
-    from embedline.tasks.vectorsets.upsert import plan, run_upsert
+    from embedline.tasks.vectorsets.build import plan
+    from embedline.tasks.vectorsets.build import run_build as run_upsert
 
     cfg, art = _project(tmp_path / "p", CORPUS_A)
     _ingest(cfg, art)
@@ -292,7 +298,7 @@ def test_dry_run_and_plan_write_nothing(tmp_path: Path) -> None:
 def test_verify_finds_and_repairs_drift(tmp_path: Path) -> None:
     import numpy as np
 
-    from embedline.tasks.vectorsets.upsert import verify
+    from embedline.tasks.vectorsets.verify import verify
 
     cfg, art = _project(tmp_path / "p", CORPUS_A)
     _ingest(cfg, art)
@@ -322,7 +328,8 @@ def test_verify_finds_and_repairs_drift(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
 def test_export_import_moves_a_vector_set_between_backends(tmp_path: Path, fmt: Literal["jsonl", "parquet"]) -> None:
-    from embedline.tasks.vectorsets.upsert import export_points, import_points, search
+    from embedline.tasks.vectorsets.search import search
+    from embedline.tasks.vectorsets.transfer import export_points, import_points
 
     cfg, art = _project(tmp_path / "edge", CORPUS_A)
     _ingest(cfg, art)

@@ -96,7 +96,7 @@ def test_every_dep_exists(stage: str) -> None:
         produced = any(
             _interpolate(dep) == (next(iter(o)) if isinstance(o, dict) else o)
             for s in DVC["stages"].values()
-            for o in s.get("outs", [])
+            for o in [*s.get("outs", []), *s.get("metrics", []), *s.get("plots", [])]
         )
         assert produced or path.exists(), f"{stage}: dep {dep} does not exist"
 

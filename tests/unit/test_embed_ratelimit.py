@@ -182,3 +182,119 @@ def test_prefect_layer_called_per_request_and_switched_off_after_a_failure(
         lim.acquire()
     assert calls == [("embed-openai-m", 1, False)] * 2  # the failure switched the layer off
     ratelimit.reset_prefect_layer()
+
+
+# ---- issue 14: limits are promises under load ------------------------------------------------------
+def _max_in_window(stamps: list[tuple[float, float]], window: float = 60.0) -> float:
+    """Largest total of amounts sent inside any closed window [t, t + window]."""
+    stamps = sorted(stamps)
+    return max(sum(a for u, a in stamps if t <= u <= t + window) for t, _ in stamps)
+
+
+def test_token_limit_holds_in_every_minute_even_with_requests_bigger_than_the_burst() -> None:
+    """Row 7: 9,000 TPM once held 9,772 tokens in 60 s (burst + debt on top of the refill)."""
+    import random
+
+    clock = FakeClock()
+    lim = RateLimiter(tokens_per_minute=9000, clock=clock, sleep=clock.sleep)
+    rng = random.Random(7)
+    sent = []
+    for _ in range(300):
+        n = rng.randint(50, 800)  # many requests larger than one second's worth (150)
+        lim.acquire(tokens=n)
+        sent.append((clock.now, float(n)))
+    assert _max_in_window(sent) <= 9000
+
+
+def test_request_limit_holds_in_every_minute() -> None:
+    """Row 7: 20 RPM once let 21 requests into one 60 s window."""
+    clock = FakeClock()
+    lim = RateLimiter(requests_per_minute=20, clock=clock, sleep=clock.sleep)
+    sent = []
+    for _ in range(90):
+        lim.acquire()
+        sent.append((clock.now, 1.0))
+    assert _max_in_window(sent) <= 20
+    assert clock.now - 100.0 < 5 * 60  # and it still runs at the limit, not far below it
+
+
+def test_shared_limiter_is_one_object_for_any_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Row 11: 31 RPM (31/60*60 != 31 in floats) made a new limiter per call."""
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    clear_limiters()
+    for rpm, tpm in [(31, None), (7, 1234.5), (None, 99991)]:
+        assert shared_limiter("openai", "http://x/v1", "m", rpm, tpm) is shared_limiter("openai", "http://x/v1", "m", rpm, tpm)
+    a = shared_limiter("openai", "http://x/v1", "m", 31, None)
+    b = shared_limiter("openai", "http://x/v1", "m", 62, None)  # other limits: reconfigured, still one
+    assert a is b and b.limits == (62, None)
+    clear_limiters()
+
+
+def test_block_is_checked_again_after_the_prefect_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Row 4: a 429 that arrives while a caller waits for Prefect's slot must still hold it."""
+    import prefect.concurrency.sync as sync
+
+    from embedline.tasks.embed import ratelimit
+
+    clock = FakeClock()
+    lim = RateLimiter(requests_per_minute=6000, prefect_limit="embed-x", clock=clock, sleep=clock.sleep)
+
+    def slow_slot(*_: object, **__: object) -> None:
+        lim.block_for(2.0)  # another caller's 429 lands during this server round trip
+
+    monkeypatch.setattr(sync, "rate_limit", slow_slot)
+    ratelimit.reset_prefect_layer()
+    start = clock.now
+    lim.acquire()
+    assert clock.now >= start + 2.0
+    ratelimit.reset_prefect_layer()
+
+
+@pytest.mark.timeout(30)
+def test_a_hung_prefect_call_is_abandoned_and_the_layer_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Row 5: one rate-limit call hung 190 s (no timeout)."""
+    import prefect.concurrency.sync as sync
+
+    from embedline.tasks.embed import ratelimit
+
+    release = threading.Event()
+    calls: list[object] = []
+
+    def hung(*args: object, **kwargs: object) -> None:
+        calls.append(kwargs.get("timeout_seconds"))
+        release.wait(60)
+
+    monkeypatch.setattr(sync, "rate_limit", hung)
+    ratelimit.reset_prefect_layer()
+    try:
+        lim = RateLimiter(requests_per_minute=6000, prefect_limit="embed-x", prefect_timeout_s=0.2)
+        for _ in range(3):
+            lim.acquire()  # would never return with an unbounded call
+        assert calls == [0.2]  # bounded, then the layer is off: one call only
+    finally:
+        release.set()
+        ratelimit.reset_prefect_layer()
+
+
+def test_after_a_block_one_probe_goes_first_and_the_others_wait_for_its_answer() -> None:
+    """Row 4: in a 429 storm all waiters woke at the same instant and fired into the next window."""
+    lim = RateLimiter()
+    lim.block_for(0.2)
+    events: list[tuple[str, int]] = []
+    lock = threading.Lock()
+
+    def caller(i: int) -> None:
+        with lim.request():
+            with lock:
+                events.append(("send", i))
+            time.sleep(0.1)  # the request's round trip
+            with lock:
+                events.append(("answer", i))
+
+    threads = [threading.Thread(target=caller, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    first = events[0][1]
+    assert events[:2] == [("send", first), ("answer", first)]  # nobody sent before the probe's answer

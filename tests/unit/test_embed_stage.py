@@ -29,6 +29,7 @@ from embedline.tasks.embed import (
     run_embed,
 )
 from embedline.tasks.embed.cache import EmbeddingCache
+from embedline.tasks.embed.protocol import Capability
 from embedline.tasks.embed.providers.fake import SPEC as FAKE_SPEC
 from embedline.tasks.embed.providers.fake import FakeEmbedder
 from embedline.tasks.embed.stage import cache_path
@@ -75,8 +76,14 @@ def test_manifest(tmp_path: Path) -> None:
     m = json.loads(art.manifest.read_text())
     for key in ("provider", "model", "model_path", "revision", "backend", "precision", "dims", "prompts",
                 "normalize", "libraries", "params_hash", "corpus_checksum", "fingerprint", "rows",
-                "unique_texts", "cache_hits", "cache_misses", "texts_embedded", "seconds", "texts_per_second"):
+                "unique_texts"):
         assert key in m, key
+    # a DVC output: byte-stable, so no run facts (they are the stage's stats, a metrics file)
+    for key in ("cache_hits", "cache_misses", "texts_embedded", "seconds", "texts_per_second", "embedder"):
+        assert key not in m, key
+    before = art.manifest.read_bytes()
+    again = run_embed(cfg, art)  # everything from the cache now: other stats, the same manifest
+    assert again["cache_hits"] > 0 and art.manifest.read_bytes() == before
     assert m["prompts"] == {"passage": "passage: ", "query": "query: "}
     assert m["fingerprint"] == fingerprint_for(cfg) == cfg.fingerprint(model_revision=m["revision"])
     assert m["shape"] == [len(SAMPLE_TEXTS), 256] and m["dims"] == 256
@@ -196,3 +203,51 @@ def test_embed_query_applies_the_query_prompt() -> None:
     assert not np.array_equal(q, embed_query(EmbedParams.model_validate({"provider": "fake"}), "photosynthesis in plants"))
     with pytest.raises(EmbedInputError):
         embed_query(params, "  ")
+
+
+def test_local_models_commit_every_batch(tmp_path: Path) -> None:
+    """issue 14 row 15: a kill loses at most one batch (it was batch_size x 8 texts)."""
+    texts = [f"distinct text number {i} with {'words ' * (i % 5)}" for i in range(20)]
+    cfg, art = setup(tmp_path, texts=texts, batch_size=4, shard_rows=100)
+    calls: list[int] = []
+
+    class Killed(FakeEmbedder):
+        def embed(self, texts: list[str]) -> np.ndarray:
+            calls.append(len(texts))
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+            return super().embed(texts)
+
+    with PROVIDERS.registered("fake", replace(FAKE_SPEC, factory=Killed)), pytest.raises(KeyboardInterrupt):
+        run_embed(cfg, art)
+    assert calls == [4, 4, 4]  # one model batch per call
+    with EmbeddingCache(cache_path(cfg, art)) as cache:
+        assert cache.count() == 8  # the two finished batches are committed
+
+
+def test_a_failed_group_does_not_discard_other_in_flight_results(tmp_path: Path) -> None:
+    """issue 14 row 3: when one request fails, the requests in flight that succeed are cached."""
+    import threading
+
+    texts = [f"independent text {i}" for i in range(6)]
+    cfg, art = setup(tmp_path, texts=texts, batch_size=2, shard_rows=100, concurrency=3)
+    failed = threading.Event()
+    paid: list[str] = []
+    lock = threading.Lock()
+
+    class OneFails(FakeEmbedder):
+        def embed(self, texts: list[str]) -> np.ndarray:
+            if texts[0].endswith(" 0") or texts[-1].endswith(" 0"):
+                failed.set()
+                raise EmbedError("this request failed for good")
+            assert failed.wait(10)  # still in flight when the other one fails
+            with lock:
+                paid.extend(texts)
+            return super().embed(texts)
+
+    spec = replace(FAKE_SPEC, factory=OneFails, capabilities=FAKE_SPEC.capabilities | {Capability.CONCURRENT})
+    with PROVIDERS.registered("fake", spec), pytest.raises(EmbedError, match="for good"):
+        run_embed(cfg, art)
+    assert len(paid) == 4
+    with EmbeddingCache(cache_path(cfg, art)) as cache:
+        assert cache.count() == len(paid)  # every paid-for vector was committed

@@ -110,3 +110,29 @@ def test_cli_registers_commands() -> None:
     assert result.exit_code == 0 and "no server running" in result.output
     for command in ("deploy", "notify"):
         assert CliRunner().invoke(app, [command, "--help"]).exit_code == 0
+
+
+@pytest.mark.integration
+def test_stop_ends_the_worker_that_serve_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make worker` = `serve --worker`: a real worker with no server behind it (it loops on connection
+    errors) is ended by `make stop` = `serve --stop`, even with no server running."""
+    import os
+
+    from embedline.flows.cli import app
+    from embedline.flows.serve import WORKER_LOG_FILE, WORKER_PID_FILE
+
+    monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{free_port()}/api")  # nothing listens
+    runner = CliRunner()
+    started = runner.invoke(app, ["serve", "--worker", "some-pool", "--home", str(tmp_path)])
+    assert started.exit_code == 0, started.output
+    pid = int((tmp_path / WORKER_PID_FILE).read_text())
+    log = tmp_path / WORKER_LOG_FILE
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not log.read_text(errors="replace").strip():
+        time.sleep(0.5)  # wait until the worker runs (and fails to reach its server)
+    os.kill(pid, 0)  # still running
+    stopped = runner.invoke(app, ["serve", "--stop", "--home", str(tmp_path)])
+    assert stopped.exit_code == 0 and "stopped" in stopped.output
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert not (tmp_path / WORKER_PID_FILE).exists()

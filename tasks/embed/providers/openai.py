@@ -26,7 +26,7 @@ import threading
 from typing import Any
 
 import numpy as np
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 from tenacity.wait import wait_exponential_jitter
 
 from embedline.tasks.config import EmbedParams
@@ -42,13 +42,13 @@ from embedline.tasks.embed.protocol import (
 )
 from embedline.tasks.embed.ratelimit import shared_limiter, wait_from_headers
 from embedline.tasks.embed.requests import halves, token_batches
+from embedline.tasks.retrying import TransientError, is_transient, transient_status
 from embedline.tasks.tokenize import load_token_counter, tiktoken_counter
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 KNOWN_DIMS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "text-embedding-ada-002": 1536}
-_TRANSIENT_STATUS = {408, 409, 429}
 # a 400 that means "this request is too big" (splitting helps); anything else on a 400 fails fast
 _OVERSIZE = re.compile(
     r"too large|too long|too many (inputs|tokens)|maximum (request|context|batch)|"
@@ -62,8 +62,9 @@ _HINTS = {
 }
 
 
-class _Transient(Exception):
-    """A failure worth retrying; ``shared_wait`` is set when the server named how long to wait."""
+class _Transient(TransientError):
+    """A failure worth retrying; ``shared_wait`` is set when the server named how long to wait
+    (the shared limiter is already blocked until then)."""
 
     def __init__(self, message: str, shared_wait: float | None = None, status: int | None = None):
         super().__init__(message)
@@ -117,7 +118,19 @@ class OpenAIEmbedder:
     # -- protocol ---------------------------------------------------------------------------------------
     @property
     def dims(self) -> int:
-        if self._dims is None:  # an unknown model on a compatible server: ask once
+        """Known from ``embed.dimensions``, the model table, or the first response. Never a hidden
+        paid request: an unknown model's width is an error until something was embedded (use
+        :meth:`probe_dims` to pay for one request explicitly)."""
+        if self._dims is None:
+            raise EmbedError(
+                f"the output width of {self.params.model!r} is not known before the first request: "
+                "set embed.dimensions (or call probe_dims() to spend one request on it)"
+            )
+        return self._dims
+
+    def probe_dims(self) -> int:
+        """Spend one request to learn an unknown model's output width (explicit, never implicit)."""
+        if self._dims is None:
             self.embed(["dimension probe"])
         assert self._dims is not None
         return self._dims
@@ -143,9 +156,13 @@ class OpenAIEmbedder:
         if not texts:
             return np.zeros((0, self._dims or 0), dtype=np.float32)
         counts = self.count_tokens(texts)
-        parts = []
+        parts: list[np.ndarray] = []
         for batch in token_batches(counts, self.params.max_inputs_per_request, self.params.max_tokens_per_request):
-            parts.append(self._embed_splitting([texts[i] for i in batch], [counts[i] for i in batch], batch[0]))
+            try:
+                parts.append(self._embed_splitting([texts[i] for i in batch], [counts[i] for i in batch], batch[0]))
+            except EmbedError as exc:  # keep what was paid for: the caller commits exc.partial
+                _add_partial(exc, np.vstack(parts) if parts else None, 0)
+                raise
         return np.vstack(parts)
 
     def info(self) -> dict[str, Any]:
@@ -187,7 +204,11 @@ class OpenAIEmbedder:
             a, b = halves(range(len(texts)))
             log.info("request of %d inputs too large; retrying as %d + %d", len(texts), len(a), len(b))
             left = self._embed_splitting([texts[i] for i in a], [counts[i] for i in a], offset)
-            right = self._embed_splitting([texts[i] for i in b], [counts[i] for i in b], offset + len(a))
+            try:
+                right = self._embed_splitting([texts[i] for i in b], [counts[i] for i in b], offset + len(a))
+            except EmbedError as exc:
+                _add_partial(exc, left, offset)
+                raise
             return np.vstack([left, right])
 
     def _wait(self, state: RetryCallState) -> float:
@@ -206,7 +227,7 @@ class OpenAIEmbedder:
         retrying = Retrying(
             stop=stop_after_attempt(self.params.max_retries + 1),
             wait=self._wait,
-            retry=retry_if_exception_type(_Transient),
+            retry=retry_if_exception(is_transient),
             before_sleep=self._count_retry,
             reraise=True,
         )
@@ -214,7 +235,7 @@ class OpenAIEmbedder:
             for attempt in retrying:
                 with attempt:
                     return self._request_once(texts, tokens)
-        except _Transient as exc:
+        except TransientError as exc:
             raise EmbedTransientError(
                 f"{self.base_url}: gave up after {self.params.max_retries + 1} attempts: {exc}"
             ) from None
@@ -227,28 +248,44 @@ class OpenAIEmbedder:
         log.info("embedding request failed (%s); retry %d", exc, state.attempt_number)
 
     def _request_once(self, texts: list[str], tokens: int) -> np.ndarray:
-        import openai
-
-        self.limiter.acquire(tokens)
         kwargs: dict[str, Any] = {"model": self.params.model, "input": texts, "encoding_format": "float"}
         if self.params.dimensions is not None:
             kwargs["dimensions"] = self.params.dimensions
-        with self._lock:
-            self.requests_sent += 1
+        # the slot is held until the answer is read: after a block, others wait for this answer
+        with self.limiter.request(tokens):
+            with self._lock:
+                self.requests_sent += 1
+            raw = self._send(kwargs)
+            wait = wait_from_headers(dict(raw.headers), is_429=False)
+            if wait:
+                self.limiter.block_for(wait)  # a limit is at zero: stop before being told no
+        return self._parse(self._body(raw), len(texts))
+
+    def _send(self, kwargs: dict[str, Any]) -> Any:
+        import openai
+
         try:
-            raw = self.client.embeddings.with_raw_response.create(**kwargs)
+            return self.client.embeddings.with_raw_response.create(**kwargs)
         except openai.APIStatusError as exc:
             self._raise_for_status(exc)
-        except openai.APIConnectionError as exc:  # includes APITimeoutError; dropped connections
+        except openai.APIConnectionError as exc:  # includes APITimeoutError; dropped/reset connections
             raise _Transient(f"{type(exc).__name__}: {exc}") from None
-        wait = wait_from_headers(dict(raw.headers), is_429=False)
-        if wait:
-            self.limiter.block_for(wait)  # a limit is at zero: stop before being told no
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _body(self, raw: Any) -> Any:
+        """The parsed 200 body. One that is not JSON (a proxy's HTML error page, a truncated body)
+        is transient: the same request usually succeeds on a second try. JSON that is not the
+        embeddings schema is not retried."""
         try:
             parsed = raw.parse()
-        except Exception as exc:  # noqa: BLE001 the SDK's parse raises JSON/pydantic/KeyError variants: any means an unreadable response
-            raise EmbedResponseError(f"{self.base_url}: unreadable embeddings response: {exc}") from None
-        return self._parse(parsed, len(texts))
+        except Exception as exc:  # noqa: BLE001 the SDK's parse raises JSON/pydantic/KeyError variants: classified just below
+            if _is_json(raw):
+                raise EmbedResponseError(f"{self.base_url}: unreadable embeddings response: {exc}") from None
+            parsed = None
+        if parsed is None or isinstance(parsed, str | bytes):  # the SDK hands back text for non-JSON
+            text = raw.http_response.text[:80].replace("\n", " ")
+            raise _Transient(f"HTTP 200 with a body that is not JSON: {text!r}")
+        return parsed
 
     def _raise_for_status(self, exc: Any) -> None:
         status = int(exc.status_code)
@@ -257,13 +294,15 @@ class OpenAIEmbedder:
         should_retry = str(headers.get("x-should-retry", "")).lower()
         if status == 413 or (status == 400 and _OVERSIZE.search(message)):
             raise _Oversize(f"{status}: {message}")
-        transient = status in _TRANSIENT_STATUS or status >= 500
+        transient = transient_status(status)
         if should_retry in {"true", "false"}:
             transient = should_retry == "true"
         if transient:
             wait = wait_from_headers(headers, is_429=status == 429)
             if wait is not None:
                 self.limiter.block_for(wait)
+            elif status == 429:  # no hint: block now (before this slot is released), _wait extends it
+                self.limiter.block_for(self.params.retry_initial_s)
             raise _Transient(f"HTTP {status}: {message}", wait, status)
         hint = _HINTS.get(status, "the request was rejected")
         raise EmbedError(
@@ -289,6 +328,24 @@ class OpenAIEmbedder:
         if self._dims is None:
             self._dims = int(vecs.shape[1])
         return l2_normalize(vecs) if self.params.normalize else vecs
+
+
+def _add_partial(exc: BaseException, vecs: np.ndarray | None, offset: int) -> None:
+    """Attach vectors that were paid for before ``exc`` to it: ``exc.partial`` maps positions in
+    the ``embed()`` call to vectors, so the embed stage can cache them before failing."""
+    if vecs is None or not len(vecs):
+        return
+    partial: dict[int, np.ndarray] = getattr(exc, "partial", None) or {}
+    partial.update({offset + j: vecs[j] for j in range(len(vecs))})
+    exc.partial = partial  # type: ignore[attr-defined]
+
+
+def _is_json(raw: Any) -> bool:
+    try:
+        raw.http_response.json()
+    except ValueError:
+        return False
+    return True
 
 
 def _error_message(exc: Any) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from embedline.tasks.config import EmbedParams
-from embedline.tasks.embed.protocol import EmbedError, ProviderSpec, truncate_dims
+from embedline.tasks.embed.protocol import Capability, EmbedError, ProviderSpec, truncate_dims
 from embedline.tasks.tokenize import hf_counter, model_window, resolve_model
 
 log = logging.getLogger(__name__)
@@ -74,20 +75,28 @@ def local_model_revision(path: str | Path) -> str:
 
 
 def _local_dir(params: EmbedParams) -> str | None:
-    """A local folder for the model: a path, the bundled default, or an offline hub snapshot."""
+    """A local folder for the model: a path, the bundled default, or a hub snapshot: from the
+    local cache, else downloaded now (unless offline). Downloading here, before anything asks for
+    the revision, keeps the revision (hence the cache namespace and the fingerprint) the same
+    before and after the model is first loaded."""
     resolved = resolve_model(params.model)
     if Path(resolved).is_dir():
         return resolved
     try:
         from huggingface_hub import snapshot_download
-
-        return str(snapshot_download(params.model, revision=params.revision, local_files_only=True))
-    except Exception:  # noqa: BLE001 a hub lookup in offline mode fails with hub/OSError/ValueError variants: any means 'not cached locally'
+    except ImportError:  # pragma: no cover - a dependency of sentence-transformers
         return None
+    for local_only in (True, False):
+        try:
+            return str(snapshot_download(params.model, revision=params.revision, local_files_only=local_only))
+        except Exception as exc:  # noqa: BLE001 hub/OSError/ValueError variants all mean "not available": the model load reports it
+            log.debug("hub snapshot of %s (local_files_only=%s): %s", params.model, local_only, exc)
+    return None
 
 
 def revision_for(params: EmbedParams) -> str:
-    """The model revision without loading the model (hashes files; cheap after the first call)."""
+    """The model revision without loading the model (hashes files; cheap after the first call).
+    A hub model not on disk yet is downloaded first (see :func:`_local_dir`)."""
     local = _local_dir(params)
     if local is not None:
         return local_model_revision(local)
@@ -270,9 +279,59 @@ def _free_accelerator_memory() -> None:
         pass
 
 
+# ---- preflight ----------------------------------------------------------------------------------
+def _offline() -> bool:
+    return any(
+        os.environ.get(v, "").strip().lower() in {"1", "true", "yes", "on"}
+        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def model_problem(params: EmbedParams) -> str | None:
+    """Preflight: None if the model is a local folder, the installed default, a Hugging Face
+    snapshot on disk or (online) a model the hub knows; else what is wrong (loads no weights)."""
+    resolved = resolve_model(params.model)
+    if Path(resolved).is_dir():
+        return None
+    if Path(params.model).expanduser().is_absolute() or params.model.startswith((".", "~")):
+        return f"embed.model {params.model!r}: no such folder"
+    candidates = [params.model] if "/" in params.model else [params.model, f"sentence-transformers/{params.model}"]
+    from huggingface_hub import snapshot_download
+
+    for repo in candidates:
+        try:
+            snapshot_download(repo, revision=params.revision, local_files_only=True)
+            return None
+        except Exception:  # noqa: BLE001 not on disk (or not a valid repo id; huggingface_hub raises several types): try the next name
+            continue
+    if _offline():
+        return (f"embed.model {params.model!r} is not a local folder, not the installed default "
+                "and not in the Hugging Face cache, and HF_HUB_OFFLINE is set")
+    return _hub_problem(candidates, params.revision)
+
+
+def _hub_problem(candidates: list[str], revision: str | None) -> str | None:
+    from huggingface_hub import model_info
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    last = ""
+    for repo in candidates:
+        try:
+            model_info(repo, revision=revision, timeout=15)
+            return None
+        except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
+            last = f"the Hugging Face hub has no model {repo!r}" + (f" at {revision}" if revision else "")
+            last += f" ({type(exc).__name__})"
+        except Exception as exc:  # noqa: BLE001 network errors of any kind (httpx, requests, OSError): the hub cannot be reached
+            return f"embed.model {candidates[0]!r} is not on disk and the Hugging Face hub cannot be reached ({type(exc).__name__})"
+    return f"embed.model: {last}"
+
+
 SPEC = ProviderSpec(
     name="sentence-transformers",
     factory=SentenceTransformerEmbedder,
     revision_for=revision_for,
     tokenizer_for=hf_counter,
+    preflight=model_problem,
+    capabilities=frozenset({Capability.LOCAL_BACKENDS}),
 )

@@ -1,0 +1,146 @@
+"""Where people wait (issue 16): `embedline --help`, a cold `embedline search`, a first and a
+no-change `embedline ingest` without a Prefect server, and evaluation's share of each.
+
+Every figure is the wall time of a fresh `embedline` process (what a user waits for), run on a copy
+of the sample corpus in ``benchmarks/work/speed`` with the project's params.yaml (evaluation on, no
+``PREFECT_API_URL``: the DAG runs in-process). ``embed.models_dir`` points at the repository's
+``data/models`` (exported graphs and the ``auto`` calibration are per model and machine, like a
+user's); the embedding cache starts empty, so the first ingest embeds every chunk.
+
+    .venv/bin/python -m benchmarks.bench_speed [--repeat 5] [--set embed.backend=auto]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import RESULTS, ROOT, WORK, stamp, write_result
+
+EMBEDLINE = Path(sys.executable).with_name("embedline")
+QUERY = "how does a black hole form"
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    return env
+
+
+CPU: list[float] = []  # user+sys CPU seconds of each timed child (robust to a busy machine)
+
+
+def timed(args: list[str], cwd: Path) -> tuple[float, subprocess.CompletedProcess[str]]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    res = subprocess.run([str(EMBEDLINE), *args], cwd=cwd, env=_env(), capture_output=True, text=True,
+                         timeout=3600)
+    seconds = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU.append(round(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, 3))
+    if res.returncode != 0:
+        raise RuntimeError(f"embedline {' '.join(args)} failed: {res.stderr[-2000:]}")
+    return round(seconds, 3), res
+
+
+def series(args: list[str], cwd: Path, repeat: int) -> dict[str, Any]:
+    times, cpu = [], []
+    for _ in range(repeat):
+        times.append(timed(args, cwd)[0])
+        cpu.append(CPU[-1])
+    return {"runs": times, "min": min(times), "median": round(statistics.median(times), 3),
+            "cpu_seconds": cpu, "cpu_min": min(cpu)}
+
+
+def project(work: Path) -> Path:
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "data").mkdir(parents=True)
+    shutil.copytree(ROOT / "data" / "raw", work / "data" / "raw", symlinks=True)
+    shutil.copytree(ROOT / "data" / "eval", work / "data" / "eval")
+    shutil.copy(ROOT / "params.yaml", work / "params.yaml")
+    return work
+
+
+def parse_hits(text: str) -> list[dict[str, Any]]:
+    """The JSON values printed by `search --json` (one per hit, pretty-printed or not)."""
+    dec, pos, hits = json.JSONDecoder(), 0, []
+    text = text.strip()
+    while pos < len(text):
+        obj, end = dec.raw_decode(text, pos)
+        hits.extend(obj if isinstance(obj, list) else [obj])
+        pos = end
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+    return hits
+
+
+def metric(work: Path, stage: str) -> dict[str, Any]:
+    path = work / "data" / "metrics" / f"{stage}.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--out", type=Path, default=RESULTS / "speed.json")
+    args = ap.parse_args(argv)
+    work = project(WORK / "speed")
+    sets = [f"--set=embed.models_dir={ROOT / 'data' / 'models'}", *(f"--set={o}" for o in args.overrides)]
+    load_before = os.getloadavg()[0]
+
+    out: dict[str, Any] = {"benchmark": "speed", "overrides": args.overrides}
+    out["help"] = series(["--help"], ROOT, args.repeat)
+    print("help", out["help"], flush=True)
+
+    first_s, _ = timed(["ingest", *sets], work)
+    first_eval = metric(work, "evaluate").get("seconds")
+    out["first_ingest"] = {"seconds": first_s, "cpu_seconds": CPU[-1], "evaluate_seconds": first_eval,
+                           "evaluate_share": round(first_eval / first_s, 3) if first_eval else None,
+                           "embed": {k: metric(work, "embed").get(k) for k in
+                                     ("backend", "precision", "texts_embedded", "texts_per_second", "seconds")}}
+    print("first ingest", out["first_ingest"], flush=True)
+
+    runs = []
+    for _ in range(max(1, args.repeat // 2)):
+        s, _ = timed(["ingest", *sets], work)
+        runs.append({"seconds": s, "cpu_seconds": CPU[-1], "evaluate_seconds": metric(work, "evaluate").get("seconds"),
+                     "texts_embedded": metric(work, "embed").get("texts_embedded")})
+    out["no_change_ingest"] = {"runs": runs, "min": min(r["seconds"] for r in runs),
+                               "median": round(statistics.median(r["seconds"] for r in runs), 3)}
+    print("no-change ingest", out["no_change_ingest"], flush=True)
+
+    out["cold_search"] = series(["search", QUERY, "-k", "5", *sets], work, args.repeat)
+    _, res = timed(["search", QUERY, "-k", "5", "--json", *sets], work)
+    fast_hits = parse_hits(res.stdout)
+    out["cold_search"]["top_hit"] = fast_hits[0] if fast_hits else None
+    no_graph = dict(_env(), EMBEDLINE_QUERY_ONNX="0")
+    t0 = time.perf_counter()
+    ref = subprocess.run([str(EMBEDLINE), "search", QUERY, "-k", "5", "--json", *sets], cwd=work, env=no_graph,
+                         capture_output=True, text=True, check=True, timeout=600)
+    out["cold_search"]["torch_fallback_seconds"] = round(time.perf_counter() - t0, 3)
+    ref_hits = parse_hits(ref.stdout)
+    out["cold_search"]["same_results_as_torch"] = (
+        [h.get("source") for h in fast_hits] == [h.get("source") for h in ref_hits]
+        and all(abs(a.get("score", 0) - b.get("score", 0)) < 1e-4 for a, b in zip(fast_hits, ref_hits, strict=True)))
+    print("cold search", out["cold_search"], flush=True)
+
+    out["loadavg_1m_before"] = load_before
+    out["loadavg_1m_after"] = os.getloadavg()[0]
+    doc = stamp(out)
+    write_result(args.out, doc)
+    print(f"wrote {args.out}")
+    return doc
+
+
+if __name__ == "__main__":
+    main()

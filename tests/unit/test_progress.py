@@ -1,0 +1,87 @@
+"""The stage progress interface (tasks/progress.py) and its non-terminal output."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from embedline.tasks import progress
+
+pytestmark = pytest.mark.unit
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_log_reporter_writes_a_line_at_least_every_30_s() -> None:
+    clock, lines = Clock(), []
+    reporter = progress.LogReporter(write=lines.append, every_s=30, clock=clock)
+    with progress.reporting(reporter), progress.track("embed", total=100, unit="text") as bar:
+        for _ in range(100):
+            clock.t += 1.0
+            bar.advance()
+    assert lines[0] == "embed: started (100 texts)"
+    middle = lines[1:-1]
+    assert len(middle) == 3 and all("ETA" in line and "/100 texts" in line for line in middle)
+    assert middle[0].startswith("embed: 30/100 texts (30 %), 1.0 texts/s, ETA 70 s")
+    assert lines[-1] == "embed: done, 100 texts in 100.0 s"
+
+
+def test_threads_add_up_and_no_reporter_is_free() -> None:
+    seen: list[int] = []
+
+    class Last:
+        def start(self, stage: str, total: int | None, unit: str) -> None: ...
+        def update(self, stage: str, done: int, total: int | None) -> None: ...
+        def finish(self, stage: str, done: int, total: int | None) -> None:
+            seen.append(done)
+
+    with progress.reporting(Last()):
+        bar = progress.shared("embed", total=4000, unit="chunk")
+        reporters = [progress.row_reporter(bar, start) for start in (0, 1000, 2000, 3000)]
+        threads = [threading.Thread(target=lambda r=r, s=s: [r(s + k, 4000) for k in range(1, 1001)])
+                   for r, s in zip(reporters, (0, 1000, 2000, 3000), strict=True)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        progress.close("embed")
+    assert seen == [4000]
+    with progress.track("chunk") as quiet:  # nothing installed: still counts
+        quiet.advance(3)
+    assert quiet.done == 3
+
+
+def test_a_failing_reporter_never_fails_the_stage() -> None:
+    class Broken:
+        def start(self, *a: object) -> None:
+            raise RuntimeError("display gone")
+
+        update = finish = start
+
+    with progress.reporting(Broken()), progress.track("dedupe", total=2) as bar:
+        bar.advance(2)
+    assert bar.done == 2
+
+
+@pytest.mark.integration
+def test_cli_prints_progress_lines_when_not_a_terminal(tiny_project: Path) -> None:
+    exe = Path(sys.executable).with_name("embedline")
+    env = {**os.environ, "EMBEDLINE_PROGRESS_EVERY_S": "0"}  # every update: a "long" stage in a tiny corpus
+    res = subprocess.run([str(exe), "ingest", "--no-eval", "--no-prefect", "--set", "embed.batch_size=2"],
+                         cwd=tiny_project, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    for stage in ("preprocess", "chunk", "embed", "dedupe", "upsert"):
+        assert f"{stage}: started" in res.stderr and f"{stage}: done" in res.stderr, stage
+    during = [line for line in res.stderr.splitlines() if line.startswith("embed: ") and "ETA" in line]
+    assert len(during) >= 2  # per batch, with counts and ETA, while the stage runs
