@@ -269,6 +269,10 @@ class RunParams(_Section):
     full_rebuild: bool = False
 
 
+# fine-tuning trains (and a fine-tuned model is embedded by) sentence-transformers
+FINETUNE_PROVIDER = "sentence-transformers"
+
+
 class FinetuneParams(_Section):
     """Fine-tuning the embedding model on the corpus's own signal (the ``finetune`` stage).
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from embedline.tasks.artifacts import Artifacts
-from embedline.tasks.config import Config, apply_overrides, validate
+from embedline.tasks.config import FINETUNE_PROVIDER, Config, apply_overrides, validate
 from embedline.tasks.finetune.pairs import check_no_leakage, text_hash
 from embedline.tasks.finetune.train import read_model_info, require_trained
 
@@ -74,7 +74,7 @@ def shadow_config(cfg: Config, art: Artifacts, model_dir: Path) -> Config:
     root differs from the project's; the store, the cache, the source and the gate's dataset are
     the project's)."""
     overrides = {
-        "embed.provider": "sentence-transformers",
+        "embed.provider": FINETUNE_PROVIDER,
         "embed.model": str(model_dir.resolve()),
         "embed.revision": None,
         "source": str(art.resolve(cfg.source).resolve()),
@@ -89,13 +89,13 @@ def shadow_config(cfg: Config, art: Artifacts, model_dir: Path) -> Config:
 
 
 def build_and_promote(cfg: Config, art: Artifacts, gate: Any, *, allow_mass_delete: bool = False) -> dict[str, Any]:
-    """Sync the vector set of ``art``'s artifacts, then serve it if ``gate(shadow, live)`` passes
-    (build, then the promote step: gate + alias swap; ``gate`` raises to refuse)."""
+    """Build the vector set of ``art``'s artifacts, then serve it if ``gate(shadow, live)`` passes
+    (the store's build + promote; ``gate`` raises to refuse)."""
     from embedline.tasks.vectorsets.build import run_build
     from embedline.tasks.vectorsets.promote import promote
 
-    built = run_build(cfg, art, allow_mass_delete=allow_mass_delete)
-    return {**built, **promote(cfg, art, built["fingerprint"], gate=gate, allow_mass_delete=allow_mass_delete)}
+    run_build(cfg, art, allow_mass_delete=allow_mass_delete)
+    return promote(cfg, art, gate=gate, allow_mass_delete=allow_mass_delete)
 
 
 def serve_finetuned(

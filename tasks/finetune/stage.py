@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from embedline.tasks.artifacts import Artifacts
-from embedline.tasks.config import Config, EmbedParams, apply_overrides, validate
+from embedline.tasks.config import FINETUNE_PROVIDER, Config, EmbedParams, apply_overrides, validate
 from embedline.tasks.evaluation.beir import is_beir_dir, load_qrels, load_queries
 from embedline.tasks.evaluation.metrics import DocKey, jsonl_record_key
 from embedline.tasks.finetune.pairs import (
@@ -67,7 +67,7 @@ class VectorSetSource:
 
 def with_model(cfg: Config, model: str) -> Config:
     """``cfg`` embedding with the local model ``model`` (a revision pinned for another model does not apply)."""
-    return validate(apply_overrides(cfg.model_dump(mode="json"), {"embed.provider": "sentence-transformers", "embed.model": model, "embed.revision": None}))
+    return validate(apply_overrides(cfg.model_dump(mode="json"), {"embed.provider": FINETUNE_PROVIDER, "embed.model": model, "embed.revision": None}))
 
 
 def load_passages(src: VectorSetSource) -> tuple[list[Passage], np.ndarray, EmbedParams]:
