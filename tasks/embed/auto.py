@@ -15,6 +15,7 @@ OpenVINO/ONNX fp32 agree at ~1.0 and are 1.0-1.5x torch without AVX512-BF16, Ope
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -117,6 +118,10 @@ def _timed(encode: Callable[[list[str]], np.ndarray], texts: list[str]) -> tuple
     return vecs, len(texts) / seconds
 
 
+def _encode(emb: Any, batch_size: int, texts: list[str]) -> np.ndarray:
+    return np.asarray(emb.backend.encode(texts, batch_size))
+
+
 def measure(params: EmbedParams, texts: list[str], candidates: Sequence[tuple[str, str]] = CANDIDATES) -> list[Trial]:
     """Time torch fp32 and each candidate on ``texts``; agreement = cosine to torch per text."""
     from embedline.tasks.embed.registry import get_embedder
@@ -128,7 +133,7 @@ def measure(params: EmbedParams, texts: list[str], candidates: Sequence[tuple[st
     for backend, precision in candidates:
         try:
             emb: Any = get_embedder(params.model_copy(update={"backend": backend, "precision": precision}))
-            vecs, speed = _timed(lambda t, e=emb: e.backend.encode(t, params.batch_size), texts)
+            vecs, speed = _timed(functools.partial(_encode, emb, params.batch_size), texts)
         except Exception as exc:  # noqa: BLE001 a backend that does not install/export/compile here is no candidate
             trials.append(Trial(backend, precision, 0.0, 0.0, 0.0, f"{type(exc).__name__}: {exc}"[:300]))
             continue
