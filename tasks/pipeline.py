@@ -33,6 +33,9 @@ INGEST_STAGES = ("preprocess", "chunk", "embed", "dedupe", "upsert", "promote")
 # Stages without a data/metrics/<name>.json: promote acts on the store on every run (dvc.yaml:
 # always_changed), its stats are printed, never written to a Git-tracked file.
 UNRECORDED = frozenset({"promote"})
+# Stages whose stats file dvc.yaml declares as a metric (listed by `dvc exp show`): written without
+# timings, so an experiment's row shows only what changed in the results.
+DVC_METRICS = frozenset({"finetune"})
 
 
 class UnknownStageError(KeyError):
@@ -62,5 +65,8 @@ def run_stage(name: str, cfg: Config, art: Artifacts, **options: Any) -> dict[st
         return stats
     stats.setdefault("seconds", round(time.perf_counter() - start, 3))
     if not options.get("dry_run"):
-        write_json(art.metric(name), stats)
+        recorded = stats
+        if name in DVC_METRICS:  # `dvc exp show` lists it: scores only, no timings
+            recorded = {k: v for k, v in stats.items() if not k.endswith("seconds")}
+        write_json(art.metric(name), recorded)
     return stats

@@ -133,7 +133,8 @@ def test_two_clean_runs_give_identical_vectors(
 def test_param_change_reruns_exactly_the_downstream_stages(work: Repo) -> None:
     rows_before = work.json("data/metrics/embed.json")["rows"]
     work.set_params(chunk__max_tokens=64)
-    assert work.repro() == ["chunk", "embed", "dedupe", "upsert", "evaluate", "promote"]
+    # finetune reads the chunk params too (its eval-corpus mode); off, it only records that it is off
+    assert work.repro() == ["chunk", "embed", "dedupe", "upsert", "evaluate", "promote", "finetune"]
     embed = work.json("data/metrics/embed.json")
     assert embed["rows"] > rows_before  # the long document now has more chunks
     # only the re-chunked text is paid for; the unchanged short documents come from the cache
@@ -177,7 +178,8 @@ def test_exp_run_and_show_list_the_headline_metrics_in_15_columns(work: Repo) ->
     assert data["params"]["params.yaml"]["data"]["chunk"]["max_tokens"] == 64
     # one metrics file: the headline numbers, no timings, no per-stage details
     metrics = {Path(k).name: v["data"] for k, v in data["metrics"].items()}
-    assert set(metrics) == {"headline.json"}
+    # the headline, and finetune's base vs fine-tuned scores (issue 17: compared in `dvc exp show`)
+    assert set(metrics) == {"headline.json", "finetune.json"}
     head = metrics["headline.json"]
     assert set(head) == {"ndcg@10", "recall@100", "points", "chunks", "duplicates", "texts_embedded"}
     assert set(head["ndcg@10"]) == {"dense", "bm25", "wholedoc"} and head["ndcg@10"]["dense"] > 0
