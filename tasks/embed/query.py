@@ -167,6 +167,31 @@ def _build(params: EmbedParams) -> QueryEncoder | None:
         return None
 
 
+def embed_query(cfg_embed: EmbedParams, text: str) -> np.ndarray:
+    """The vector of a search query: query prompt, dimensions and normalisation applied.
+
+    Through the exported graph of the ingest model when :func:`light_encoder` allows it (no torch
+    import), else the configured embedder. Imports neither the embed stage nor pyarrow."""
+    from embedline.tasks.embed.protocol import (
+        EmbedInputError,
+        truncate_dims,
+        validate_vectors,
+        with_prompt,
+    )
+    from embedline.tasks.embed.registry import get_embedder, peek_embedder
+
+    if not text.strip():
+        raise EmbedInputError("empty query")
+    fast = None if peek_embedder(cfg_embed) is not None else light_encoder(cfg_embed)
+    if fast is not None:  # the exported graph of the ingest model: no torch import
+        raw = fast.encode(with_prompt([text], cfg_embed.query_prompt))
+        vec = truncate_dims(raw, cfg_embed.dimensions, cfg_embed.normalize)
+        return validate_vectors(vec, 1, None, f"onnx-query:{cfg_embed.model}")[0]
+    emb = get_embedder(cfg_embed)
+    vec = emb.embed(with_prompt([text], cfg_embed.query_prompt))
+    return validate_vectors(vec, 1, None, emb.name)[0]
+
+
 def clear_encoders() -> None:
     with _lock:
         _encoders.clear()
