@@ -41,6 +41,9 @@ def use_prefect(cfg: Config, forced: bool | None) -> bool:
 REUSABLE = frozenset({"preprocess", "chunk", "embed", "dedupe", "evaluate"})
 
 
+PER_RUN_COUNTS = {"embed": ("texts_embedded", "cache_misses", "cache_hits")}
+
+
 def recorded_state(cfg: Config, root: str) -> Any:
     """A :class:`~embedline.tasks.dvclock.LockView` when this run can be compared with dvc.lock (the
     project has one and the run uses params.yaml as is: no overrides, no --full), else None."""
@@ -61,7 +64,10 @@ def reuse(name: str, art: Artifacts) -> dict[str, Any]:
 
     path = art.metric(name)
     stats = read_json(path) if path.is_file() else {}
-    return {**(stats if isinstance(stats, dict) else {}), "reused": True, "seconds": 0.0}
+    stats = stats if isinstance(stats, dict) else {}
+    # this run did no work: per-run counts are zero (what the outputs hold stays as recorded)
+    done = {k: 0 for k in PER_RUN_COUNTS.get(name, ()) if k in stats}
+    return {**stats, **done, "reused": True, "seconds": 0.0}
 
 
 def _metrics_bytes(art: Artifacts, name: str) -> bytes | None:
