@@ -68,30 +68,139 @@ def sample_vectors(store: Any, collection: str, n: int) -> tuple[np.ndarray, lis
 
 def silhouette(vectors: np.ndarray, labels: Sequence[str]) -> float | None:
     """Cosine silhouette of the vectors grouped by label; None when undefined (< 2 labels, or as
-    many labels as points)."""
+    many labels as points). Numpy, step for step what ``sklearn.metrics.silhouette_score(...,
+    metric="cosine")`` computes (same dtype, same reductions: equal on the tests), without
+    scikit-learn's import (scipy.stats, pandas: ~2.7 CPU s)."""
     n_labels = len(set(labels))
     if len(labels) < 3 or not 2 <= n_labels <= len(labels) - 1:
         return None
-    from sklearn.metrics import silhouette_score
+    return round(float(np.mean(_silhouette_samples(vectors, labels))), 6)
 
-    return round(float(silhouette_score(vectors, list(labels), metric="cosine")), 6)
+
+def _silhouette_samples(vectors: np.ndarray, labels: Sequence[str]) -> np.ndarray:
+    x = np.asarray(vectors)
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float64)
+    _, codes = np.unique(np.asarray(labels), return_inverse=True)
+    codes = codes.reshape(-1)
+    freqs = np.bincount(codes)
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x))
+    norms[norms == 0.0] = 1.0
+    xn = x / norms[:, np.newaxis]
+    dist = xn @ xn.T  # cosine distance = clip(1 - similarity, 0, 2), 0 on the diagonal
+    dist *= -1
+    dist += 1
+    dist = np.clip(dist, 0.0, 2.0)
+    np.fill_diagonal(dist, 0.0)
+    sums = np.zeros((x.shape[0], freqs.shape[0]), dtype=dist.dtype)
+    for i in range(x.shape[0]):
+        sums[i] += np.bincount(codes, weights=dist[i], minlength=freqs.shape[0])
+    own = (np.arange(x.shape[0]), codes)
+    intra = sums[own]
+    sums[own] = np.inf
+    sums /= freqs
+    inter = sums.min(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        intra /= (freqs - 1).take(codes, mode="clip")
+        sil = inter - intra
+        sil /= np.maximum(intra, inter)
+    return np.nan_to_num(sil)
+
+
+MAP_MAX_POINTS = 500  # the t-SNE map's bound (exact t-SNE is O(n^2) per iteration); silhouette uses the whole sample
+TSNE_ITERATIONS = 750  # 250 with early exaggeration, then 500 (openTSNE's defaults)
+
+
+def _pca_init(x: np.ndarray) -> np.ndarray:
+    """First two principal components (signs fixed: largest loading positive), scaled so the first
+    has standard deviation 1e-4 (scikit-learn's t-SNE ``init="pca"``)."""
+    xc = x - x.mean(axis=0)
+    _, _, vt = np.linalg.svd(xc, full_matrices=False)
+    comps = vt[:2]
+    signs = np.sign(comps[np.arange(2), np.argmax(np.abs(comps), axis=1)])
+    y = xc @ (comps * signs[:, None]).T
+    return y / (np.std(y[:, 0]) or 1.0) * 1e-4
+
+
+def _joint_p(dist: np.ndarray, perplexity: float) -> np.ndarray:
+    """Symmetric t-SNE affinities: per-point Gaussian bandwidths by bisection to the perplexity
+    (all rows at once), then P = (P + P^T) / sum."""
+    n = dist.shape[0]
+    target = np.log(perplexity)
+    beta = np.ones(n)
+    lo, hi = np.full(n, -np.inf), np.full(n, np.inf)
+    off = ~np.eye(n, dtype=bool)
+    for _ in range(100):
+        p = np.exp(-dist * beta[:, None]) * off
+        s = np.maximum(p.sum(axis=1), 1e-12)
+        h = np.log(s) + beta * (dist * p).sum(axis=1) / s
+        up = h > target  # entropy too high: narrower kernel
+        lo = np.where(up, beta, lo)
+        hi = np.where(up, hi, beta)
+        beta = np.where(up, np.where(np.isinf(hi), beta * 2, (beta + hi) / 2),
+                        np.where(np.isinf(lo), beta / 2, (beta + lo) / 2))
+        if np.all(np.abs(h - target) < 1e-5):
+            break
+    p = p / s[:, None]
+    p = p + p.T
+    return np.maximum(p / p.sum(), np.finfo(np.float64).eps)
+
+
+def _tsne(x: np.ndarray, perplexity: float, iterations: int = TSNE_ITERATIONS) -> np.ndarray:
+    """Exact t-SNE (van der Maaten & Hinton 2008, as scikit-learn's ``method="exact"``: cosine input
+    distances, PCA init, early exaggeration 12 for 250 steps, momentum 0.5 then 0.8, gains,
+    learning rate max(n / 48, 50)). No randomness: the same input gives the same bits."""
+    n = x.shape[0]
+    xn = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    dist = np.clip(1.0 - xn @ xn.T, 0.0, 2.0)
+    np.fill_diagonal(dist, 0.0)
+    p = _joint_p(dist, perplexity).astype(np.float32)
+    y = _pca_init(x).astype(np.float32)
+    update, gains = np.zeros_like(y), np.ones_like(y)
+    lr = max(n / 12.0 / 4.0, 50.0)
+    eps = np.float32(np.finfo(np.float64).eps)
+    for it in range(iterations):
+        exaggerate, momentum = (12.0, 0.5) if it < 250 else (1.0, 0.8)
+        sq = (y * y).sum(axis=1)
+        num = y @ y.T
+        num *= -2.0
+        num += sq[:, None]
+        num += sq[None, :]
+        np.maximum(num, 0.0, out=num)
+        num += 1.0
+        np.reciprocal(num, out=num)
+        np.fill_diagonal(num, 0.0)
+        w = np.maximum(num / num.sum(), eps)  # q
+        np.subtract(p * exaggerate if exaggerate != 1.0 else p, w, out=w)
+        w *= num
+        grad = 4.0 * (w.sum(axis=1)[:, None] * y - w @ y)
+        inc = update * grad < 0.0
+        gains = np.maximum(np.where(inc, gains + 0.2, gains * 0.8), 0.01).astype(np.float32)
+        update = (momentum * update - lr * gains * grad).astype(np.float32)
+        y = y + update
+    return y
+
+
+def map_subset(n: int, limit: int = MAP_MAX_POINTS) -> np.ndarray:
+    """Indices of at most ``limit`` of ``n`` sampled points, evenly spaced (the sample is in id
+    order, itself a hash order: the subset is as random as the sample, and deterministic)."""
+    if n <= limit:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, limit).round().astype(np.int64))
 
 
 def project_2d(vectors: np.ndarray) -> np.ndarray:
-    """t-SNE to 2-D (scikit-learn, PCA init, fixed seed); perplexity adapted to small samples."""
+    """Exact t-SNE to 2-D (:func:`_tsne`, PCA init, no randomness); perplexity adapted to small
+    samples. numpy on one BLAS thread: the same bits on any core count, and no scikit-learn import
+    (its Barnes-Hut t-SNE and import were ~7 CPU s for 290 points; this is ~0.7 s)."""
     n = vectors.shape[0]
     if n < 4:
         return np.zeros((n, 2), dtype=np.float32)
-    from sklearn.manifold import TSNE
     from threadpoolctl import threadpool_limits
 
     perplexity = float(min(30.0, max(2.0, (n - 1) / 3)))
-    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=SEED, metric="cosine")
-    # One OpenMP thread: the Barnes-Hut gradient's threads busy-wait, and on a shared 2-core machine
-    # 290 points took 67 s instead of 3 s (benchmarks/results/speed.json); one thread also makes the
-    # map the same bits whatever the core count.
-    with threadpool_limits(limits=1, user_api="openmp"):
-        return np.asarray(tsne.fit_transform(vectors), dtype=np.float32)
+    with threadpool_limits(limits=1):
+        return np.asarray(_tsne(np.asarray(vectors, dtype=np.float64), perplexity), dtype=np.float32)
 
 
 def save_map(vectors: np.ndarray, labels: Sequence[str], path: Path, title: str = "") -> Path:
@@ -102,6 +211,8 @@ def save_map(vectors: np.ndarray, labels: Sequence[str], path: Path, title: str 
     fig = Figure(figsize=(7, 6), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
+    keep = map_subset(vectors.shape[0])
+    vectors, labels = vectors[keep], [labels[i] for i in keep]
     if vectors.shape[0] >= 4:
         xy = project_2d(vectors)
         groups = sorted(set(labels))
@@ -149,7 +260,7 @@ def intrinsic_checks(
     out: dict[str, Any] = {
         "duplicate_rate": duplicate_rate(art),
         "silhouette": silhouette(vectors, labels) if len(labels) else None,
-        "map_points": len(labels),
+        "map_points": min(len(labels), MAP_MAX_POINTS),
         "map_labels": len(set(labels)),
     }
     if map_path is not None:
@@ -169,7 +280,8 @@ def _vector_set_key(store: Any, collection: str, art: Artifacts, sample: int) ->
     with art.deduped.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
-    key = {"collection": collection, "points": store.count(collection), "sample": sample, "deduped": h.hexdigest()}
+    key = {"collection": collection, "points": store.count(collection), "sample": sample, "deduped": h.hexdigest(),
+           "map": f"exact-tsne/{MAP_MAX_POINTS}/{TSNE_ITERATIONS}"}
     return json.dumps(key, sort_keys=True)
 
 

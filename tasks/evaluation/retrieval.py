@@ -40,6 +40,9 @@ __all__ = [
 ]
 
 CHUNK_HITS_FACTOR = 3  # chunk hits fetched per wanted document (several chunks share a document)
+# the only payload keys a run needs (:func:`payload_sources`): full payloads (chunk text and
+# metadata) were most of a search's cost during evaluation
+SOURCE_KEYS = ("source", "sources")
 
 
 # ---- dense ---------------------------------------------------------------------------------------
@@ -67,7 +70,7 @@ class DenseRetriever:
         return run
 
     def chunk_hits(self, text: str, vec: np.ndarray, k: int) -> list[Hit]:
-        return self.store.search(self.ctx.collection, vec, k=k)
+        return self.store.search(self.ctx.collection, vec, k=k, with_payload=SOURCE_KEYS)
 
 
 class HybridRetriever(DenseRetriever):
@@ -96,8 +99,8 @@ class HybridRetriever(DenseRetriever):
         coll = self.ctx.collection
         run: RunDict = {}
         for qid, vec in zip(qids, vecs, strict=True):
-            dense = self.store.search(coll, vec, k=depth)
-            sparse = self.store.search_sparse(coll, self.encoder.query(queries[qid]), k=depth)
+            dense = self.store.search(coll, vec, k=depth, with_payload=SOURCE_KEYS)
+            sparse = self.store.search_sparse(coll, self.encoder.query(queries[qid]), k=depth, with_payload=SOURCE_KEYS)
             d = docs_from_hits(((h.score, h.payload) for h in dense), self.ctx.key)
             s = docs_from_hits(((h.score, h.payload) for h in sparse), self.ctx.key)
             run[qid] = fuse_rankings(d, s, k)

@@ -153,7 +153,12 @@ class VectorStore(Protocol):
         vector: np.ndarray | Sequence[float],
         k: int = 10,
         filter: PayloadFilter | None = None,
-    ) -> list[Hit]: ...
+        *,
+        with_payload: PayloadFields = True,
+    ) -> list[Hit]:
+        """The ``k`` nearest points; ``with_payload`` = True, False or the payload keys to return
+        (evaluation asks only for the source keys: full payloads cost most of a search)."""
+        ...
 
     def search_hybrid(
         self,
@@ -172,7 +177,8 @@ class VectorStore(Protocol):
         ...
 
     def search_sparse(
-        self, collection: str, sparse_query: SparseVector, k: int = 10, filter: PayloadFilter | None = None
+        self, collection: str, sparse_query: SparseVector, k: int = 10, filter: PayloadFilter | None = None,
+        *, with_payload: PayloadFields = True,
     ) -> list[Hit]:
         """The BM25 sparse vector alone (scores are Qdrant's IDF-weighted dot products); a
         collection without the sparse vector raises :class:`SparseVectorMissingError`."""

@@ -293,6 +293,8 @@ class EdgeStore:
         vector: np.ndarray | Sequence[float],
         k: int = 10,
         filter: PayloadFilter | None = None,
+        *,
+        with_payload: PayloadFields = True,
     ) -> list[Hit]:
         qe = _edge()
         shard = self._shard(collection)
@@ -300,7 +302,7 @@ class EdgeStore:
             qe.QueryRequest(
                 limit=k,
                 query=qe.Query.Nearest(as_vector(vector)),
-                with_payload=True,
+                with_payload=with_payload if isinstance(with_payload, bool) else list(with_payload),
                 filter=edge_filter(filter),
                 params=self._dense_params(shard, k),
             )
@@ -347,7 +349,8 @@ class EdgeStore:
         return [Hit(id=str(r.id), score=float(r.score), payload=r.payload or {}) for r in res]
 
     def search_sparse(
-        self, collection: str, sparse_query: SparseVector, k: int = 10, filter: PayloadFilter | None = None
+        self, collection: str, sparse_query: SparseVector, k: int = 10, filter: PayloadFilter | None = None,
+        *, with_payload: PayloadFields = True,
     ) -> list[Hit]:
         """BM25 sparse search alone (for client-side fusion, :mod:`embedline.tasks.vectorsets.fusion`)."""
         require_sparse(self, collection)
@@ -357,7 +360,8 @@ class EdgeStore:
         res = self._shard(collection).query(
             qe.QueryRequest(
                 limit=k, query=qe.Query.Nearest(edge_sparse(sparse_query), using=SPARSE_VECTOR),
-                filter=edge_filter(filter), with_payload=True,
+                filter=edge_filter(filter),
+                with_payload=with_payload if isinstance(with_payload, bool) else list(with_payload),
             )
         )
         return [Hit(id=str(r.id), score=float(r.score), payload=r.payload or {}) for r in res]

@@ -285,6 +285,8 @@ class QdrantClientStore:
         vector: np.ndarray | Sequence[float],
         k: int = 10,
         filter: PayloadFilter | None = None,
+        *,
+        with_payload: PayloadFields = True,
     ) -> list[Hit]:
         name = self._require(collection)
         res = self._call(
@@ -293,7 +295,7 @@ class QdrantClientStore:
             query=as_vector(vector),
             limit=k,
             query_filter=_client_filter(filter),
-            with_payload=True,
+            with_payload=with_payload if isinstance(with_payload, bool) else list(with_payload),
         )
         return [Hit(id=str(p.id), score=float(p.score), payload=p.payload or {}) for p in res.points]
 
@@ -326,7 +328,8 @@ class QdrantClientStore:
         return [Hit(id=str(p.id), score=float(p.score), payload=p.payload or {}) for p in res.points]
 
     def search_sparse(
-        self, collection: str, sparse_query: SparseVector, k: int = 10, filter: PayloadFilter | None = None
+        self, collection: str, sparse_query: SparseVector, k: int = 10, filter: PayloadFilter | None = None,
+        *, with_payload: PayloadFields = True,
     ) -> list[Hit]:
         """BM25 sparse search alone (for client-side fusion, :mod:`embedline.tasks.vectorsets.fusion`)."""
         spec = require_sparse(self, collection)
@@ -334,7 +337,8 @@ class QdrantClientStore:
             return []
         res = self._call(
             "query_points", collection_name=spec.name, query=_client_sparse(sparse_query),
-            using=SPARSE_VECTOR, query_filter=_client_filter(filter), limit=k, with_payload=True,
+            using=SPARSE_VECTOR, query_filter=_client_filter(filter), limit=k,
+            with_payload=with_payload if isinstance(with_payload, bool) else list(with_payload),
         )
         return [Hit(id=str(p.id), score=float(p.score), payload=p.payload or {}) for p in res.points]
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from embedline.tasks.evaluation import intrinsic
 from embedline.tasks.evaluation.baselines import BM25Retriever, bm25_tokens
 from embedline.tasks.evaluation.beir import (
     BeirFormatError,
@@ -218,6 +219,25 @@ def test_silhouette_and_labels() -> None:
     s = silhouette(np.vstack([a, b]), ["a"] * 10 + ["b"] * 10)
     assert s is not None and s > 0.8
     assert silhouette(np.vstack([a, b]), ["a"] * 20) is None  # one label: undefined
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_silhouette_equals_scikit_learns(dtype: type) -> None:
+    """The numpy silhouette is scikit-learn's cosine silhouette_score, to the last bit (same dtype,
+    same reductions), on clusters of every shape: overlapping, a singleton, a zero vector."""
+    from sklearn.metrics import silhouette_score
+
+    rng = np.random.default_rng(7)
+    for n, d, k, spread in [(40, 8, 3, 0.3), (257, 33, 7, 2.0), (600, 64, 12, 1.0), (9, 4, 8, 0.5)]:
+        centres = rng.normal(size=(k, d))
+        codes = rng.integers(0, k, size=n)
+        x = (centres[codes] + rng.normal(scale=spread, size=(n, d))).astype(dtype)
+        x[0] = 0.0  # a zero vector: sklearn's normalize leaves it at 0
+        labels = [f"folder{c}" for c in codes]
+        labels[-1] = "alone"  # a singleton cluster scores 0
+        want = float(silhouette_score(x, labels, metric="cosine"))
+        assert float(np.mean(intrinsic._silhouette_samples(x, labels))) == want
+        assert silhouette(x, labels) == round(want, 6)
 
 
 def test_curve_file(tmp_path: Path) -> None:
