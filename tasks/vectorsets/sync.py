@@ -20,45 +20,12 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from embedline.tasks.batching import pack
-from embedline.tasks.config import stable_hash
+from embedline.tasks.payloads import PAYLOAD_HASH, build_payload, payload_hash  # noqa: F401 (re-exported)
 from embedline.tasks.vectorsets.base import PointRecord
 
-PAYLOAD_HASH = "payload_hash"
 VECTOR_JSON_BYTES = 20  # a float32 as JSON text in a REST request, generously
 SPARSE_ENTRY_BYTES = 32  # one sparse (index, value) pair as JSON text
 POINT_OVERHEAD_BYTES = 128
-
-
-def payload_hash(payload: Mapping[str, Any]) -> str:
-    return stable_hash({k: v for k, v in payload.items() if k != PAYLOAD_HASH})[:16]
-
-
-def build_payload(row: Mapping[str, Any], *, fingerprint: str, model: str) -> dict[str, Any]:
-    """The Qdrant payload of one deduped row (see tasks.dedupe for the duplicate fields)."""
-    payload: dict[str, Any] = {
-        "text": row["text"],
-        "source": row["source"],
-        "sources": json.loads(row["sources"] or "[]"),
-        "doc_id": row["doc_id"],
-        "chunk_id": row["chunk_id"],
-        "chunk_index": row["chunk_index"],
-        "title": row["title"],
-        "heading_path": list(row["heading_path"] or ()),
-        "char_start": row["char_start"],
-        "char_end": row["char_end"],
-        "token_count": row["token_count"],
-        "text_hash": row["text_hash"],
-        "fingerprint": fingerprint,
-        "model": model,
-        "duplicates": json.loads(row["duplicates"] or "[]"),
-        "is_duplicate": bool(row["is_duplicate"]),
-        "canonical_id": row["canonical_id"],
-    }
-    meta = json.loads(row.get("metadata") or "{}")
-    if meta:
-        payload["metadata"] = meta
-    payload[PAYLOAD_HASH] = payload_hash(payload)
-    return payload
 
 
 @dataclass(frozen=True)
