@@ -20,8 +20,12 @@ def payload_hash(payload: Mapping[str, Any]) -> str:
     return stable_hash({k: v for k, v in payload.items() if k != PAYLOAD_HASH})[:16]
 
 
-def build_payload(row: Mapping[str, Any], *, fingerprint: str, model: str) -> dict[str, Any]:
-    """The Qdrant payload of one deduped row (see tasks.dedupe for the duplicate fields)."""
+def build_payload(
+    row: Mapping[str, Any], *, fingerprint: str, model: str, known_hash: str | None = None
+) -> dict[str, Any]:
+    """The Qdrant payload of one deduped row (see tasks.dedupe for the duplicate fields).
+    ``known_hash``: the row's payload hash as the dedupe stage recorded it for this fingerprint and
+    model (saves re-hashing every payload on the write path)."""
     payload: dict[str, Any] = {
         "text": row["text"],
         "source": row["source"],
@@ -44,5 +48,5 @@ def build_payload(row: Mapping[str, Any], *, fingerprint: str, model: str) -> di
     meta = json.loads(row.get("metadata") or "{}")
     if meta:
         payload["metadata"] = meta
-    payload[PAYLOAD_HASH] = payload_hash(payload)
+    payload[PAYLOAD_HASH] = known_hash or payload_hash(payload)
     return payload

@@ -10,6 +10,7 @@ vectors.npy within 1e-6, payload hashes) before the alias is swapped; the previo
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -26,7 +27,7 @@ from embedline.tasks.config import Config, QdrantParams
 from embedline.tasks.records import read_json
 from embedline.tasks.vectors import unit
 from embedline.tasks.vectorsets.stores import PointRecord, VectorSetSpec, VectorStore, open_store
-from embedline.tasks.vectorsets.sync import PAYLOAD_HASH, batched
+from embedline.tasks.vectorsets.sync import PAYLOAD_HASH, SPARSE_ENTRY_BYTES, batched
 
 if TYPE_CHECKING:
     from embedline.tasks.vectorsets.sparse import Bm25Encoder
@@ -200,7 +201,9 @@ def with_sparse(rec: PointRecord, sparse: Bm25Encoder | None) -> PointRecord:
         return rec
     from embedline.tasks.vectorsets.sparse import sparse_for
 
-    return PointRecord(id=rec.id, vector=rec.vector, payload=rec.payload, sparse=sparse_for(rec.payload or {}, sparse))
+    sv = sparse_for(rec.payload or {}, sparse)
+    hint = rec.size_hint + len(sv) * SPARSE_ENTRY_BYTES if rec.size_hint else 0
+    return dataclasses.replace(rec, sparse=sv, size_hint=hint)
 
 
 def sparse_encoder(cfg: Config) -> Bm25Encoder | None:

@@ -32,6 +32,7 @@ from embedline.tasks.shards import shard_files, shard_index
 from embedline.tasks.vector_shards import META_KEY, read_vector_shard, vector_files
 from embedline.tasks.vectorsets.base import PointRecord
 from embedline.tasks.vectorsets.stores import VectorStore
+from embedline.tasks.vectorsets.sync import VECTOR_JSON_BYTES
 
 SCAN_BATCH = 2048
 _ROW_COLS = ["point_id", "row", "chunk_id", "doc_id", "source", "sources", "duplicates", "is_duplicate",
@@ -172,9 +173,12 @@ class SyncState:
 def shard_points(
     art: Artifacts, index: int, rows: list[int], *, fingerprint: str, model: str, dims: int
 ) -> list[PointRecord]:
-    """The records (id, vector, payload) of ``rows`` of deduped shard ``index``."""
+    """The records (id, vector, payload) of ``rows`` of deduped shard ``index``. Vectorised where
+    it can be: one row filter, one list conversion of the shard's vectors, the payload hash the
+    dedupe stage recorded (rebuilt only when the shard was written for another fingerprint)."""
     path = dict(deduped_shards(art))[index]
-    table = pq.read_table(path, columns=_ROW_COLS)
+    recorded = _recorded_for(path, fingerprint, model)
+    table = pq.read_table(path, columns=[*_ROW_COLS, PAYLOAD_HASH] if recorded else _ROW_COLS)
     if len(rows) < table.num_rows:
         table = table.filter(pc.is_in(table["row"], value_set=pa.array(rows, pa.int64())))
     vf = vector_files(art.vectors).get(index)
@@ -183,11 +187,20 @@ def shard_points(
     vectors = read_vector_shard(vf, index, ids=False).vectors
     if vectors.shape[1] != dims:
         raise ValueError(f"{vf} holds {vectors.shape[1]}-d vectors; the manifest says dims={dims}")
-    return [
-        PointRecord(id=r["point_id"], vector=vectors[r["row"]], payload=build_payload(r, fingerprint=fingerprint,
-                                                                                      model=model))
-        for r in table.to_pylist()
-    ]
+    wanted = table["row"].to_numpy()
+    as_lists = vectors[wanted].tolist()  # one conversion for the shard (the store wants lists)
+    # request bytes without serialising each payload: its raw text fields + the vector as JSON text
+    sizes = (pc.binary_length(table["text"]).to_numpy(zero_copy_only=False)
+             + pc.binary_length(table["sources"]).to_numpy(zero_copy_only=False)
+             + pc.binary_length(table["duplicates"]).to_numpy(zero_copy_only=False)
+             + pc.binary_length(table["metadata"]).to_numpy(zero_copy_only=False)
+             + dims * VECTOR_JSON_BYTES + 1024).tolist()
+    out = []
+    for k, r in enumerate(table.to_pylist()):
+        payload = build_payload(r, fingerprint=fingerprint, model=model, known_hash=r.get(PAYLOAD_HASH))
+        out.append(PointRecord(id=r["point_id"], vector=as_lists[k], payload=payload,  # type: ignore[arg-type]
+                               size_hint=int(sizes[k])))
+    return out
 
 
 def sample_vectors(art: Artifacts, state: SyncState, ids: list[str]) -> dict[str, tuple[np.ndarray, str]]:

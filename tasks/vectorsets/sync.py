@@ -119,6 +119,8 @@ def batched(
     (a single point bigger than ``max_bytes`` goes alone: the store reports it if it is too big)."""
 
     def weight(p: PointRecord) -> int:
+        if p.size_hint:
+            return p.size_hint
         return point_bytes(p.payload or {}, dims) + (len(p.sparse) * SPARSE_ENTRY_BYTES if p.sparse else 0)
 
     return pack(points, weight, max_items=max_points, max_weight=max_bytes)
