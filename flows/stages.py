@@ -129,7 +129,7 @@ def embed_shard(cfg: Config, root: str, shard: Any) -> dict[str, Any]:
 
 @task(name="embed", cache_policy=NONE, timeout_seconds=3600)
 def embed(cfg: Config, root: str, shard_stats: list[dict[str, Any]]) -> dict[str, Any]:
-    """Assemble vectors.npy + manifest from the cache filled by the shards."""
+    """Write the vector shards + manifest from the cache filled by the shards."""
     from embedline.tasks import progress
     from embedline.tasks.embed import finalize_embed
 

@@ -75,7 +75,7 @@ def shard_hashes(path: Path, *, fingerprint: str, model: str) -> tuple[list[str]
 class SyncState:
     """Desired and existing ``id -> payload hash`` of one sync, spilled to a temporary SQLite file."""
 
-    def __init__(self, art: Artifacts, *, fingerprint: str, model: str):
+    def __init__(self) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="embedline-sync-")
         self.db = sqlite3.connect(Path(self._dir.name) / "sync.sqlite")
         self.db.executescript(
@@ -83,23 +83,38 @@ class SyncState:
             "CREATE TABLE desired (id TEXT PRIMARY KEY, hash TEXT, shard INTEGER, row INTEGER) WITHOUT ROWID;"
             "CREATE TABLE existing (id TEXT PRIMARY KEY, hash TEXT) WITHOUT ROWID;"
         )
-        for index, path in deduped_shards(art):
-            ids, hashes, rows = shard_hashes(path, fingerprint=fingerprint, model=model)
-            try:
-                self.db.executemany("INSERT INTO desired VALUES (?, ?, ?, ?)",
-                                    zip(ids, hashes, [index] * len(ids), rows, strict=True))
-            except sqlite3.IntegrityError as exc:
-                raise ValueError(f"{art.deduped}: a point id appears twice (chunk ids must be unique)") from exc
+        self.desired = 0
+
+    @classmethod
+    def of_artifacts(cls, art: Artifacts, *, fingerprint: str, model: str) -> SyncState:
+        """The desired state of the workspace's deduped shards (read two columns per shard)."""
+        state = cls()
+        try:
+            for index, path in deduped_shards(art):
+                ids, hashes, rows = shard_hashes(path, fingerprint=fingerprint, model=model)
+                state.add_desired(zip(ids, hashes, [index] * len(ids), rows, strict=True))
+        except sqlite3.IntegrityError as exc:
+            state.close()
+            raise ValueError(f"{art.deduped}: a point id appears twice (chunk ids must be unique)") from exc
+        return state
+
+    def add_desired(self, rows: Iterable[tuple[str, str, int, int]]) -> None:
+        """``(point id, payload hash, shard, row)`` of desired points."""
+        self.db.executemany("INSERT INTO desired VALUES (?, ?, ?, ?)", rows)
         self.db.commit()
         self.desired = self._count("SELECT COUNT(*) FROM desired")
+
+    def add_existing(self, rows: Iterable[tuple[str, str | None]]) -> None:
+        """``(point id, payload hash or None)`` of points the store holds."""
+        self.db.executemany("INSERT OR REPLACE INTO existing VALUES (?, ?)", rows)
+        self.db.commit()
 
     def scan_store(self, store: VectorStore, collection: str) -> None:
         """Spill the store's ``id -> payload hash`` (an existing point without a hash is stale)."""
         self.db.execute("DELETE FROM existing")
         if store.describe(collection) is not None:
-            rows = ((p.id, (p.payload or {}).get(PAYLOAD_HASH))
-                    for p in store.scan(collection, with_payload=[PAYLOAD_HASH], batch=SCAN_BATCH))
-            self.db.executemany("INSERT OR REPLACE INTO existing VALUES (?, ?)", rows)
+            self.add_existing((p.id, (p.payload or {}).get(PAYLOAD_HASH))
+                              for p in store.scan(collection, with_payload=[PAYLOAD_HASH], batch=SCAN_BATCH))
         self.db.commit()
 
     def _count(self, sql: str) -> int:
