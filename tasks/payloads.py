@@ -26,27 +26,52 @@ def build_payload(
     """The Qdrant payload of one deduped row (see tasks.dedupe for the duplicate fields).
     ``known_hash``: the row's payload hash as the dedupe stage recorded it for this fingerprint and
     model (saves re-hashing every payload on the write path)."""
-    payload: dict[str, Any] = {
-        "text": row["text"],
-        "source": row["source"],
-        "sources": json.loads(row["sources"] or "[]"),
-        "doc_id": row["doc_id"],
-        "chunk_id": row["chunk_id"],
-        "chunk_index": row["chunk_index"],
-        "title": row["title"],
-        "heading_path": list(row["heading_path"] or ()),
-        "char_start": row["char_start"],
-        "char_end": row["char_end"],
-        "token_count": row["token_count"],
-        "text_hash": row["text_hash"],
-        "fingerprint": fingerprint,
-        "model": model,
-        "duplicates": json.loads(row["duplicates"] or "[]"),
-        "is_duplicate": bool(row["is_duplicate"]),
-        "canonical_id": row["canonical_id"],
-    }
-    meta = json.loads(row.get("metadata") or "{}")
-    if meta:
-        payload["metadata"] = meta
-    payload[PAYLOAD_HASH] = known_hash or payload_hash(payload)
-    return payload
+    cols = {k: [row.get(k)] for k in _FIELDS}
+    return build_payloads(cols, fingerprint=fingerprint, model=model, known_hashes=[known_hash])[0]
+
+
+_FIELDS = ("text", "source", "sources", "doc_id", "chunk_id", "chunk_index", "title", "heading_path", "char_start",
+           "char_end", "token_count", "text_hash", "duplicates", "is_duplicate", "canonical_id", "metadata")
+
+
+def _json_column(values: list[str | None], empty: str) -> list[Any]:
+    """Parse a column of JSON texts in one call (one ``json.loads`` of the joined array)."""
+    return json.loads("[" + ",".join(v or empty for v in values) + "]")
+
+
+def build_payloads(
+    cols: Mapping[str, list[Any]], *, fingerprint: str, model: str, known_hashes: list[str | None] | None = None
+) -> list[dict[str, Any]]:
+    """:func:`build_payload` for a whole column batch (``cols``: a deduped table's ``to_pydict()``);
+    the JSON columns are parsed once per batch, not once per row. Same payloads, same hashes."""
+    n = len(cols["chunk_id"])
+    sources = _json_column(cols["sources"], "[]")
+    duplicates = _json_column(cols["duplicates"], "[]")
+    metas = _json_column(cols["metadata"], "{}")
+    out = []
+    for k in range(n):
+        payload: dict[str, Any] = {
+            "text": cols["text"][k],
+            "source": cols["source"][k],
+            "sources": sources[k],
+            "doc_id": cols["doc_id"][k],
+            "chunk_id": cols["chunk_id"][k],
+            "chunk_index": cols["chunk_index"][k],
+            "title": cols["title"][k],
+            "heading_path": list(cols["heading_path"][k] or ()),
+            "char_start": cols["char_start"][k],
+            "char_end": cols["char_end"][k],
+            "token_count": cols["token_count"][k],
+            "text_hash": cols["text_hash"][k],
+            "fingerprint": fingerprint,
+            "model": model,
+            "duplicates": duplicates[k],
+            "is_duplicate": bool(cols["is_duplicate"][k]),
+            "canonical_id": cols["canonical_id"][k],
+        }
+        if metas[k]:
+            payload["metadata"] = metas[k]
+        known = known_hashes[k] if known_hashes is not None else None
+        payload[PAYLOAD_HASH] = known or payload_hash(payload)
+        out.append(payload)
+    return out

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from embedline.tasks.artifacts import Artifacts
-from embedline.tasks.payloads import PAYLOAD_HASH, build_payload
+from embedline.tasks.payloads import PAYLOAD_HASH, build_payload, build_payloads
 from embedline.tasks.shards import shard_files, shard_index
 from embedline.tasks.vector_shards import META_KEY, read_vector_shard, vector_files
 from embedline.tasks.vectorsets.base import PointRecord
@@ -210,12 +210,12 @@ def shard_points(
              + pc.binary_length(table["duplicates"]).to_numpy(zero_copy_only=False)
              + pc.binary_length(table["metadata"]).to_numpy(zero_copy_only=False)
              + dims * VECTOR_JSON_BYTES + 1024).tolist()
-    out = []
-    for k, r in enumerate(table.to_pylist()):
-        payload = build_payload(r, fingerprint=fingerprint, model=model, known_hash=r.get(PAYLOAD_HASH))
-        out.append(PointRecord(id=r["point_id"], vector=as_lists[k], payload=payload,  # type: ignore[arg-type]
-                               size_hint=int(sizes[k])))
-    return out
+    cols = table.to_pydict()
+    payloads = build_payloads(cols, fingerprint=fingerprint, model=model, known_hashes=cols.get(PAYLOAD_HASH))
+    return [
+        PointRecord(id=pid, vector=vec, payload=payload, size_hint=size)  # type: ignore[arg-type]
+        for pid, vec, payload, size in zip(cols["point_id"], as_lists, payloads, sizes, strict=True)
+    ]
 
 
 def sample_vectors(art: Artifacts, state: SyncState, ids: list[str]) -> dict[str, tuple[np.ndarray, str]]:

@@ -137,3 +137,17 @@ def test_disk_diff_equals_the_pure_plan() -> None:
         assert written == {where[p] for p in (*plan.adds, *plan.updates)}
         assert sum(len(r) for _, r in state.to_write(everything=True)) == len(desired)
         assert state.sample(5) == sample_ids(list(desired), 5)
+
+
+def test_columnar_payloads_equal_row_payloads() -> None:
+    """The upsert builds payloads a column batch at a time: same payloads, same hashes as row by row."""
+    from embedline.tasks.payloads import build_payloads
+
+    rows = [_row(), _row(sources='[{"source": "b.md", "match": "near", "similarity": 0.97}]', duplicates=None,
+                     metadata='{"lang": "en"}', heading_path=None, is_duplicate=True)]
+    cols = {k: [r.get(k) for r in rows] for k in rows[0]}
+    cols["point_id"] = ["p1", "p2"]
+    assert build_payloads(cols, fingerprint="fp", model="m") == [
+        build_payload(r, fingerprint="fp", model="m") for r in rows]
+    known = build_payloads(cols, fingerprint="fp", model="m", known_hashes=["h1", None])
+    assert known[0][PAYLOAD_HASH] == "h1" and known[1] == build_payload(rows[1], fingerprint="fp", model="m")
