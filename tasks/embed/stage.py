@@ -326,41 +326,65 @@ def _dims(cfg: Config, cache: EmbeddingCache, ns: str, n: int, path: Path) -> in
         return int(cfg.embed.dimensions or 0)
 
 
-def write_vector_shards(cfg: Config, art: Artifacts) -> dict[str, Any]:
-    """One vector shard per chunk shard (``data/embeddings/vectors/``), from the cache. A shard whose
-    chunk shard and embedding namespace are those it records is left as it is (byte-identical);
-    shards of chunk shards that no longer exist are removed. Returns rows, unique texts, dims,
-    the corpus checksum and the shards written / kept."""
-    from embedline.tasks.vector_shards import file_digest, remove_stale, shard_meta, source_shards
+def plan_vector_shards(art: Artifacts) -> list[int]:
+    """The chunk shard indexes: one vector shard each (the units of the vector fan-out)."""
+    from embedline.tasks.vector_shards import source_shards
 
+    return [i for i, _ in source_shards(art.chunks)]
+
+
+def write_vector_shard_for(cfg: Config, art: Artifacts, index: int) -> dict[str, Any]:
+    """Write the vector shard of chunk shard ``index`` from the cache, unless the shard on disk
+    records this chunk shard and namespace already (then it is left byte-identical). A pure
+    function of the chunk shard and the cache: the same bytes on a thread or a Dask worker."""
+    from embedline.tasks.vector_shards import file_digest, shard_meta, source_shards
+
+    f = dict(source_shards(art.chunks))[index]
     ns, _ = _namespace(cfg.embed)
     path = cache_path(cfg, art)
+    table = pq.read_table(f, columns=["chunk_id", "source", "text_hash"])
+    meta = {"chunks": file_digest(f), "namespace": ns}
+    with EmbeddingCache(path) as cache:
+        dims = _dims(cfg, cache, ns, table.num_rows, path)
+        target = art.vectors / shard_name(index)
+        if target.exists() and shard_meta(target) == {**meta, "dims": dims}:
+            return {"shard": index, "written": False, "rows": table.num_rows}
+        _fill_vector_shard(cache, ns, table, art.vectors, index, meta, dims)
+    return {"shard": index, "written": True, "rows": table.num_rows}
+
+
+def write_vector_shards(
+    cfg: Config, art: Artifacts, results: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """One vector shard per chunk shard (``data/embeddings/vectors/``), from the cache: each by
+    :func:`write_vector_shard_for` here, or already done by a fan-out (``results``). Removes shards
+    of chunk shards that no longer exist. Returns rows, unique texts, dims, the corpus checksum and
+    the shards written / kept."""
+    from embedline.tasks.vector_shards import dims_of, remove_stale, source_shards
+
     sources = source_shards(art.chunks)
-    n = ChunkRows(art.chunks).num_rows
+    if results is None:
+        results = [write_vector_shard_for(cfg, art, i) for i, _ in sources]
+    art.vectors.mkdir(parents=True, exist_ok=True)
+    remove_stale(art.vectors, {i for i, _ in sources})
     corpus = hashlib.sha256()
     seen: list[Any] = []
-    written = kept = 0
-    out = art.vectors
-    with EmbeddingCache(path) as cache:
-        dims = _dims(cfg, cache, ns, n, path)
-        for index, f in sources:
-            table = pq.read_table(f, columns=["chunk_id", "source", "text_hash"])
-            hashes = table.column("text_hash")
-            for h in hashes.to_pylist():
-                corpus.update(h.encode() + b"\n")
-            seen.append(pc.unique(hashes.combine_chunks()))
-            meta = {"chunks": file_digest(f), "namespace": ns}
-            target = out / shard_name(index)
-            if target.exists() and shard_meta(target) == {**meta, "dims": dims}:
-                kept += 1
-                continue
-            _fill_vector_shard(cache, ns, table, out, index, meta, dims)
-            written += 1
-    out.mkdir(parents=True, exist_ok=True)
-    remove_stale(out, {i for i, _ in sources})
+    n = 0
+    for _, f in sources:
+        hashes = pq.read_table(f, columns=["text_hash"]).column("text_hash")
+        n += len(hashes)
+        for h in hashes.to_pylist():
+            corpus.update(h.encode() + b"\n")
+        seen.append(pc.unique(hashes.combine_chunks()))
+    dims = dims_of(art.vectors)
+    if dims is None:
+        ns, _ = _namespace(cfg.embed)
+        with EmbeddingCache(cache_path(cfg, art)) as cache:
+            dims = _dims(cfg, cache, ns, n, cache_path(cfg, art))
     unique = len(pc.unique(pa.chunked_array(seen, pa.string()).combine_chunks())) if seen else 0
+    written = sum(1 for r in results if r["written"])
     return {"rows": n, "unique": unique, "dims": dims, "corpus": corpus.hexdigest(),
-            "vector_shards_written": written, "vector_shards_kept": kept}
+            "vector_shards_written": written, "vector_shards_kept": len(results) - written}
 
 
 def finalize_embed(
@@ -369,16 +393,18 @@ def finalize_embed(
     shard_stats: list[dict[str, Any]] | None = None,
     *,
     started_at: float | None = None,
+    vector_results: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Write the vector shards (row-aligned with the chunk shards) and manifest.json from the cache.
 
-    ``shard_stats`` (what :func:`embed_shard` returned) feed the hit/miss counts and timings.
+    ``shard_stats`` (what :func:`embed_shard` returned) feed the hit/miss counts and timings;
+    ``vector_results``: the vector shards were written by a fan-out (:func:`write_vector_shard_for`).
     """
     t0 = time.time()
     params = cfg.embed
     _, revision = _namespace(params)
     path = cache_path(cfg, art)
-    built = write_vector_shards(cfg, art)
+    built = write_vector_shards(cfg, art, vector_results)
     if not cfg.embed.cache:
         for suffix in ("", "-wal", "-shm"):
             Path(str(path) + suffix).unlink(missing_ok=True)
@@ -438,5 +464,8 @@ __all__ = [
     "fingerprint_for",
     "plan_embed",
     "plan_shards",
+    "plan_vector_shards",
     "run_embed",
+    "write_vector_shard_for",
+    "write_vector_shards",
 ]
