@@ -54,7 +54,7 @@ def deduped_shards(art: Artifacts) -> list[tuple[int, Path]]:
 def _recorded_for(path: Path, fingerprint: str, model: str) -> bool:
     md = pq.read_schema(path).metadata or {}
     raw = md.get(META_KEY)
-    return bool(raw) and json.loads(raw) == {"fingerprint": fingerprint, "model": model}
+    return raw is not None and json.loads(raw) == {"fingerprint": fingerprint, "model": model}
 
 
 def shard_hashes(path: Path, *, fingerprint: str, model: str) -> tuple[list[str], list[str], list[int]]:
@@ -146,15 +146,16 @@ class SyncState:
         where = "" if everything else "WHERE e.id IS NULL OR e.hash IS NOT d.hash"
         sql = (f"SELECT d.shard, d.row FROM desired d LEFT JOIN existing e ON e.id = d.id {where} "
                "ORDER BY d.shard, d.row")
-        current, rows = None, []
+        current = -1
+        rows: list[int] = []
         for shard, row in self.db.execute(sql):
             if shard != current and rows:
-                yield current, rows  # type: ignore[misc]
+                yield current, rows
                 rows = []
-            current = shard
-            rows.append(row)
+            current = int(shard)
+            rows.append(int(row))
         if rows:
-            yield current, rows  # type: ignore[misc]
+            yield current, rows
 
     def hashes_of(self, ids: Iterable[str]) -> dict[str, tuple[str, int, int]]:
         """``id -> (payload hash, shard, row)`` of desired points among ``ids``."""
