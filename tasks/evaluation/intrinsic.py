@@ -167,7 +167,7 @@ def _vector_set_key(store: Any, collection: str, art: Artifacts, sample: int) ->
     for f in files:  # the deduped shards, in shard order
         h.update(f.name.encode() + b"\0")
         with f.open("rb") as fh:
-            for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+            while block := fh.read(1 << 20):
                 h.update(block)
     key = {"collection": collection, "points": store.count(collection), "sample": sample, "deduped": h.hexdigest()}
     return json.dumps(key, sort_keys=True)
