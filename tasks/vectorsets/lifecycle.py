@@ -4,7 +4,7 @@ shared by build, verify, promote and import (write points in batches, validate, 
 Naming: physical = ``f"{qdrant.collection}-{fingerprint}"``; the alias ``qdrant.collection`` points at
 the live one. A new fingerprint (model, dims, prompt, preprocessing or chunking changed) builds a
 *shadow* collection, which is validated (point count, a sample of vectors read back equal to
-vectors.npy within 1e-6, payload hashes) before the alias is swapped; the previous
+the vector shards within 1e-6, payload hashes) before the alias is swapped; the previous
 ``qdrant.keep_versions`` collections of the alias are kept, older ones dropped.
 """
 
@@ -244,7 +244,7 @@ def validate_collection(
                 continue
             want = expected_vector(vec, distance)
             if rec.vector.shape != want.shape or not np.allclose(rec.vector, want, atol=VECTOR_ATOL, rtol=0):
-                problems.append(f"point {pid}: vector read back differs from vectors.npy")
+                problems.append(f"point {pid}: vector read back differs from the vector shards")
             if (rec.payload or {}).get(PAYLOAD_HASH) != phash:
                 problems.append(f"point {pid}: payload hash differs")
             if sparse is not None and not _sparse_matches(rec, sparse):
