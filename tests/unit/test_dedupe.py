@@ -117,7 +117,7 @@ def test_exact_duplicates_collapse_with_every_source(tmp_path: Path) -> None:
     assert sorted(s["source"] for s in srcs) == ["a.md", "b.md", "c.md"]
     assert [s["chunk_id"] for s in srcs] == sorted(s["chunk_id"] for s in srcs)
     assert all(s["match"] == "exact" for s in srcs)
-    # row indexes vectors.npy and the point id is uuid5(chunk id)
+    # row indexes the vector shard of the same index and the point id is uuid5(chunk id)
     assert items[rep["row"]].text == "same words"
     assert rep["point_id"] == make_chunk(items[rep["row"]].source, items[rep["row"]].index, "same words").point_id
 
