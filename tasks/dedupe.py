@@ -143,7 +143,7 @@ def _load_inputs(art: Artifacts, tmp: Path) -> tuple[pa.Table, np.ndarray, list[
     with path.open("wb") as fh:
         for index, f in sources:
             offsets.append(row)
-            chunk_ids = pq.read_table(f, columns=["chunk_id"]).column("chunk_id").to_pylist()
+            chunk_ids = pq.ParquetFile(f).read(columns=["chunk_id"]).column("chunk_id").to_pylist()
             if not chunk_ids:
                 continue
             vf = files.get(index)
@@ -175,7 +175,7 @@ def _take_rows(art: Artifacts, rows: np.ndarray, columns: list[str]) -> Iterator
         lo, hi = np.searchsorted(rows, [start, start + n])
         if hi > lo:
             sel = rows[lo:hi]
-            yield sel, pq.read_table(f, columns=columns).take(pa.array(sel - start))
+            yield sel, pq.ParquetFile(f).read(columns=columns).take(pa.array(sel - start))
         start += n
 
 

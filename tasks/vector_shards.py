@@ -94,7 +94,7 @@ class VectorShard:
 
 def read_vector_shard(path: Path, index: int | None = None, *, ids: bool = True) -> VectorShard:
     cols = ["chunk_id", "vector"] if ids else ["vector"]
-    table = pq.read_table(path, columns=cols)
+    table = pq.ParquetFile(path).read(columns=cols)
     col = table.column("vector").combine_chunks()
     dims = col.type.list_size
     vecs = col.values.to_numpy(zero_copy_only=False).reshape(-1, dims) if len(col) else np.zeros((0, dims), np.float32)

@@ -61,7 +61,7 @@ def shard_hashes(path: Path, *, fingerprint: str, model: str) -> tuple[list[str]
     """``(point ids, payload hashes, rows)`` of one deduped shard: two columns when the shard was
     written for this fingerprint and model, else every payload rebuilt."""
     if _recorded_for(path, fingerprint, model):
-        t = pq.read_table(path, columns=["point_id", PAYLOAD_HASH, "row"])
+        t = pq.ParquetFile(path).read(columns=["point_id", PAYLOAD_HASH, "row"])
         return t["point_id"].to_pylist(), t[PAYLOAD_HASH].to_pylist(), t["row"].to_pylist()
     ids, hashes, rows = [], [], []
     for batch in pq.ParquetFile(path).iter_batches(batch_size=SCAN_BATCH, columns=_ROW_COLS):
@@ -194,7 +194,7 @@ def shard_points(
     dedupe stage recorded (rebuilt only when the shard was written for another fingerprint)."""
     path = dict(deduped_shards(art))[index]
     recorded = _recorded_for(path, fingerprint, model)
-    table = pq.read_table(path, columns=[*_ROW_COLS, PAYLOAD_HASH] if recorded else _ROW_COLS)
+    table = pq.ParquetFile(path).read(columns=[*_ROW_COLS, PAYLOAD_HASH] if recorded else _ROW_COLS)
     if len(rows) < table.num_rows:
         table = table.filter(pc.is_in(table["row"], value_set=pa.array(rows, pa.int64())))
     vf = vector_files(art.vectors).get(index)
