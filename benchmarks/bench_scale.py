@@ -211,15 +211,19 @@ def main() -> None:
         runs["first_10pct"] = ingest(args.work / "proj10")
         runs["first_10pct"]["corpus"] = small
         print("10 %:", runs["first_10pct"]["wall_seconds"], "s", runs["first_10pct"]["peak_rss_mib"], "MiB",
-              flush=True)
+              json.dumps(runs["first_10pct"]), flush=True)
+    partial = args.out.with_name(args.out.stem + ".partial.json")  # what a cut-short run measured
     runs["first"] = ingest(args.work / "proj")
     print("first:", runs["first"]["wall_seconds"], "s", flush=True)
+    write_result(partial, stamp({"benchmark": "scale", "corpus": corpus_info, "runs": runs}))
     runs["unchanged"] = ingest(args.work / "proj")
     print("unchanged:", runs["unchanged"]["wall_seconds"], "s", flush=True)
+    write_result(partial, stamp({"benchmark": "scale", "corpus": corpus_info, "runs": runs}))
     change = change_one_percent(live)
     runs["changed_1pct"] = ingest(args.work / "proj")
     runs["changed_1pct"]["change"] = change
     print("1 %:", runs["changed_1pct"]["wall_seconds"], "s", flush=True)
+    partial.unlink(missing_ok=True)
     doc = stamp({
         "benchmark": "scale",
         "corpus": corpus_info,
