@@ -54,6 +54,24 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
 @task(name="preprocess", cache_policy=NONE, timeout_seconds=3600)
 def preprocess(cfg: Config, root: str) -> dict[str, Any]:
     stats = run_stage("preprocess", cfg, _art(root))
+    _report_preprocess(root, stats)
+    return stats
+
+
+@task(name="load-files", cache_policy=NONE)
+def load_files(params: Any, batch: list[tuple[str, str]]) -> list[list[Any]]:
+    """One batch of files through the loaders (a unit of the preprocess fan-out, any process)."""
+    from embedline.tasks.preprocess import load_files as load
+
+    return load(params, batch)  # type: ignore[return-value]
+
+
+@task(name="preprocess-report", cache_policy=NONE)
+def preprocess_report(root: str, stats: dict[str, Any]) -> None:
+    _report_preprocess(root, stats)
+
+
+def _report_preprocess(root: str, stats: dict[str, Any]) -> None:
     get_run_logger().info(one_line("preprocess", stats))
     rejected = read_rejections(_art(root).rejected)
     if rejected:
@@ -62,7 +80,6 @@ def preprocess(cfg: Config, root: str) -> dict[str, Any]:
             table=[{"path": r.path, "reason": r.reason, "detail": r.detail} for r in rejected[:500]],
             description=f"{len(rejected)} input files or records were rejected (first 500 shown)",
         )
-    return stats
 
 
 @task(name="chunk", cache_policy=NONE, timeout_seconds=3600)
@@ -127,15 +144,31 @@ def embed_shard(cfg: Config, root: str, shard: Any) -> dict[str, Any]:
     return _embed_shard(_resolved(cfg, root), art, shard, progress.row_reporter(bar, shard.row_start))
 
 
+@task(name="plan-vector-shards", cache_policy=NONE)
+def plan_vector_shards(root: str) -> list[int]:
+    from embedline.tasks.embed.stage import plan_vector_shards as _plan
+
+    return _plan(_art(root))
+
+
+@task(name="vector-shard", cache_policy=NONE)
+def vector_shard(cfg: Config, root: str, index: int) -> dict[str, Any]:
+    """One vector shard of the embed fan-out, from the cache (same bytes on any worker)."""
+    from embedline.tasks.embed.stage import write_vector_shard_for
+
+    return write_vector_shard_for(_resolved(cfg, root), _art(root), index)
+
+
 @task(name="embed", cache_policy=NONE, timeout_seconds=3600)
-def embed(cfg: Config, root: str, shard_stats: list[dict[str, Any]]) -> dict[str, Any]:
-    """Assemble vectors.npy + manifest from the cache filled by the shards."""
+def embed(cfg: Config, root: str, shard_stats: list[dict[str, Any]],
+          vector_results: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Write the vector shards (unless a fan-out did) + manifest from the cache filled by the shards."""
     from embedline.tasks import progress
     from embedline.tasks.embed import finalize_embed
 
     progress.close("embed")  # the shards' shared tracker
     art = _art(root)
-    stats = finalize_embed(_resolved(cfg, root), art, shard_stats)
+    stats = finalize_embed(_resolved(cfg, root), art, shard_stats, vector_results=vector_results)
     stats["shards"] = len(shard_stats)
     from embedline.tasks.records import write_json
 

@@ -1,4 +1,4 @@
-"""The embedding manifest: what produced vectors.npy and from which corpus.
+"""The embedding manifest: what produced the vector shards and from which corpus.
 
 The manifest is a DVC output, so it is a pure function of the stage's inputs and params on one
 machine (byte-stable): no timings, no cache hit counts, no absolute paths, nothing that depends on
