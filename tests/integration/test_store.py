@@ -144,6 +144,10 @@ def test_search_and_payload_filter(store: VectorStore) -> None:
     assert pts[5].id not in {h.id for h in filtered}  # doc d2
     anyof = store.search(name, vecs[5], k=50, filter={"source": ["s1.md", "s2.md"]})
     assert {h.source for h in anyof} == {"s1.md", "s2.md"}
+    # evaluation asks only for the keys that name documents: the rest of the payload stays in the store
+    lean = store.search(name, vecs[5], k=3, with_payload=["source", "sources"])
+    assert [(h.id, h.score) for h in lean] == [(h.id, h.score) for h in hits]
+    assert all(set(h.payload) == {"source"} for h in lean)
 
 
 def test_alias_swap_and_drop(store: VectorStore) -> None:

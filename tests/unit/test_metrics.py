@@ -240,6 +240,25 @@ def test_silhouette_equals_scikit_learns(dtype: type) -> None:
         assert silhouette(x, labels) == round(want, 6)
 
 
+def test_embedding_map_is_bounded_and_byte_stable(tmp_path: Path) -> None:
+    """The t-SNE map (a DVC out) draws at most MAP_MAX_POINTS points and is the same bytes twice;
+    the 2-D projection keeps separated groups apart (each point's nearest neighbour in its group)."""
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(4, 16)) * 3
+    codes = rng.integers(0, 4, size=intrinsic.MAP_MAX_POINTS + 37)
+    x = (centres[codes] + rng.normal(size=(codes.size, 16))).astype(np.float32)
+    keep = intrinsic.map_subset(x.shape[0])
+    assert keep.size == intrinsic.MAP_MAX_POINTS and np.all(np.diff(keep) > 0)
+    xy = intrinsic.project_2d(x[:120])
+    d = ((xy[:, None, :] - xy[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    assert (codes[:120][d.argmin(axis=1)] == codes[:120]).mean() > 0.95
+    labels = [f"g{c}" for c in codes]
+    a = intrinsic.save_map(x, labels, tmp_path / "a.png").read_bytes()
+    b = intrinsic.save_map(x, labels, tmp_path / "b.png").read_bytes()
+    assert a == b and a[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_curve_file(tmp_path: Path) -> None:
     p = write_curve(tmp_path / "m" / "recall_curve.csv", {"dense": [0.5, 1.0], "bm25": [0.25, 0.5]})
     assert p.read_text().splitlines() == ["k,dense,bm25", "1,0.500000,0.250000", "2,1.000000,0.500000"]
