@@ -259,6 +259,26 @@ def test_embedding_map_is_bounded_and_byte_stable(tmp_path: Path) -> None:
     assert a == b and a[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_intrinsic_checks_import_no_scikit_learn(tmp_path: Path) -> None:
+    """Silhouette and map run without importing scikit-learn (its import pulls scipy.stats and
+    pandas: seconds of CPU in every first evaluate)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from pathlib import Path\n"
+        "from embedline.tasks.evaluation import intrinsic as i\n"
+        "x = np.random.default_rng(0).normal(size=(30, 8)).astype(np.float32)\n"
+        "lab = ['a'] * 15 + ['b'] * 15\n"
+        "assert i.silhouette(x, lab) is not None\n"
+        f"i.save_map(x, lab, Path({str(tmp_path / 'm.png')!r}))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'pandas', 'torch')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_curve_file(tmp_path: Path) -> None:
     p = write_curve(tmp_path / "m" / "recall_curve.csv", {"dense": [0.5, 1.0], "bm25": [0.25, 0.5]})
     assert p.read_text().splitlines() == ["k,dense,bm25", "1,0.500000,0.250000", "2,1.000000,0.500000"]
