@@ -223,6 +223,9 @@ class QdrantParams(_Section):
     on_disk: bool = False
     quantization: Literal["none", "scalar", "binary"] = "none"
     hnsw_m: int = Field(16, ge=0)
+    index_threshold: int = Field(
+        100_000, ge=0, description="embedded Edge: build HNSW only above this many points (exact search below)"
+    )
     keep_versions: int = Field(2, ge=0, description="previous vector sets kept after an alias swap")
     max_delete_fraction: float = Field(0.5, ge=0, le=1.0)
     batch_points: int = Field(256, ge=1)
