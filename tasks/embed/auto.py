@@ -141,47 +141,71 @@ def _encode(emb: Any, batch_size: int, texts: list[str]) -> np.ndarray:
     return np.asarray(emb.backend.encode(texts, batch_size))
 
 
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _qrels(root: Path) -> dict[str, dict[str, int]]:
+    """``qrels/test.tsv`` (else the only .tsv): query id -> doc id -> grade (header skipped)."""
+    files = sorted((root / "qrels").glob("*.tsv"))
+    path = next((f for f in files if f.stem == "test"), files[0] if len(files) == 1 else None)
+    if path is None:
+        raise FileNotFoundError(f"{root}/qrels: no test.tsv (or single .tsv) file")
+    out: dict[str, dict[str, int]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        parts = line.split("\t") if "\t" in line else line.split()
+        if len(parts) == 3 and parts[2].strip().lstrip("-").isdigit():
+            out.setdefault(parts[0].strip(), {})[parts[1].strip()] = int(parts[2])
+    return out
+
+
 def _labelled_sample(root: str) -> tuple[list[str], list[str], list[str], dict[str, dict[str, int]]]:
-    """A bounded sample of a BEIR folder: judged documents first, then others up to
-    :data:`LABELLED_MAX_DOCS`; queries with a judged document in the sample (at most
-    :data:`LABELLED_MAX_QUERIES`). Returns doc ids, doc texts, query texts, qrels by query index."""
-    from embedline.tasks.evaluation.beir import iter_corpus, load_beir
-
-    def document_text(title: str, text: str) -> str:  # as BEIR joins them (evaluation.interface)
-        return f"{title.strip()}\n\n{text}" if title.strip() else text
-
-    ds = load_beir(root)
-    qids = sorted(q for q in ds.queries if any(g > 0 for g in ds.qrels.get(q, {}).values()))[:LABELLED_MAX_QUERIES]
-    judged = {d for q in qids for d in ds.qrels[q]}
+    """A bounded sample of a BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/``; read here,
+    not through tasks/evaluation, which the embed stage does not depend on): judged documents first,
+    then others up to :data:`LABELLED_MAX_DOCS`; queries with a judged document in the sample (at
+    most :data:`LABELLED_MAX_QUERIES`). Returns doc ids, doc texts, query texts, qrels by query."""
+    folder = Path(root)
+    qrels_all = _qrels(folder)
+    queries = {str(q["_id"]): str(q.get("text") or "") for q in _jsonl(folder / "queries.jsonl")}
+    qids = sorted(q for q in queries if any(g > 0 for g in qrels_all.get(q, {}).values()))[:LABELLED_MAX_QUERIES]
+    judged = {d for q in qids for d in qrels_all[q]}
     docs: dict[str, str] = {}
     others: dict[str, str] = {}
-    for did, title, text in iter_corpus(ds.corpus_path):
+    for obj in _jsonl(folder / "corpus.jsonl"):
+        did, title, text = str(obj["_id"]), str(obj.get("title") or "").strip(), str(obj.get("text") or "")
+        joined = f"{title}\n\n{text}" if title else text  # as BEIR (and tasks/evaluation) join them
         if did in judged:
-            docs[did] = document_text(title, text)
+            docs[did] = joined
         elif len(others) < LABELLED_MAX_DOCS:
-            others[did] = document_text(title, text)
+            others[did] = joined
     for did, text in others.items():
         if len(docs) >= LABELLED_MAX_DOCS:
             break
         docs[did] = text
     ids = list(docs)[:LABELLED_MAX_DOCS]
     kept = set(ids)
-    qids = [q for q in qids if any(d in kept and g > 0 for d, g in ds.qrels[q].items())]
-    qrels = {q: {d: g for d, g in ds.qrels[q].items() if d in kept} for q in qids}
-    return ids, [docs[d] for d in ids], [ds.queries[q] for q in qids], qrels
+    qids = [q for q in qids if any(d in kept and g > 0 for d, g in qrels_all[q].items())]
+    qrels = {q: {d: g for d, g in qrels_all[q].items() if d in kept} for q in qids}
+    return ids, [docs[d] for d in ids], [queries[q] for q in qids], qrels
+
+
+def _ndcg10(ranked: list[str], judged: dict[str, int]) -> float:
+    def dcg(gains: list[int]) -> float:
+        return sum(g / np.log2(i + 2) for i, g in enumerate(gains))
+
+    ideal = dcg(sorted((g for g in judged.values() if g > 0), reverse=True)[:10])
+    return dcg([max(judged.get(d, 0), 0) for d in ranked[:10]]) / ideal if ideal > 0 else 0.0
 
 
 def labelled_ndcg(encode: Callable[[list[str]], np.ndarray], sample: tuple[Any, ...]) -> float:
     """Mean nDCG@10 of exact cosine search with ``encode`` over the labelled sample."""
-    from embedline.tasks.evaluation.metrics import ndcg_at_k
-
     ids, docs, queries, qrels = sample
     d = np.asarray(encode(docs), dtype=np.float32)
     q = np.asarray(encode(queries), dtype=np.float32)
     d /= np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
     q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
     top = np.argsort(-(q @ d.T), axis=1)[:, :10]
-    scores = [ndcg_at_k([ids[j] for j in row], qrels[qid], 10) for row, qid in zip(top, qrels, strict=True)]
+    scores = [_ndcg10([ids[j] for j in row], qrels[qid]) for row, qid in zip(top, qrels, strict=True)]
     return float(np.mean(scores)) if scores else 0.0
 
 

@@ -109,3 +109,29 @@ def test_the_default_is_auto_and_the_manifest_records_the_choice(
     assert resolved.fingerprint("rev") == explicit.fingerprint("rev") != cfg.fingerprint("rev")
     # the record survives copies of the config (the stages copy it for scratch workspaces)
     assert resolved.model_copy(update={"source": "x"}).embed.auto_choice == resolved.embed.auto_choice
+
+
+def test_the_labelled_check_measures_the_ndcg_loss_on_a_beir_set(tmp_path: Path) -> None:
+    import numpy as np
+
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "corpus.jsonl").write_text("".join(
+        json.dumps({"_id": f"d{i}", "title": "", "text": w}) + "\n" for i, w in enumerate(["apple", "bread", "cider"])))
+    (tmp_path / "queries.jsonl").write_text(
+        json.dumps({"_id": "q1", "text": "apple?"}) + "\n" + json.dumps({"_id": "q2", "text": "cider?"}) + "\n")
+    (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td0\t1\nq2\td2\t1\n")
+    words = ["apple", "bread", "cider"]
+
+    def exact(texts: list[str]) -> np.ndarray:
+        return np.eye(3, dtype=np.float32)[[words.index(t.rstrip("?")) for t in texts]]
+
+    def confused(texts: list[str]) -> np.ndarray:  # every query lands on "bread"
+        return np.eye(3, dtype=np.float32)[[1 if t.endswith("?") else words.index(t) for t in texts]]
+
+    check = auto._Labelled(str(tmp_path), exact)
+    near = Trial("onnx", "int8", 100.0, 0.995, 0.97)
+    assert check.loss(near, exact) == 0.0
+    lost = check.loss(near, confused)
+    assert lost is not None and lost > auto.MAX_NDCG_LOSS  # the right doc fell from rank 1 to 2
+    assert check.loss(Trial("onnx", "fp32", 100.0, 0.9999, 0.999), confused) is None  # not needed
+    assert check.loss(Trial("onnx", "int8", 100.0, 0.98, 0.9), confused) is None  # below 0.99 anyway
