@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from embedline.tasks.plugins import CHUNKERS, PROVIDERS
 
@@ -143,7 +151,7 @@ class EmbedParams(_Section):
         description="Hugging Face id, local path, or API model name",
     )
     revision: str | None = Field(None, description="model revision (HF commit) when online")
-    backend: Literal["torch", "onnx", "openvino", "auto"] = "torch"  # auto: tasks/embed/auto.py
+    backend: Literal["torch", "onnx", "openvino", "auto"] = "auto"  # auto: tasks/embed/auto.py
     precision: Literal["fp32", "int8"] = "fp32"
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     batch_size: int = Field(32, ge=1, le=4096)
@@ -169,12 +177,24 @@ class EmbedParams(_Section):
     models_dir: str = Field(
         "data/models", description="exported ONNX/OpenVINO models (git-ignored, per model hash)"
     )
+    auto_labelled_set: str | None = Field(
+        None, description="backend=auto: a BEIR folder (with corpus.jsonl) on which a candidate at "
+        "mean cosine 0.99-0.999 to torch fp32 is kept if it loses <= 0.005 nDCG@10"
+    )
     concurrency: int = Field(2, ge=1, description="parallel requests / shards")
     # cache
     cache: bool = True
     cache_path: str = "data/cache/embeddings.sqlite"
     shard_rows: int = Field(4096, ge=1, description="chunks per embedding shard")
 
+
+    # set by embed.backend=auto when it resolves (tasks/embed/auto.py): the calibration record
+    _auto_choice: dict[str, Any] | None = PrivateAttr(None)
+
+    @property
+    def auto_choice(self) -> dict[str, Any] | None:
+        """The calibration record that chose this backend (None: set explicitly)."""
+        return self._auto_choice
 
     @field_validator("provider")
     @classmethod
