@@ -116,3 +116,11 @@ def test_shadow_of_a_finetuned_model_embeds_on_torch_unless_a_backend_is_named(t
     assert (auto.model, auto.backend, auto.precision) == (str(tmp_path / "models" / "ft"), "torch", "fp32")
     named = shadow_config(load_config(None, ["embed.backend=onnx"]), art, tmp_path / "models" / "ft").embed
     assert named.backend == "onnx"  # the user's explicit choice is kept
+
+
+def test_the_stage_does_not_calibrate_an_auto_backend(tmp_path: Path) -> None:
+    from embedline.tasks.pipeline import run_stage
+
+    cfg = load_config(None, ["embed.backend=auto", "embed.models_dir=models-dir"])
+    assert run_stage("finetune", cfg, Artifacts(tmp_path))["enabled"] is False
+    assert not (tmp_path / "models-dir").exists()  # no export, no calibration record
