@@ -62,11 +62,12 @@ class DocHit:
 
 
 def snippet(text: str, heading_path: Sequence[str] = ()) -> str:
-    """``text`` without leading Markdown heading lines and the "A > B" heading prefix."""
-    prefix = " > ".join(heading_path)
+    """``text`` without leading Markdown heading lines and the "A > B" heading prefix (the whole
+    path, or only its parents, which the Markdown chunker puts before a section's own heading)."""
+    prefixes = {" > ".join(heading_path[:i]) for i in range(1, len(heading_path) + 1)}
     lines = text.split("\n")
     while lines and (not lines[0].strip() or lines[0].lstrip().startswith("#")
-                     or (prefix and lines[0].strip() == prefix)):
+                     or lines[0].strip() in prefixes):
         lines.pop(0)
     return "\n".join(lines) if lines else text
 

@@ -1,0 +1,22 @@
+"""Pure helpers of document-level search (tasks/vectorsets/fusion.py)."""
+
+from __future__ import annotations
+
+from embedline.tasks.vectorsets.fusion import snippet
+
+
+def test_snippet_drops_parent_heading_prefix_of_a_sections_first_chunk() -> None:
+    # The Markdown chunker prefixes a section's first chunk with its PARENTS only, then the
+    # section's own heading line: neither belongs in the snippet (seen as raw "## ..." in search).
+    text = "Convention of 1787\n\n## Signing and ratification\nOn September 17, 1787, delegates signed."
+    assert snippet(text, ("Convention of 1787", "Signing and ratification")) == (
+        "On September 17, 1787, delegates signed.")
+
+
+def test_snippet_drops_full_path_prefix_and_keeps_body_lines() -> None:
+    text = "Guide > Install\n\nRun the installer.\n# not a heading once the body started"
+    assert snippet(text, ("Guide", "Install")) == "Run the installer.\n# not a heading once the body started"
+
+
+def test_snippet_of_a_heading_only_text_is_the_text() -> None:
+    assert snippet("## Only a heading", ("Only a heading",)) == "## Only a heading"
