@@ -7,6 +7,10 @@ command module + one line in :data:`COMMANDS`.
 
 from __future__ import annotations
 
+import importlib
+import os
+import sys
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -50,8 +54,54 @@ def build_app() -> typer.Typer:
 app = build_app()
 
 
+class _DeferredMeta(type):
+    """A class standing in for a rich class that ``typer.rich_utils`` imports at module level but uses
+    only on paths embedline's help does not take (Markdown markup, pretty tracebacks): calling it or
+    reading an attribute imports the real one. A class (not an object) so ``X | Text`` annotations work."""
+
+    _module: str
+
+    def _real(cls) -> Any:
+        return getattr(importlib.import_module(cls._module), cls.__name__)
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        return cls._real()(*args, **kwargs)
+
+    def __getattr__(cls, attr: str) -> Any:
+        return getattr(cls._real(), attr)
+
+
+LAZY_RICH = (("rich.markdown", "Markdown"), ("rich.traceback", "Traceback"))
+
+
+def import_lean_rich_help() -> None:
+    """Import ``typer.rich_utils`` (help rendering) without ``rich.markdown`` (markdown-it) and
+    ``rich.traceback`` (pygments): about a third of ``embedline --help``'s start-up. Placeholder
+    modules stand in while it imports and are removed right after, so a later real import works."""
+    if "typer.rich_utils" in sys.modules:
+        return
+    placeholders = []
+    for module, name in LAZY_RICH:
+        if module not in sys.modules:
+            stand_in = types.ModuleType(module)
+            setattr(stand_in, name, _DeferredMeta(name, (), {"_module": module}))
+            sys.modules[module] = stand_in
+            placeholders.append(module)
+    try:
+        importlib.import_module("typer.rich_utils")
+    finally:
+        for module in placeholders:
+            sys.modules.pop(module, None)
+
+
 def main() -> None:
     """Console-script entry point."""
+    # pydantic scans every installed distribution's entry points for its plugins on first use
+    # (0.1-0.2 s of each command's start); embedline uses none. PYDANTIC_DISABLE_PLUGINS="" (empty)
+    # in the environment turns the scan back on.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    if len(sys.argv) < 2 or {"--help", "-h"} & set(sys.argv[1:]):
+        import_lean_rich_help()
     app()
 
 

@@ -14,6 +14,7 @@ Prefect's telemetry is switched off either way (:func:`embedline.flows.console.q
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -32,6 +33,63 @@ def use_prefect(cfg: Config, forced: bool | None) -> bool:
     if forced is not None:
         return forced
     return bool(os.environ.get("PREFECT_API_URL")) or cfg.run.runner == "dask"
+
+
+# Stages a no-change run may take from dvc.lock instead of re-running: their outputs are all files
+# DVC hashes. upsert and promote always run: the live store is not a DVC output (a deleted
+# data/qdrant must be rebuilt), and both are a fraction of a second when nothing changed.
+REUSABLE = frozenset({"preprocess", "chunk", "embed", "dedupe", "evaluate"})
+
+
+PER_RUN_COUNTS = {"embed": ("texts_embedded", "cache_misses", "cache_hits")}
+
+
+def recorded_state(cfg: Config, root: str) -> Any:
+    """A :class:`~embedline.tasks.dvclock.LockView` when this run can be compared with dvc.lock (the
+    project has one and the run uses params.yaml as is: no overrides, no --full), else None."""
+    rootp = Path(root)
+    if not (rootp / "dvc.lock").is_file() or not (rootp / ".dvc").is_dir():
+        return None
+    from embedline.tasks.config import PARAMS_FILE, load_config
+    from embedline.tasks.dvclock import LockView
+
+    if cfg != load_config(rootp / PARAMS_FILE):
+        return None
+    return LockView(rootp)
+
+
+def reuse(name: str, art: Artifacts) -> dict[str, Any]:
+    """The stats of a stage taken from dvc.lock: what its recorded metrics file says, marked reused."""
+    from embedline.tasks.records import read_json
+
+    path = art.metric(name)
+    stats = read_json(path) if path.is_file() else {}
+    stats = stats if isinstance(stats, dict) else {}
+    # this run did no work: per-run counts are zero (what the outputs hold stays as recorded)
+    done = {k: 0 for k in PER_RUN_COUNTS.get(name, ()) if k in stats}
+    return {**stats, **done, "reused": True, "seconds": 0.0}
+
+
+def _metrics_bytes(art: Artifacts, name: str) -> bytes | None:
+    path = art.metric(name)
+    return path.read_bytes() if path.is_file() else None
+
+
+def keep_recorded_metrics(lock: Any, name: str, art: Artifacts, previous: bytes | None) -> None:
+    """A stage that re-ran and rebuilt exactly what dvc.lock records keeps the metrics file of the
+    run that built it: only the timings would differ, and rewriting them would make dvc.lock (and
+    Git) disagree with the workspace after a run that changed nothing."""
+    if previous is None:
+        return
+    path = art.metric(name)
+    rel = path.relative_to(art.root).as_posix() if path.is_relative_to(art.root) else str(path)
+    recorded = lock.recorded(name, rel)
+    if recorded is None or hashlib.md5(previous).hexdigest() != recorded:
+        return
+    if lock.current(name, skip_outs=[rel]):
+        from embedline.tasks.artifacts import atomic_write_text
+
+        atomic_write_text(path, previous.decode("utf-8"))
 
 
 def run_inprocess(
@@ -60,13 +118,23 @@ def run_inprocess(
     names = [*build, "evaluate"] if evaluate else build
     run: dict[str, dict[str, Any]] = {}
     with ingest_lock(root):
+        lock = recorded_state(cfg, root)
         for name in names:
+            if lock is not None and name in REUSABLE and lock.current(name):
+                run[name] = reuse(name, art)
+                log.info("%s: unchanged since dvc.lock recorded it, not re-run", name)
+                continue
             log.info("stage %s ...", name)
             options = {"allow_mass_delete": allow_mass_delete} if name == "upsert" else {}
+            previous = _metrics_bytes(art, name)
             run[name] = run_stage(name, cfg, art, **options)
+            if lock is not None:
+                keep_recorded_metrics(lock, name, art, previous)
             log.info(one_line(name, run[name]))
         reason = serving_decision(cfg, Path(root))
         run["promote"] = run_stage("promote", cfg, art, promote_now=promote or reason is None, reason=reason,
                                    allow_mass_delete=allow_mass_delete)
-        record_after_swap(root, cfg, ran=list(run))  # never fails a run whose set is live
+        ran = list(run) if lock is None else [s for s in run if not lock.current(s)]
+        if ran:
+            record_after_swap(root, cfg, ran=ran)  # never fails a run whose set is live
     return run

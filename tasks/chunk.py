@@ -116,7 +116,7 @@ Reader = Callable[[list[str] | None], pa.Table]
 
 def _file_reader(f: Path) -> Reader:
     def read(cols: list[str] | None) -> pa.Table:
-        return pq.read_table(f, columns=cols)
+        return pq.ParquetFile(f).read(columns=cols)  # read_table imports pandas
 
     return read
 
@@ -134,7 +134,7 @@ def _document_shards(path: Path, shards: int) -> dict[int, Reader]:
         return {shard_index(f): _file_reader(f) for f in shard_files(path)}
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run the preprocess stage first")
-    whole = pq.read_table(path)
+    whole = pq.ParquetFile(path).read()
     by_shard: dict[int, list[int]] = {}
     for row, doc_id in enumerate(whole.column("doc_id").to_pylist()):
         by_shard.setdefault(shard_of(doc_id, shards), []).append(row)
@@ -188,7 +188,7 @@ def chunk_shard(
 def _kept_chunks(path: Path, keep: set[str]) -> list[pa.Table]:
     if not keep or not path.exists():
         return []
-    table = pq.read_table(path).cast(CHUNK_SCHEMA)  # list child names differ once read back
+    table = pq.ParquetFile(path).read().cast(CHUNK_SCHEMA)  # list child names differ once read back
     return [table.filter(pc.is_in(table["doc_id"], value_set=pa.array(sorted(keep), pa.string())))]
 
 
@@ -265,7 +265,7 @@ def finalize_chunk(cfg: Config, art: Artifacts, plan: ChunkPlan, results: list[d
     """Drop chunk shards whose documents are gone, write the chunk ledger, return the stats."""
     t0 = time.perf_counter() if t0 is None else t0
     old_ids: set[str] = set() if plan.full or not art.chunk_ledger.exists() else set(
-        pq.read_table(art.chunk_ledger, columns=["doc_id"]).column("doc_id").to_pylist())
+        pq.ParquetFile(art.chunk_ledger).read(columns=["doc_id"]).column("doc_id").to_pylist())
     states = {d: ledger.DocState(d, k, tuple(ids)) for r in results for d, k, ids in r["states"]}
     totals = {shard_name(r["shard"]): r["totals"] for r in results}
     removed = remove_shards(art.chunks, list(plan.shards))

@@ -319,7 +319,7 @@ class _Pass:
         for i in touched:
             parts = [] if full else _kept_rows(self.art.documents / shard_name(i), by_shard.get(i, set()))
             if i in self.spill:
-                parts.append(pq.read_table(self.spill[i].path).cast(DOCUMENT_SCHEMA))
+                parts.append(pq.ParquetFile(self.spill[i].path).read().cast(DOCUMENT_SCHEMA))
             table = pa.concat_tables(parts) if parts else DOCUMENT_SCHEMA.empty_table()
             if write_shard(self.art.documents, i, table, ["source"]) is not None:
                 written.append(i)
@@ -331,7 +331,7 @@ class _Pass:
 def _kept_rows(path: Path, drop: set[str]) -> list[pa.Table]:
     if not path.exists():
         return []
-    table = pq.read_table(path).cast(DOCUMENT_SCHEMA)
+    table = pq.ParquetFile(path).read().cast(DOCUMENT_SCHEMA)  # read_table imports pandas
     if drop:
         table = table.filter(pc.invert(pc.is_in(table["doc_id"], value_set=pa.array(sorted(drop)))))
     return [table]

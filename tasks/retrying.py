@@ -27,10 +27,10 @@ import re
 import sys
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from tenacity import RetryCallState, retry, retry_if_exception, stop_after_attempt
-from tenacity.wait import wait_exponential_jitter
+if TYPE_CHECKING:  # tenacity (and the tornado it probes for) loads only when something is retried
+    from tenacity import RetryCallState
 
 T = TypeVar("T")
 
@@ -185,6 +185,8 @@ def retry_after_seconds(headers: Mapping[str, str] | None, now: float | None = N
 def wait_transient(initial: float = 0.5, maximum: float = 20.0) -> Callable[[RetryCallState], float]:
     """A tenacity wait: the server's Retry-After when the error carries one, else exponential
     backoff with jitter (``initial`` doubling up to ``maximum``)."""
+    from tenacity.wait import wait_exponential_jitter
+
     backoff = wait_exponential_jitter(initial=initial, max=maximum, jitter=initial)
 
     def wait(state: RetryCallState) -> float:
@@ -199,6 +201,8 @@ def retrying(
     max_retries: int, fn: Callable[..., T], *, initial: float = 0.5, maximum: float = 20.0
 ) -> Callable[..., T]:
     """``fn`` retried up to ``max_retries`` times on transient errors (:func:`wait_transient`)."""
+    from tenacity import retry, retry_if_exception, stop_after_attempt
+
     wrapped: Callable[..., T] = retry(
         retry=retry_if_exception(is_transient),
         stop=stop_after_attempt(max_retries + 1),

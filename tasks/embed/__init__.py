@@ -25,38 +25,84 @@ Exports happen once per model into ``embed.models_dir`` (``data/models``, git-ig
 ratios were taken on a CPU with AVX-512 BF16.
 """
 
-from embedline.tasks.embed.protocol import (
-    Capability,
-    Embedder,
-    EmbedError,
-    EmbedInputError,
-    EmbedResponseError,
-    EmbedTransientError,
-    ProviderSpec,
-    RequestPlanner,
-    l2_normalize,
-    truncate_dims,
-    validate_vectors,
-    with_prompt,
-)
-from embedline.tasks.embed.registry import (
-    PROVIDERS,
-    clear_embedders,
-    get_embedder,
-    peek_embedder,
-    provider_spec,
-    revision_for,
-)
-from embedline.tasks.embed.stage import (
-    Shard,
-    embed_query,
-    embed_shard,
-    finalize_embed,
-    fingerprint_for,
-    plan_embed,
-    plan_shards,
-    run_embed,
-)
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the names, for type checkers; at run time each loads on first use (__getattr__)
+    from embedline.tasks.embed.protocol import (
+        Capability,
+        Embedder,
+        EmbedError,
+        EmbedInputError,
+        EmbedResponseError,
+        EmbedTransientError,
+        ProviderSpec,
+        RequestPlanner,
+        l2_normalize,
+        truncate_dims,
+        validate_vectors,
+        with_prompt,
+    )
+    from embedline.tasks.embed.registry import (
+        PROVIDERS,
+        clear_embedders,
+        get_embedder,
+        peek_embedder,
+        provider_spec,
+        revision_for,
+    )
+    from embedline.tasks.embed.stage import (
+        Shard,
+        embed_query,
+        embed_shard,
+        finalize_embed,
+        fingerprint_for,
+        plan_embed,
+        plan_shards,
+        run_embed,
+    )
+
+# name -> module: importing the package stays cheap (a search imports neither the stage, pyarrow nor
+# tenacity); each name's module is imported when the name is first used
+_LAZY = {
+    "Capability": "embedline.tasks.embed.protocol",
+    "Embedder": "embedline.tasks.embed.protocol",
+    "EmbedError": "embedline.tasks.embed.protocol",
+    "EmbedInputError": "embedline.tasks.embed.protocol",
+    "EmbedResponseError": "embedline.tasks.embed.protocol",
+    "EmbedTransientError": "embedline.tasks.embed.protocol",
+    "ProviderSpec": "embedline.tasks.embed.protocol",
+    "RequestPlanner": "embedline.tasks.embed.protocol",
+    "l2_normalize": "embedline.tasks.embed.protocol",
+    "truncate_dims": "embedline.tasks.embed.protocol",
+    "validate_vectors": "embedline.tasks.embed.protocol",
+    "with_prompt": "embedline.tasks.embed.protocol",
+    "PROVIDERS": "embedline.tasks.embed.registry",
+    "clear_embedders": "embedline.tasks.embed.registry",
+    "get_embedder": "embedline.tasks.embed.registry",
+    "peek_embedder": "embedline.tasks.embed.registry",
+    "provider_spec": "embedline.tasks.embed.registry",
+    "revision_for": "embedline.tasks.embed.registry",
+    "Shard": "embedline.tasks.embed.stage",
+    "embed_query": "embedline.tasks.embed.query",
+    "embed_shard": "embedline.tasks.embed.stage",
+    "finalize_embed": "embedline.tasks.embed.stage",
+    "fingerprint_for": "embedline.tasks.embed.stage",
+    "plan_embed": "embedline.tasks.embed.stage",
+    "plan_shards": "embedline.tasks.embed.stage",
+    "run_embed": "embedline.tasks.embed.stage",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "PROVIDERS",

@@ -12,21 +12,51 @@ is back (a kill loses at most one batch). A re-run with nothing new sends no req
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from embedline.tasks.config import EmbedParams
+from embedline.tasks.config import EmbedParams, stable_hash
 from embedline.tasks.embed.cache import EmbeddingCache, namespace_for, namespace_spec
-from embedline.tasks.embed.protocol import validate_vectors, with_prompt
+from embedline.tasks.embed.protocol import truncate_dims, validate_vectors, with_prompt
 from embedline.tasks.embed.registry import get_embedder, revision_for
 from embedline.tasks.records import content_hash
+
+if TYPE_CHECKING:
+    from embedline.tasks.embed.query import QueryEncoder
+
+
+LIGHT_BACKEND = "exported-graph"  # namespace marker of vectors made by query.QueryEncoder
 
 
 def _embed(params: EmbedParams, texts: list[str], prompt: str) -> np.ndarray:
     emb = get_embedder(params)
     return validate_vectors(emb.embed(with_prompt(texts, prompt)), len(texts), None, emb.name)
+
+
+def _light(params: EmbedParams) -> QueryEncoder | None:
+    """The exported graph of the ingest model (within 1e-5 cosine of it, no torch import: query.py),
+    unless the model is already loaded in this process (then it costs nothing to use it)."""
+    from embedline.tasks.embed.query import light_encoder
+    from embedline.tasks.embed.registry import peek_embedder
+
+    return None if peek_embedder(params) is not None else light_encoder(params, bulk=True)
+
+
+def _embed_light(fast: QueryEncoder, params: EmbedParams, texts: list[str], prompt: str) -> np.ndarray:
+    vecs = truncate_dims(fast.encode(with_prompt(texts, prompt)), params.dimensions, params.normalize)
+    return validate_vectors(vecs, len(texts), None, f"{LIGHT_BACKEND}:{params.model}")
+
+
+def _fill(cache: EmbeddingCache, ns: str, todo: list[str], first: dict[str, str], bs: int,
+          embed: Callable[[list[str]], np.ndarray], got: dict[str, np.ndarray]) -> None:
+    for i in range(0, len(todo), bs):
+        part = todo[i : i + bs]
+        vecs = embed([first[h] for h in part])
+        cache.put_many(ns, zip(part, vecs, strict=True))
+        got.update(zip(part, vecs, strict=True))
 
 
 def embed_cached(
@@ -46,15 +76,24 @@ def embed_cached(
     first: dict[str, str] = {}
     for h, t in zip(hashes, texts, strict=True):
         first.setdefault(h, t)
+    spec = namespace_spec(params, revision, prompt)
     with EmbeddingCache(cache_path) as cache:
-        cache.register(ns, namespace_spec(params, revision, prompt))
+        cache.register(ns, spec)
         got = cache.get_many(ns, list(first), count=False)
         todo = [h for h in first if h not in got]
-        for i in range(0, len(todo), bs):
-            part = todo[i : i + bs]
-            vecs = _embed(params, [first[h] for h in part], prompt)
-            cache.put_many(ns, zip(part, vecs, strict=True))
-            got.update(zip(part, vecs, strict=True))
+        fast = _light(params) if todo else None
+        if fast is not None:
+            # the graph's vectors get their own namespace: they are within 1e-5 cosine of the model's,
+            # not bit-equal, and the embed stage must never read them back as its own (vectors.npy
+            # stays a pure function of its inputs)
+            light_spec = {**spec, "backend": f"{spec['backend']}+{LIGHT_BACKEND}"}
+            light_ns = stable_hash(light_spec)[:32]
+            cache.register(light_ns, light_spec)
+            got.update(cache.get_many(light_ns, todo, count=False))
+            todo = [h for h in todo if h not in got]
+            _fill(cache, light_ns, todo, first, bs, lambda t: _embed_light(fast, params, t, prompt), got)
+        else:
+            _fill(cache, ns, todo, first, bs, lambda t: _embed(params, t, prompt), got)
     return np.stack([got[h] for h in hashes]).astype(np.float32, copy=False)
 
 

@@ -47,7 +47,7 @@ _lock = threading.Lock()
 class QueryEncoder:
     """Tokenise -> onnxruntime -> pool -> normalise, one text at a time (no padding needed)."""
 
-    def __init__(self, model_path: str, graph: Path):
+    def __init__(self, model_path: str, graph: Path, threads: int = 1):
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -60,7 +60,8 @@ class QueryEncoder:
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
-        opts.intra_op_num_threads = 1  # one short query: no thread pool to start or spin
+        # one short query: no thread pool to start or spin; bulk use (evaluation texts): all cores
+        opts.intra_op_num_threads = threads
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(graph), opts, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
@@ -138,22 +139,23 @@ def graph_for(params: EmbedParams, model_path: str) -> Path | None:
     return graph if recorded.get("ok") is True else None
 
 
-def light_encoder(params: EmbedParams) -> QueryEncoder | None:
-    """A process-wide :class:`QueryEncoder` for ``params``, or None (use the normal embedder)."""
+def light_encoder(params: EmbedParams, *, bulk: bool = False) -> QueryEncoder | None:
+    """A process-wide :class:`QueryEncoder` for ``params``, or None (use the normal embedder).
+    ``bulk``: one for many texts (every core) instead of one query (one thread)."""
     if not _applicable(params):
         return None
     from embedline.tasks.embed.registry import embedder_key
 
-    key = embedder_key(params)
+    key = (*embedder_key(params), bulk)
     if key in _encoders:
         return _encoders[key]
     with _lock:
         if key not in _encoders:
-            _encoders[key] = _build(params)
+            _encoders[key] = _build(params, threads=0 if bulk else 1)
         return _encoders[key]
 
 
-def _build(params: EmbedParams) -> QueryEncoder | None:
+def _build(params: EmbedParams, threads: int = 1) -> QueryEncoder | None:
     model_path = _model_dir(params)
     if model_path is None:
         return None
@@ -161,10 +163,35 @@ def _build(params: EmbedParams) -> QueryEncoder | None:
     if graph is None:
         return None
     try:
-        return QueryEncoder(model_path, graph)
+        return QueryEncoder(model_path, graph, threads=threads)
     except Exception as exc:  # noqa: BLE001 a broken/unsupported graph or model folder: the embedder still works
         log.info("fast query path unavailable (%s: %s); using the embedder", type(exc).__name__, exc)
         return None
+
+
+def embed_query(cfg_embed: EmbedParams, text: str) -> np.ndarray:
+    """The vector of a search query: query prompt, dimensions and normalisation applied.
+
+    Through the exported graph of the ingest model when :func:`light_encoder` allows it (no torch
+    import), else the configured embedder. Imports neither the embed stage nor pyarrow."""
+    from embedline.tasks.embed.protocol import (
+        EmbedInputError,
+        truncate_dims,
+        validate_vectors,
+        with_prompt,
+    )
+    from embedline.tasks.embed.registry import get_embedder, peek_embedder
+
+    if not text.strip():
+        raise EmbedInputError("empty query")
+    fast = None if peek_embedder(cfg_embed) is not None else light_encoder(cfg_embed)
+    if fast is not None:  # the exported graph of the ingest model: no torch import
+        raw = fast.encode(with_prompt([text], cfg_embed.query_prompt))
+        vec = truncate_dims(raw, cfg_embed.dimensions, cfg_embed.normalize)
+        return validate_vectors(vec, 1, None, f"onnx-query:{cfg_embed.model}")[0]
+    emb = get_embedder(cfg_embed)
+    vec = emb.embed(with_prompt([text], cfg_embed.query_prompt))
+    return validate_vectors(vec, 1, None, emb.name)[0]
 
 
 def clear_encoders() -> None:

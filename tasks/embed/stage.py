@@ -36,10 +36,10 @@ from embedline.tasks.embed.protocol import (
     Capability,
     EmbedError,
     EmbedInputError,
-    truncate_dims,
     validate_vectors,
     with_prompt,
 )
+from embedline.tasks.embed.query import embed_query  # re-exported: it lived here
 from embedline.tasks.embed.registry import (
     get_embedder,
     provider_spec,
@@ -79,23 +79,6 @@ def cache_path(cfg: Config, art: Artifacts) -> Path:
 def _namespace(params: EmbedParams) -> tuple[str, str]:
     revision = revision_for(params)
     return namespace_for(params, revision), revision
-
-
-def embed_query(cfg_embed: EmbedParams, text: str) -> np.ndarray:
-    """The vector of a search query: query prompt, dimensions and normalisation applied."""
-    if not text.strip():
-        raise EmbedInputError("empty query")
-    from embedline.tasks.embed.query import light_encoder
-    from embedline.tasks.embed.registry import peek_embedder
-
-    fast = None if peek_embedder(cfg_embed) is not None else light_encoder(cfg_embed)
-    if fast is not None:  # the exported graph of the ingest model: no torch import (query.py)
-        raw = fast.encode(with_prompt([text], cfg_embed.query_prompt))
-        vec = truncate_dims(raw, cfg_embed.dimensions, cfg_embed.normalize)
-        return validate_vectors(vec, 1, None, f"onnx-query:{cfg_embed.model}")[0]
-    emb = get_embedder(cfg_embed)
-    vec = emb.embed(with_prompt([text], cfg_embed.query_prompt))
-    return validate_vectors(vec, 1, None, emb.name)[0]
 
 
 # ---- plan ------------------------------------------------------------------------------------------

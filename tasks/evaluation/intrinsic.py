@@ -83,10 +83,15 @@ def project_2d(vectors: np.ndarray) -> np.ndarray:
     if n < 4:
         return np.zeros((n, 2), dtype=np.float32)
     from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
 
     perplexity = float(min(30.0, max(2.0, (n - 1) / 3)))
     tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=SEED, metric="cosine")
-    return np.asarray(tsne.fit_transform(vectors), dtype=np.float32)
+    # One OpenMP thread: the Barnes-Hut gradient's threads busy-wait, and on a shared 2-core machine
+    # 290 points took 67 s instead of 3 s (benchmarks/results/speed.json); one thread also makes the
+    # map the same bits whatever the core count.
+    with threadpool_limits(limits=1, user_api="openmp"):
+        return np.asarray(tsne.fit_transform(vectors), dtype=np.float32)
 
 
 def save_map(vectors: np.ndarray, labels: Sequence[str], path: Path, title: str = "") -> Path:

@@ -23,7 +23,6 @@ import numpy as np
 
 from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.config import Config, QdrantParams
-from embedline.tasks.records import read_json
 from embedline.tasks.vectors import unit
 from embedline.tasks.vectorsets.stores import PointRecord, VectorSetSpec, VectorStore, open_store
 from embedline.tasks.vectorsets.sync import PAYLOAD_HASH, batched, chunks_of
@@ -93,6 +92,9 @@ def store_for(cfg: Config, art: Artifacts) -> VectorStore:
 def load_context(cfg: Config, art: Artifacts) -> Context:
     if not art.manifest.exists():
         raise FileNotFoundError(f"{art.manifest} is missing: run the embed stage first")
+    # imported here: records imports pyarrow, and a search (which imports this module) needs none
+    from embedline.tasks.records import read_json
+
     manifest = read_json(art.manifest)
     for key in ("fingerprint", "dims", "model"):
         if manifest.get(key) in (None, ""):

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from embedline.tasks.batching import pack
 from embedline.tasks.config import stable_hash
@@ -72,6 +71,8 @@ def iter_desired(
     deduped: Path, *, fingerprint: str, model: str, batch_rows: int = 2048
 ) -> Iterator[list[DesiredPoint]]:
     """Batches of desired points, streamed from deduped.parquet."""
+    import pyarrow.parquet as pq  # here: a search imports this module and never reads Parquet
+
     pf = pq.ParquetFile(deduped)
     for batch in pf.iter_batches(batch_size=batch_rows):
         yield [

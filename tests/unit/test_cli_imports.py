@@ -38,3 +38,22 @@ def test_console_params_file_matches_config() -> None:
     from embedline.tasks.config import PARAMS_FILE as CONFIG_PARAMS_FILE
 
     assert PARAMS_FILE == CONFIG_PARAMS_FILE
+
+
+def test_search_path_imports_no_pyarrow_pandas_or_tenacity() -> None:
+    """What a cold `embedline search` imports before it embeds the query: no Parquet, no pandas
+    (pq.read_table's 1.6 s import), no tenacity, no embed stage."""
+    loaded = _imported_after(
+        "import embedline.tasks.vectorsets.search, embedline.tasks.vectorsets.lifecycle, "
+        "embedline.tasks.embed.query, embedline.tasks.embed.registry; "
+        "from embedline.tasks.embed import embed_query"
+    )
+    assert not loaded & {"pyarrow", "pandas", "tenacity", "torch", "transformers"}, sorted(loaded)
+    full = _full_modules_after("from embedline.tasks.embed import embed_query")
+    assert "embedline.tasks.embed.stage" not in full
+
+
+def _full_modules_after(code: str) -> set[str]:
+    probe = f"import sys; {code}; print(' '.join(sorted(sys.modules)))"
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return set(res.stdout.split())

@@ -103,3 +103,32 @@ def test_concurrent_writer_threads_share_one_cache(tmp_path: Path) -> None:
     assert errors == []
     assert cache.count("ns") == 200 and cache.writes == 200
     cache.close()
+
+
+def test_vectors_from_the_exported_graph_get_their_own_namespace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Evaluation texts embedded through the exported graph (no torch) are cached, but never read
+    back as the model's own vectors: the embed stage's namespace stays bit-stable."""
+    from embedline.tasks.embed import cached, query
+    from embedline.tasks.embed.registry import clear_embedders
+
+    clear_embedders()
+    params = EmbedParams.model_validate({"provider": "fake"})
+    seen: list[str] = []
+
+    class Graph:
+        def encode(self, texts: list[str]) -> np.ndarray:
+            seen.extend(texts)
+            return np.ones((len(texts), 256), dtype=np.float32)  # the fake model's size
+
+    monkeypatch.setattr(query, "light_encoder", lambda p, bulk=False: Graph())
+    path = tmp_path / "cache.sqlite"
+    first = cached.embed_cached(params, ["alpha", "beta"], "", path)
+    assert seen == ["alpha", "beta"]
+    again = cached.embed_cached(params, ["beta", "alpha"], "", path)
+    assert seen == ["alpha", "beta"] and np.array_equal(again, first[::-1])  # from the cache
+
+    monkeypatch.setattr(query, "light_encoder", lambda p, bulk=False: None)
+    model = cached.embed_cached(params, ["alpha", "beta"], "", path)  # the model's own namespace
+    assert not np.allclose(model, first)

@@ -85,3 +85,30 @@ def test_cli_prints_progress_lines_when_not_a_terminal(tiny_project: Path) -> No
         assert f"{stage}: started" in res.stderr and f"{stage}: done" in res.stderr, stage
     during = [line for line in res.stderr.splitlines() if line.startswith("embed: ") and "ETA" in line]
     assert len(during) >= 2  # per batch, with counts and ETA, while the stage runs
+
+
+def test_prefect_progress_artifact_is_updated_per_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flow's reporter: one artifact, created once, updated for every batch (interval 0 here),
+    overall % rising across the stages to 100."""
+    import prefect.artifacts as artifacts
+
+    from embedline.flows.reporters import PrefectArtifactReporter
+
+    created: list[dict[str, object]] = []
+    updates: list[tuple[object, float, str]] = []
+    monkeypatch.setattr(artifacts, "create_progress_artifact", lambda **kw: created.append(kw) or "artifact-1")
+    monkeypatch.setattr(artifacts, "update_progress_artifact",
+                        lambda artifact_id, progress, description=None: updates.append((artifact_id, progress, description)))
+    reporter = PrefectArtifactReporter(["chunk", "embed"], min_interval_s=0.0)
+    with progress.reporting(reporter):
+        with progress.track("chunk", total=2, unit="document") as bar:
+            bar.advance(2)
+        with progress.track("embed", total=6, unit="chunk") as bar:
+            for _ in range(3):  # three batches of two
+                bar.advance(2)
+    assert len(created) == 1 and created[0]["key"] == "ingest-progress"
+    embed = [u for u in updates if u[2] and u[2].startswith("embed")]
+    assert len(embed) >= 1 + 3  # start + one per batch (+ the final one)
+    values = [u[1] for u in updates]
+    assert all(u[0] == "artifact-1" for u in updates)
+    assert values == sorted(values) and values[-1] == 100.0
