@@ -129,6 +129,7 @@ def ingest(root: Path) -> dict[str, Any]:
         raise RuntimeError(f"ingest of {root} failed:\n{err[-3000:]}")
     res = json.loads([ln for ln in out.splitlines() if ln.startswith("{")][-1])
     res["wall_seconds"] = round(wall, 2)
+    res["load_average_1min_after"] = round(os.getloadavg()[0], 2)
     # CPU seconds (user + system) of the child: what a loaded, shared machine inflates least
     res["cpu_seconds"] = round(usage.ru_utime - before.ru_utime + usage.ru_stime - before.ru_stime, 2)
     return res
@@ -142,9 +143,10 @@ def child(root: Path) -> None:
     cfg, art = load_config(root / "params.yaml"), Artifacts(root)
     stages: dict[str, Any] = {}
     for name in INGEST_STAGES:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         stats = run_stage(name, cfg, art, **({"allow_mass_delete": True} if name == "upsert" else {}))
         stages[name] = {"seconds": round(time.perf_counter() - t0, 2),
+                        "cpu_seconds": round(time.process_time() - c0, 2),
                         **{k: v for k, v in stats.items() if isinstance(v, int | float) and not k.startswith(
                             ("rejected_", "docs_"))}}
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -154,6 +156,7 @@ def child(root: Path) -> None:
 def _ratios(runs: dict[str, Any], corpus: dict[str, Any]) -> dict[str, Any]:
     first = runs["first"]
     pc_s = first["stages"]["preprocess"]["seconds"] + first["stages"]["chunk"]["seconds"]
+    pc_cpu = first["stages"]["preprocess"]["cpu_seconds"] + first["stages"]["chunk"]["cpu_seconds"]
     pc_cpu_share = first["cpu_seconds"] / first["wall_seconds"]  # < 1 on a loaded machine
     out = {
         "unchanged_vs_first_wall": round(runs["unchanged"]["wall_seconds"] / first["wall_seconds"], 3),
@@ -161,6 +164,8 @@ def _ratios(runs: dict[str, Any], corpus: dict[str, Any]) -> dict[str, Any]:
         "unchanged_vs_first_cpu": round(runs["unchanged"]["cpu_seconds"] / first["cpu_seconds"], 3),
         "changed_1pct_vs_first_cpu": round(runs["changed_1pct"]["cpu_seconds"] / first["cpu_seconds"], 3),
         "preprocess_chunk_mb_per_wall_s": round(corpus["mb"] / pc_s, 3),
+        # the stages run in one process: MB per CPU second is MB/s per core, what load inflates least
+        "preprocess_chunk_mb_per_cpu_s": round(corpus["mb"] / pc_cpu, 3),
         "first_run_cpu_share_of_wall": round(pc_cpu_share, 3),
         "upsert_points_per_s_first": round(
             first["stages"]["upsert"].get("points_total", 0) / first["stages"]["upsert"]["seconds"], 1),
@@ -206,15 +211,19 @@ def main() -> None:
         runs["first_10pct"] = ingest(args.work / "proj10")
         runs["first_10pct"]["corpus"] = small
         print("10 %:", runs["first_10pct"]["wall_seconds"], "s", runs["first_10pct"]["peak_rss_mib"], "MiB",
-              flush=True)
+              json.dumps(runs["first_10pct"]), flush=True)
+    partial = args.out.with_name(args.out.stem + ".partial.json")  # what a cut-short run measured
     runs["first"] = ingest(args.work / "proj")
     print("first:", runs["first"]["wall_seconds"], "s", flush=True)
+    write_result(partial, stamp({"benchmark": "scale", "corpus": corpus_info, "runs": runs}))
     runs["unchanged"] = ingest(args.work / "proj")
     print("unchanged:", runs["unchanged"]["wall_seconds"], "s", flush=True)
+    write_result(partial, stamp({"benchmark": "scale", "corpus": corpus_info, "runs": runs}))
     change = change_one_percent(live)
     runs["changed_1pct"] = ingest(args.work / "proj")
     runs["changed_1pct"]["change"] = change
     print("1 %:", runs["changed_1pct"]["wall_seconds"], "s", flush=True)
+    partial.unlink(missing_ok=True)
     doc = stamp({
         "benchmark": "scale",
         "corpus": corpus_info,

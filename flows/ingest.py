@@ -22,7 +22,7 @@ from embedline.flows.runtime import (
 )
 from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.config import Config
-from embedline.tasks.pipeline import INGEST_STAGES
+from embedline.tasks.pipeline import INGEST_STAGES, run_stage
 from embedline.tasks.preflight import check_ready
 from embedline.tasks.vectorsets.promote import serving_decision
 
@@ -33,6 +33,19 @@ def embed_fanout(cfg: Config, root: str) -> list[dict[str, Any]]:
     shards = stages.plan_embed_shards(cfg, root)
     futures = stages.embed_shard.map(unmapped(cfg), unmapped(root), shards)
     return stages.track(futures, stages.embed_progress(len(shards)))
+
+
+@flow(name="preprocess-fanout", log_prints=True)
+def preprocess_fanout(cfg: Config, root: str) -> dict[str, Any]:
+    """Preprocess with the loaders fanned out on the flow's task runner (Dask with --runner dask):
+    the walk, the ledger and the shard merge stay in this flow, so the shards are the same bytes."""
+
+    def load_many(params: Any, batches: list[Any]) -> list[Any]:
+        return [f.result() for f in stages.load_files.map(unmapped(params), batches)]
+
+    stats = run_stage("preprocess", cfg, Artifacts(Path(root)), load_many=load_many)
+    stages.preprocess_report(root, stats)
+    return stats
 
 
 @flow(name="chunk-fanout", log_prints=True)
@@ -75,7 +88,10 @@ def ingest(
     with ingest_lock(root), flow_progress(names):  # one progress artifact on this (main) flow run
         run: dict[str, dict[str, Any]] = {}
         # Stages exchange files, not results: `wait_for` draws each edge of the DAG in the UI.
-        run["preprocess"] = stages.preprocess(cfg, root)
+        if cfg.run.runner == "dask":  # loaders fanned out on the cluster; threads gain nothing (GIL)
+            run["preprocess"] = dict(preprocess_fanout.with_options(task_runner=embed_runner(cfg))(cfg, root))
+        else:
+            run["preprocess"] = stages.preprocess(cfg, root)
         if cfg.run.runner == "dask":  # shard-parallel on the cluster; threads gain nothing (GIL)
             run["chunk"] = dict(chunk_fanout.with_options(task_runner=embed_runner(cfg))(cfg, root))
         else:

@@ -54,6 +54,24 @@ def _transient(task: Any, task_run: Any, state: Any) -> bool:
 @task(name="preprocess", cache_policy=NONE, timeout_seconds=3600)
 def preprocess(cfg: Config, root: str) -> dict[str, Any]:
     stats = run_stage("preprocess", cfg, _art(root))
+    _report_preprocess(root, stats)
+    return stats
+
+
+@task(name="load-files", cache_policy=NONE)
+def load_files(params: Any, batch: list[tuple[str, str]]) -> list[list[Any]]:
+    """One batch of files through the loaders (a unit of the preprocess fan-out, any process)."""
+    from embedline.tasks.preprocess import load_files as load
+
+    return load(params, batch)  # type: ignore[return-value]
+
+
+@task(name="preprocess-report", cache_policy=NONE)
+def preprocess_report(root: str, stats: dict[str, Any]) -> None:
+    _report_preprocess(root, stats)
+
+
+def _report_preprocess(root: str, stats: dict[str, Any]) -> None:
     get_run_logger().info(one_line("preprocess", stats))
     rejected = read_rejections(_art(root).rejected)
     if rejected:
@@ -62,7 +80,6 @@ def preprocess(cfg: Config, root: str) -> dict[str, Any]:
             table=[{"path": r.path, "reason": r.reason, "detail": r.detail} for r in rejected[:500]],
             description=f"{len(rejected)} input files or records were rejected (first 500 shown)",
         )
-    return stats
 
 
 @task(name="chunk", cache_policy=NONE, timeout_seconds=3600)

@@ -24,7 +24,8 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
@@ -215,6 +216,33 @@ def preprocess_fingerprint(cfg: Config) -> str:
     return ledger.fingerprint({"preprocess": params, "source": cfg.source}, code)
 
 
+@dataclass(frozen=True)
+class _Inspected:
+    rel: str
+    key: str
+    path: Path
+    st: os.stat_result | None
+    digest: str
+    prev: ledger.FileEntry | None
+    entry: ledger.FileEntry | None  # the ledger entry to reuse, None if the file must be loaded
+
+
+FileBatch = list[tuple[str, str]]  # (relative path, absolute path) of files to load
+LoadMany = Callable[[PreprocessParams, list[FileBatch]], list[list[list[Document | Rejection]]]]
+LOAD_WINDOW_FILES = 512  # files walked before their loads are fanned out (bounds driver memory)
+LOAD_BATCH_FILES = 32  # files per fan-out task
+
+
+def load_files(params: PreprocessParams, batch: FileBatch) -> list[list[Document | Rejection]]:
+    """Run the loaders over a batch of files (one unit of the preprocess fan-out: any process,
+    same output): per file, its documents and rejections in loader order."""
+    return [list(load_path(Path(path), rel, params)) for rel, path in batch]
+
+
+def load_serially(params: PreprocessParams, batches: list[FileBatch]) -> list[list[list[Document | Rejection]]]:
+    return [load_files(params, b) for b in batches]
+
+
 class _Pass:
     """One preprocess run: replays unchanged files from the ledger, loads the rest into spill
     shards, then merges every touched shard (kept rows of the old shard + the new documents)."""
@@ -229,7 +257,8 @@ class _Pass:
         self.spill: dict[int, ParquetSink] = {}
         self.counts: Counter[str] = Counter()
 
-    def visit(self, rel: str, path: Path) -> None:
+    def inspect(self, rel: str, path: Path) -> _Inspected:
+        """Stat (and, if the stat changed, hash) one file: whether its ledger entry can be reused."""
         key = display_path(rel)  # the ledger's key: a non-UTF-8 name is stored escaped
         try:
             st = path.stat()
@@ -237,7 +266,13 @@ class _Pass:
             st = None
         prev = self.old.get(key)
         digest = self._digest(prev, path, st)
-        entry = self._reuse(prev, st, digest)
+        return _Inspected(rel, key, path, st, digest, prev, self._reuse(prev, st, digest))
+
+    def visit(self, rel: str, path: Path, seen_file: _Inspected | None = None,
+              loaded: list[Document | Rejection] | None = None) -> None:
+        """Replay or load one file (``loaded``: its loader's output, computed elsewhere)."""
+        f = seen_file or self.inspect(rel, path)
+        key, st, digest, prev, entry = f.key, f.st, f.digest, f.prev, f.entry
         if entry is not None and not self.seen.intersection(entry.doc_ids):
             self.counts["files_unchanged"] += 1
             self.entries[key] = entry
@@ -248,7 +283,7 @@ class _Pass:
         self.counts["files_changed" if prev else "files_new"] += 1
         if prev:
             self.removed.update(prev.doc_ids)
-        self._load(rel, key, path, st, digest)
+        self._load(rel, key, path, st, digest, loaded)
 
     def _digest(self, prev: ledger.FileEntry | None, path: Path, st: os.stat_result | None) -> str:
         """The file's byte hash, unless its stat matches the ledger (then the ledger's) or it is
@@ -271,13 +306,14 @@ class _Pass:
         return ledger.FileEntry(prev.path, st.st_size, st.st_mtime_ns, digest, prev.doc_ids,
                                 prev.formats, prev.chars, prev.rejections)
 
-    def _load(self, rel: str, key: str, path: Path, st: os.stat_result | None, digest: str) -> None:
+    def _load(self, rel: str, key: str, path: Path, st: os.stat_result | None, digest: str,
+              loaded: list[Document | Rejection] | None = None) -> None:
         self.counts["files_loaded"] += 1
         ids: list[str] = []
         formats: list[str] = []
         chars = 0
         rejected: list[dict[str, str]] = []
-        for out in load_path(path, rel, self.params):
+        for out in load_path(path, rel, self.params) if loaded is None else loaded:
             if not isinstance(out, Rejection) and out.doc_id in self.seen:
                 out = reject(out.source, RejectReason.duplicate_id,
                              "another input already produced this source id")
@@ -337,9 +373,46 @@ def _kept_rows(path: Path, drop: set[str]) -> list[pa.Table]:
     return [table]
 
 
-def run_preprocess(cfg: Config, art: Artifacts) -> dict[str, Any]:
+_Walked = tuple[tuple[str, Path] | Rejection, "_Inspected | None", "list[Document | Rejection] | None"]
+
+
+def _with_loads(run: _Pass, walk: Iterator[tuple[str, Path] | Rejection], load_many: LoadMany | None
+                ) -> Iterator[_Walked]:
+    """The walk, in order; with ``load_many``, each window of files is inspected first and the
+    files to load are loaded by ``load_many`` (in parallel elsewhere) before the window is replayed."""
+    if load_many is None:
+        for item in walk:
+            yield item, None, None
+        return
+    window: list[tuple[str, Path] | Rejection] = []
+    for item in walk:
+        window.append(item)
+        if len(window) >= LOAD_WINDOW_FILES:
+            yield from _replay(run, window, load_many)
+            window = []
+    yield from _replay(run, window, load_many)
+
+
+def _replay(run: _Pass, window: list[tuple[str, Path] | Rejection], load_many: LoadMany) -> Iterator[_Walked]:
+    inspected: dict[int, _Inspected] = {}
+    for i, item in enumerate(window):
+        if not isinstance(item, Rejection):
+            inspected[i] = run.inspect(*item)
+    todo = [i for i, f in inspected.items() if f.entry is None]
+    batches = [todo[k : k + LOAD_BATCH_FILES] for k in range(0, len(todo), LOAD_BATCH_FILES)]
+    results = load_many(run.params, [[(inspected[i].rel, str(inspected[i].path)) for i in b] for b in batches])
+    loaded = {i: out for b, res in zip(batches, results, strict=True) for i, out in zip(b, res, strict=True)}
+    for i, item in enumerate(window):
+        yield item, inspected.get(i), loaded.get(i)
+
+
+def run_preprocess(cfg: Config, art: Artifacts, load_many: LoadMany | None = None) -> dict[str, Any]:
     """Load ``cfg.source`` into the ``art.documents`` shards (+ ``art.rejected``, ``art.ledger``);
-    only files whose bytes changed since the ledger was written are loaded. Returns flat stats."""
+    only files whose bytes changed since the ledger was written are loaded. Returns flat stats.
+
+    ``load_many`` runs the loaders over batches of files elsewhere (a Dask cluster: the flow's
+    preprocess fan-out); the walk, the ledger and the shard merge stay here, in walk order, so the
+    artifacts are byte-identical to an in-process run."""
     t0 = time.perf_counter()
     params = cfg.preprocess
     root = art.resolve(cfg.source)
@@ -361,7 +434,7 @@ def run_preprocess(cfg: Config, art: Artifacts) -> dict[str, Any]:
     run = _Pass(art, params, old, cfg.run.shards, staging, rejections)
     bar = progress.shared("preprocess", unit="file")  # the walk streams: a count, no total
     try:
-        for item in walk_source(root, params, walk_counts):
+        for item, inspected, loaded in _with_loads(run, walk_source(root, params, walk_counts), load_many):
             if isinstance(item, Rejection):
                 rejections.write(item)
                 continue
@@ -371,7 +444,7 @@ def run_preprocess(cfg: Config, art: Artifacts) -> dict[str, Any]:
             visited.add(display_path(rel))
             with contextlib.suppress(OSError):
                 bytes_in += path.stat().st_size
-            run.visit(rel, path)
+            run.visit(rel, path, inspected, loaded)
         rejections.close()
         n_docs = sum(len(e.doc_ids) for e in run.entries.values())
         n_rej = sum(rejections.counts.values())

@@ -149,11 +149,13 @@ CHUNK_SCHEMA = pa.schema(
 )
 
 T = TypeVar("T", Document, Chunk)
+_FIELDS: dict[type, tuple[str, ...]] = {cls: tuple(f.name for f in fields(cls)) for cls in (Document, Chunk)}
 _SCHEMAS: dict[type, pa.Schema] = {Document: DOCUMENT_SCHEMA, Chunk: CHUNK_SCHEMA}
 
 
 def _to_row(rec: Document | Chunk) -> dict[str, Any]:
-    row = asdict(rec)
+    # a shallow copy: ``asdict`` deep-copies the metadata of every record only to dump it as JSON
+    row = {name: getattr(rec, name) for name in _FIELDS[type(rec)]}
     row["metadata"] = json.dumps(row.get("metadata") or {}, sort_keys=True, ensure_ascii=False)
     if "heading_path" in row:
         row["heading_path"] = list(row["heading_path"])

@@ -122,6 +122,12 @@ class HFTokenCounter:
             enc = self._rust.encode(text, add_special_tokens=False)
         return [(int(a), int(b)) for a, b in enc.offsets]
 
+    def spans_batch(self, texts: list[str]) -> list[list[tuple[int, int]]]:
+        """``spans`` of several texts in one ``encode_batch`` call (the Rust side loops)."""
+        with self._lock:
+            encs = self._rust.encode_batch(texts, add_special_tokens=False)
+        return [enc.offsets for enc in encs]
+
 
 def _declared_max_length(folder: Path) -> int | None:
     cfg = folder / "tokenizer_config.json"
@@ -169,7 +175,7 @@ class ConservativeCounter:
         self.special_tokens = 0
 
     def count(self, text: str) -> int:
-        return sum(1 for _ in _PIECE.finditer(text))
+        return len(_PIECE.findall(text))
 
     def spans(self, text: str) -> list[tuple[int, int]]:
         return [m.span() for m in _PIECE.finditer(text)]

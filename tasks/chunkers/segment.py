@@ -66,7 +66,12 @@ def _build_punkt() -> Any:
 def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
     """Sentences of text[start:end] as contiguous spans (gaps hold only whitespace)."""
     end = len(text) if end is None else end
-    raw = [(start + a, start + b) for a, b in _punkt().span_tokenize(text[start:end])]
+    piece = text[start:end]
+    if "." not in piece and "?" not in piece and "!" not in piece:
+        # no sentence-ending character: punkt would return the whole (right-stripped) text
+        kept = len(piece.rstrip())
+        return [(start, start + kept)] if kept else []
+    raw = [(start + a, start + b) for a, b in _punkt().span_tokenize(piece)]
     if not raw:
         return [(start, end)] if text[start:end].strip() else []
     starts = [start] + [a for a, _ in raw[1:]]

@@ -35,10 +35,13 @@ class TokenIndex:
     def _build(self) -> array[int]:
         if self._starts is None:
             starts, ends = array("q"), array("q")
-            for s, e in segments(self.text):
-                for a, b in self.counter.spans(self.text[s:e]):
-                    starts.append(s + a)
-                    ends.append(s + b)
+            cuts = segments(self.text)
+            texts = [self.text[s:e] for s, e in cuts]
+            batch = getattr(self.counter, "spans_batch", None)  # one tokenizer call for all segments
+            per_segment = batch(texts) if batch is not None else [self.counter.spans(t) for t in texts]
+            for (s, _), spans in zip(cuts, per_segment, strict=True):
+                starts.extend([s + a for a, _ in spans])
+                ends.extend([s + b for _, b in spans])
             self._starts, self._ends = starts, ends
         return self._starts
 

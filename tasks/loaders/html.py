@@ -1,6 +1,6 @@
 """HTML loader: boilerplate out, structure kept as Markdown-like text.
 
-BeautifulSoup + lxml, with rules for the common documentation generators and one generic rule:
+lxml (and a one-pass matcher for the small CSS subset below), with rules for the common documentation generators and one generic rule:
 
 - dropped everywhere: scripts, styles, forms, ``<nav>``/``<aside>``, ARIA navigation/banner/
   contentinfo/search roles, page-level ``<header>``/``<footer>``, and each generator's own chrome
@@ -24,9 +24,11 @@ header-labelled line ("Col: value; Col2: value"), optionally preceded by a ``Tab
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -158,68 +160,212 @@ def html_to_text(html: str) -> tuple[str, str]:
     return page.text, page.title
 
 
+_SIMPLE = re.compile(r"^([a-z][a-z0-9]*)?((?:[.#][\w-]+|\[[\w-]+=(?:'[^']*'|[\w-]+)\])*)$")
+_NO_CLASSES: set[str] = set()
+_PART = re.compile(r"([.#])([\w-]+)|\[([\w-]+)=(?:'([^']*)'|([\w-]+))\]")
+
+
+@dataclass(frozen=True)
+class _Simple:
+    """One compound selector of the small CSS subset the chrome rules use: ``tag``, ``.class``,
+    ``#id`` and ``[attr=value]``, combined (``div.toc``, ``table[summary='...']``)."""
+
+    tag: str | None
+    classes: frozenset[str]
+    attrs: tuple[tuple[str, str], ...]  # (name, exact value); #id is ("id", value)
+
+    def matches(self, el: Any, classes: set[str]) -> bool:
+        return ((self.tag is None or el.tag == self.tag) and self.classes <= classes
+                and all(el.get(k) == v for k, v in self.attrs))
+
+
+class Selector:
+    """A selector group (``a, b.c, [d=e]``) matched in one pass over a tree, in document order.
+
+    libxml2's XPath for a class test (``contains(concat(' ', @class, ' '), ' x ')``) walks the
+    whole tree once per selector; with ~70 chrome selectors that was most of an HTML page's cost.
+    Here every element is looked at once: its classes, id and attributes pick the few candidate
+    selectors, which are then checked in full."""
+
+    def __init__(self, css: str):
+        self.by_class: dict[str, list[_Simple]] = {}
+        self.by_attr: dict[tuple[str, str], list[_Simple]] = {}
+        self.by_tag: dict[str, list[_Simple]] = {}
+        for text in (t.strip() for t in css.split(",")):
+            m = _SIMPLE.match(text)
+            if m is None or not text:
+                raise ValueError(f"unsupported selector {text!r}")
+            classes, attrs = [], []
+            for dot, name, attr, quoted, bare in _PART.findall(m.group(2)):
+                if dot == ".":
+                    classes.append(name)
+                elif dot == "#":
+                    attrs.append(("id", name))
+                else:
+                    attrs.append((attr, quoted or bare))
+            simple = _Simple(m.group(1), frozenset(classes), tuple(attrs))
+            if classes:
+                self.by_class.setdefault(classes[0], []).append(simple)
+            elif attrs:
+                self.by_attr.setdefault(attrs[0], []).append(simple)
+            else:
+                self.by_tag.setdefault(m.group(1), []).append(simple)
+        self.attr_names = {k for k, _ in self.by_attr}
+
+    def __call__(self, top: Any) -> list[Any]:
+        """Every element of ``top`` (itself included) matching the group, in document order."""
+        found = []
+        by_class, by_attr, by_tag, attr_names = self.by_class, self.by_attr, self.by_tag, self.attr_names
+        for el in top.iter():
+            tag = el.tag
+            if not isinstance(tag, str):
+                continue
+            cls = el.get("class")
+            classes = set(cls.split()) if cls else _NO_CLASSES
+            cands = [s for c in classes for s in by_class.get(c, ())] if cls else []
+            for name in attr_names:
+                value = el.get(name)
+                if value is not None:
+                    cands.extend(by_attr.get((name, value), ()))
+            cands.extend(by_tag.get(tag, ()))
+            if cands and any(s.matches(el, classes) for s in cands):
+                found.append(el)
+        return found
+
+
+@lru_cache(maxsize=1)
+def _selectors() -> dict[str, Selector]:
+    return {
+        "root": Selector("main, [role=main], article"),
+        "nav_free": Selector(_DROP_SELECTORS + ", div.navheader, div.navfooter, .top-nav, .bottom-nav"),
+        "chrome": Selector(_DROP_SELECTORS + ", " + _CHROME),
+        "search": Selector("#search-results, #search-documentation, .search-results"),
+        "toc": Selector("div.toc, .toctree-wrapper"),
+    }
+
+
+def _drop(el: Any) -> None:
+    """Remove an element and its subtree, keeping the text after it as a separate string: it is
+    replaced by an empty comment (skipped everywhere), so the words before and after it are not
+    glued together by ``get_text(" ")``-style joins."""
+    from lxml import etree
+
+    parent = el.getparent()
+    if parent is None:  # the top of a (copied) tree: nothing left of it
+        for child in list(el):
+            el.remove(child)
+        el.text = None
+        return
+    placeholder = etree.Comment("")
+    placeholder.tail = el.tail
+    parent.replace(el, placeholder)
+
+
+def _attached(el: Any, top: Any) -> bool:
+    """Whether ``el`` is still in the tree under ``top`` (not inside a dropped subtree)."""
+    node = el
+    while node is not None:
+        if node is top:
+            return True
+        node = node.getparent()
+    return False
+
+
+def _text(el: Any, sep: str = "", strip: bool = False) -> str:
+    """The element's text (comments skipped), its strings joined with ``sep``."""
+    if strip:
+        return sep.join(t for t in (s.strip() for s in el.itertext()) if t)
+    return sep.join(el.itertext())
+
+
+def _first(el: Any, *tags: str) -> Any:
+    return next(el.iterdescendants(*tags), None)
+
+
 def _link_ratio(el: Any) -> tuple[float, int]:
     """(share of the element's text inside links, number of links)."""
-    text = len(_WS.sub("", el.get_text()))
-    links = el.find_all("a")
-    linked = sum(len(_WS.sub("", a.get_text())) for a in links)
+    text = len(_WS.sub("", _text(el)))
+    links = list(el.iterdescendants("a"))
+    linked = sum(len(_WS.sub("", _text(a))) for a in links)
     return (linked / text if text else 0.0), len(links)
 
 
 def _drop_link_lists(root: Any, density: float) -> None:
     """Remove blocks that are (nearly) all links: navigation whatever the generator calls it."""
-    for el in root.find_all(_LINK_BLOCKS):
-        if el.decomposed or (el.find(["pre", "code", "h1", "h2", "h3"]) is not None and el.name == "div"):
+    for el in list(root.iterdescendants(*_LINK_BLOCKS)):
+        if not _attached(el, root) or (el.tag == "div" and _first(el, "pre", "code", "h1", "h2", "h3")
+                                       is not None):
             continue
         ratio, n = _link_ratio(el)
         if n >= 5 and ratio >= density:
-            el.decompose()
+            _drop(el)
 
 
-def _page_kind(rel: str, soup: Any, root: Any, density: float) -> tuple[str, str]:
+def _kind_by_name(rel: str) -> tuple[str, str] | None:
     for kind, pattern in _PAGE_NAMES:
         if pattern.search(rel.replace("\\", "/").lower()):
             return kind, f"{Path(rel).name}: the file name of {'an' if kind == 'index' else 'a'} {kind} page"
-    if soup.select_one("#search-results, #search-documentation, .search-results") is not None:
+    return None
+
+
+def _page_kind(rel: str, root: Any, density: float) -> tuple[str, str]:
+    if (named := _kind_by_name(rel)) is not None:
+        return named
+    sel = _selectors()
+    if sel["search"](root):
         return "search", "search page (a search-results area)"
     ratio, n = _link_ratio(root)
     if n >= 20 and ratio >= density:
         return "index", f"{n} links make {ratio:.0%} of the text: a list of links"
-    if soup.select_one("div.toc, .toctree-wrapper") is not None:
-        body = root.get_text(" ", strip=True)
-        toc = " ".join(t.get_text(" ", strip=True) for t in soup.select("div.toc, .toctree-wrapper"))
+    if tocs := sel["toc"](root):
+        body = _text(root, " ", strip=True)
+        toc = " ".join(_text(t, " ", strip=True) for t in tocs)
         rest = len(body) - len(toc)
         if len(toc) > 0 and rest < 200:
             return "contents", "the page is only a table of contents"
     return "content", ""
 
 
+def _parse(html: str) -> Any:
+    """The lxml HTML tree of a page (the parser BeautifulSoup used here before), None if empty.
+    Plain ``etree`` elements: ``lxml.html``'s element classes cost a Python call per node."""
+    from lxml import etree
+
+    parser = etree.HTMLParser(encoding="utf-8")
+    try:
+        return etree.fromstring(html.encode("utf-8", "surrogateescape"), parser=parser)
+    except Exception as exc:  # noqa: BLE001 lxml raises parser-specific errors for markup it cannot parse: a rejection, not a crash
+        raise RejectedInput(RejectReason.malformed_html, f"{type(exc).__name__}: {exc}") from None
+
+
 def extract_page(html: str, rel: str = "", link_density: float = 0.8) -> Page:
     """The main content of an HTML page as markdown-like text, its title and its kind."""
-    import warnings
-
-    from bs4 import BeautifulSoup, XMLParsedAsHTMLWarning
-
-    warnings.filterwarnings("ignore", category=XMLParsedAsHTMLWarning)  # XHTML (DocBook) parses fine
-    try:
-        soup = BeautifulSoup(html, "lxml")
-    except Exception as exc:  # noqa: BLE001 bs4/lxml raise parser-specific errors for markup they cannot parse: a rejection, not a crash
-        raise RejectedInput(RejectReason.malformed_html, f"{type(exc).__name__}: {exc}") from None
-    title = soup.title.get_text(" ", strip=True) if soup.title else ""
-    for tag in soup(_DROP_TAGS):
-        tag.decompose()
-    for tag in soup(["header", "footer"]):  # page chrome, unless it belongs to an article
-        if not any(p.name in _CONTENT_SCOPES for p in tag.parents):
-            tag.decompose()
-    if soup.head:
-        soup.head.decompose()
-    root = soup.select_one("main, [role=main], article") or soup.body or soup
-    nav_free = BeautifulSoup(str(root), "lxml")  # page kind is judged without the page chrome
-    for el in nav_free.select(_DROP_SELECTORS + ", div.navheader, div.navfooter, .top-nav, .bottom-nav"):
-        el.decompose()
-    kind, why = _page_kind(rel, nav_free, nav_free.body or nav_free, link_density)
-    for el in soup.select(_DROP_SELECTORS + ", " + _CHROME):
-        el.decompose()
+    doc = _parse(html)
+    if doc is None:
+        kind, why = _kind_by_name(rel) or ("content", "")
+        return Page("", "", kind, why)
+    title_el = next(doc.iter("title"), None)
+    title = _text(title_el, " ", strip=True) if title_el is not None else ""
+    for tag in list(doc.iter(*_DROP_TAGS)):
+        _drop(tag)
+    for tag in list(doc.iter("header", "footer")):  # page chrome, unless it belongs to an article
+        if not any(p.tag in _CONTENT_SCOPES for p in tag.iterancestors()):
+            _drop(tag)
+    head = next(doc.iter("head"), None)
+    if head is not None:
+        _drop(head)
+    sel = _selectors()
+    found = sel["root"](doc)
+    root = found[0] if found else next(doc.iter("body"), doc)
+    nav_free = copy.deepcopy(root)  # page kind is judged without the page chrome
+    nav_free.tail = None
+    for el in sel["nav_free"](nav_free):
+        _drop(el)
+    kind, why = _page_kind(rel, nav_free, link_density)
+    for el in sel["chrome"](doc):
+        _drop(el)
+    if not _attached(root, doc):  # the main content itself was chrome: nothing is left of it
+        return Page("", title, kind, why)
     _drop_link_lists(root, link_density)
     out: list[str] = []
     pres: list[str] = []
@@ -229,76 +375,85 @@ def extract_page(html: str, rel: str = "", link_density: float = 0.8) -> Page:
     text = re.sub(r"\n{3,}", "\n\n", text).strip()
     text = _PRE_SLOT.sub(lambda m: pres[int(m.group(1))], text)  # <pre> keeps its indentation
     text = text.replace("\x01", "  ")
-    h1 = root.find("h1") or root.find("h2")
-    heading = h1.get_text(" ", strip=True) if h1 else ""
+    h1 = _first(root, "h1")
+    if h1 is None:
+        h1 = _first(root, "h2")
+    heading = _text(h1, " ", strip=True) if h1 is not None else ""
     title = title or heading
     return Page(text, title, kind, why)
 
 
-def _render(node: Any, out: list[str], pres: list[str], list_depth: int = 0) -> None:  # noqa: C901 one flat branch per tag kind (a dispatch table would hide the recursion)
-    from bs4 import Comment, NavigableString, Tag
+def _render(node: Any, out: list[str], pres: list[str], list_depth: int = 0) -> None:
+    """Append the text of ``node``'s content (not its tail) to ``out``."""
+    if node.text:
+        out.append(_WS.sub(" ", node.text))
+    items = 0
+    for child in node:
+        if isinstance(child.tag, str):  # an element (comments and processing instructions: skipped)
+            if child.tag == "li":
+                items += 1
+            _render_element(child, node.tag, items, out, pres, list_depth)
+        if child.tail:
+            out.append(_WS.sub(" ", child.tail))
 
-    for child in node.children:
-        if isinstance(child, Comment):
-            continue
-        if isinstance(child, NavigableString):
-            out.append(_WS.sub(" ", str(child)))
-            continue
-        if not isinstance(child, Tag):
-            continue
-        name = child.name
-        if name in _HEADINGS:
-            text = _WS.sub(" ", child.get_text(" ")).strip()
-            if text:
-                out.append(f"\n\n{'#' * _HEADINGS[name]} {text}\n\n")
-        elif name == "pre":
-            code = child.get_text().strip("\n")
-            if code.strip():
-                out.append(f"\n\n\x00{len(pres)}\x00\n\n")
-                pres.append(f"```\n{code}\n```")
-        elif name == "br":
-            out.append("\n")
-        elif name == "table":
-            rows = table_lines(child)
-            if rows:
-                out.append("\n\n" + "\n".join(rows) + "\n\n")
-        elif name == "li":
-            if not child.get_text(strip=True):
-                continue  # an empty item (Javadoc's inheritance tree scaffolding)
-            marker = "- "
-            if child.parent is not None and child.parent.name == "ol":
-                marker = f"{len(child.find_previous_siblings('li')) + 1}. "
-            out.append("\n" + "\x01" * list_depth + marker)  # indentation survives the cleanup
-            _render(child, out, pres, list_depth + 1)
-        elif name in ("ul", "ol") and list_depth:  # a nested list: no blank lines around it
-            _render(child, out, pres, list_depth)
-        elif name in _BLOCKS:
-            out.append("\n\n")
-            _render(child, out, pres, list_depth)
-            out.append("\n\n")
-        else:
-            _render(child, out, pres, list_depth)
+
+def _render_element(child: Any, parent: str, item: int, out: list[str], pres: list[str],
+                    list_depth: int) -> None:
+    name = child.tag
+    if name in _HEADINGS:
+        text = _WS.sub(" ", _text(child, " ")).strip()
+        if text:
+            out.append(f"\n\n{'#' * _HEADINGS[name]} {text}\n\n")
+    elif name == "pre":
+        code = _text(child).strip("\n")
+        if code.strip():
+            out.append(f"\n\n\x00{len(pres)}\x00\n\n")
+            pres.append(f"```\n{code}\n```")
+    elif name == "br":
+        out.append("\n")
+    elif name == "table":
+        rows = table_lines(child)
+        if rows:
+            out.append("\n\n" + "\n".join(rows) + "\n\n")
+    elif name == "li":
+        if not _text(child, strip=True):
+            return  # an empty item (Javadoc's inheritance tree scaffolding)
+        marker = f"{item}. " if parent == "ol" else "- "
+        out.append("\n" + "\x01" * list_depth + marker)  # indentation survives the cleanup
+        _render(child, out, pres, list_depth + 1)
+    elif name in ("ul", "ol") and list_depth:  # a nested list: no blank lines around it
+        _render(child, out, pres, list_depth)
+    elif name in _BLOCKS:
+        out.append("\n\n")
+        _render(child, out, pres, list_depth)
+        out.append("\n\n")
+    else:
+        _render(child, out, pres, list_depth)
 
 
 def _cell_text(cell: Any) -> str:
-    return str(_WS.sub(" ", cell.get_text(" ")).strip())
+    return str(_WS.sub(" ", _text(cell, " ")).strip())
+
+
+def _nearest_table(el: Any) -> Any:
+    return next(el.iterancestors("table"), None)
 
 
 def table_lines(table: Any) -> list[str]:
     """A table as lines: an optional ``Table: caption`` line, then one header-labelled line per row."""
-    rows = [tr for tr in table.find_all("tr") if tr.find_parent("table") is table]
-    grid = [[_cell_text(c) for c in tr.find_all(["th", "td"], recursive=False)] for tr in rows]
+    rows = [tr for tr in table.iterdescendants("tr") if _nearest_table(tr) is table]
+    grid = [[_cell_text(c) for c in tr if c.tag in ("th", "td")] for tr in rows]
     grid = [r for r in grid if any(r)]
     if not grid:
         return []
     header: list[str] = []
     first = rows[0]
-    if first.find("th") is not None and first.find("td") is None:
+    if _first(first, "th") is not None and _first(first, "td") is None:
         header, grid = grid[0], grid[1:]
     lines: list[str] = []
-    caption = table.find("caption")
-    if caption is not None and caption.get_text(strip=True):
-        lines.append("Table: " + _WS.sub(" ", caption.get_text(" ")).strip())
+    caption = _first(table, "caption")
+    if caption is not None and _text(caption, strip=True):
+        lines.append("Table: " + _WS.sub(" ", _text(caption, " ")).strip())
     for cells in grid:
         if header:
             parts = [f"{h}: {v}" if h else v for h, v in zip(header, cells, strict=False) if v]
