@@ -316,7 +316,7 @@ class FinetuneParams(_Section):
     learning_rate: float = Field(2e-5, gt=0, lt=1)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     max_pairs: int = Field(1000, ge=1, description="training pairs (a seeded sample when more)")
-    max_seq_length: int = Field(256, ge=8, description="training truncation (the saved model keeps its own)")
+    max_seq_length: int = Field(128, ge=8, description="training truncation (the saved model keeps its own)")
     hard_negatives: bool = Field(True, description="one hard negative per pair from the vector set")
     negative_depth: int = Field(30, ge=1, description="nearest passages searched for a hard negative")
     near_duplicate: float = Field(
