@@ -45,7 +45,7 @@ def _release_models() -> Iterator[None]:
 
 
 def st(**kw: Any) -> EmbedParams:
-    return EmbedParams.model_validate({"provider": "sentence-transformers", **kw})
+    return EmbedParams.model_validate({"provider": "sentence-transformers", "backend": "torch", **kw})
 
 
 def test_unit_norm_semantics_and_revision() -> None:
