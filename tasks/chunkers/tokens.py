@@ -33,6 +33,10 @@ class TokenIndex:
         self._ends: array[int] = array("q")
 
     def _build(self) -> array[int]:
+        if self._starts is None and hasattr(self.counter, "offset_arrays"):
+            # the counter gives whole-text offsets as arrays (no per-token Python objects)
+            a, b = self.counter.offset_arrays(self.text)
+            self._starts, self._ends = array("q", a.tobytes()), array("q", b.tobytes())
         if self._starts is None:
             starts, ends = array("q"), array("q")
             cuts = segments(self.text)
