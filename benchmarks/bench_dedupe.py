@@ -33,10 +33,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from embedline.tasks.records import CHUNK_SCHEMA, chunk_id_for, content_hash, doc_id_for, write_json  # noqa: E402
+from embedline.tasks.shards import shard_files, shard_index, shard_name  # noqa: E402
+from embedline.tasks.vector_shards import write_vector_shard  # noqa: E402
 
 DIMS = 384
 THRESHOLD = 0.95
 
+
+BLOCK = 100_000  # rows per chunk / vector shard
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:
     x /= np.linalg.norm(x, axis=1, keepdims=True)
@@ -44,7 +48,8 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
 
 
 def make_dataset(root: Path, n: int, seed: int = 0) -> dict[str, Any]:
-    """Write chunks.parquet, vectors.npy and manifest.json; return the planted truth."""
+    """Write chunk shards, vector shards (``BLOCK`` rows each, in row order) and manifest.json;
+    return the planted truth."""
     rng = np.random.default_rng(seed)
     n_near = int(n * 0.04)
     n_exact = int(n * 0.01)
@@ -52,9 +57,9 @@ def make_dataset(root: Path, n: int, seed: int = 0) -> dict[str, Any]:
     interim, emb = root / "data" / "interim", root / "data" / "embeddings"
     interim.mkdir(parents=True, exist_ok=True)
     emb.mkdir(parents=True, exist_ok=True)
-    vectors = np.lib.format.open_memmap(emb / "vectors.npy", mode="w+", dtype=np.float32, shape=(n, DIMS))
+    vectors = np.lib.format.open_memmap(root / "vectors.tmp.npy", mode="w+", dtype=np.float32, shape=(n, DIMS))
     centres = _unit_rows(rng.standard_normal((2000, DIMS)).astype(np.float32))
-    block = 100_000
+    block = BLOCK
     for s in range(0, n_base, block):
         e = min(n_base, s + block)
         c = centres[rng.integers(0, len(centres), e - s)]
@@ -84,10 +89,8 @@ def make_dataset(root: Path, n: int, seed: int = 0) -> dict[str, Any]:
     vectors[n_base + n_near :] = vectors[exact_src]
     group_of[n_base + n_near :] = group_of[exact_src]  # an exact copy belongs to its original's group
     vectors.flush()
-    del vectors
     text_of = np.arange(n, dtype=np.int64)
     text_of[n_base + n_near :] = exact_src
-    writer = pq.ParquetWriter(interim / "chunks", CHUNK_SCHEMA, compression="zstd")
     for s in range(0, n, block):
         rows = []
         for i in range(s, min(n, s + block)):
@@ -99,8 +102,13 @@ def make_dataset(root: Path, n: int, seed: int = 0) -> dict[str, Any]:
                 "title": "", "text": text, "embed_text": text, "text_hash": th, "chunk_index": i % 10,
                 "char_start": 0, "char_end": len(text), "token_count": 4, "heading_path": [], "metadata": "{}",
             })
-        writer.write_table(pa.Table.from_pylist(rows, schema=CHUNK_SCHEMA))
-    writer.close()
+        (interim / "chunks").mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(rows, schema=CHUNK_SCHEMA), interim / "chunks" / shard_name(s // block),
+                       compression="zstd")
+        write_vector_shard(emb / "vectors", s // block, [r["chunk_id"] for r in rows],
+                           np.asarray(vectors[s : s + len(rows)]), {})
+    del vectors
+    (root / "vectors.tmp.npy").unlink()
     write_json(emb / "manifest.json", {"fingerprint": "bench", "dims": DIMS, "model": "synthetic", "provider": "none"})
     np.save(root / "group_of.npy", group_of)
     return {"rows": n, "near_copies": n_near, "exact_copies": n_exact, "groups": g}
@@ -112,7 +120,11 @@ def _pairs(sizes: np.ndarray) -> int:
 
 def score(root: Path) -> dict[str, float]:
     """Pair recall/precision of planted near-dup groups, from canonical_id (keep_canonical)."""
-    t = pq.read_table(root / "data" / "interim" / "deduped.parquet", columns=["row", "canonical_id"])
+    parts = []
+    for f in shard_files(root / "data" / "interim" / "deduped"):  # row = row in its shard of BLOCK rows
+        part = pq.read_table(f, columns=["row", "canonical_id"])
+        parts.append(part.set_column(0, "row", pa.array(part["row"].to_numpy() + BLOCK * shard_index(f))))
+    t = pa.concat_tables(parts)
     rows = t["row"].to_numpy()
     canon = t["canonical_id"].dictionary_encode().combine_chunks().indices.to_numpy().astype(np.int64)
     group = np.load(root / "group_of.npy")[rows]
@@ -137,7 +149,8 @@ def worker(root: Path, method: str) -> None:
     from embedline.tasks.config import load_config
     from embedline.tasks.dedupe import run_dedupe
 
-    cfg = load_config(None, {"dedupe.policy": "keep_canonical", "dedupe.threshold": THRESHOLD,
+    # texts are placeholders here ("synthetic chunk i"): the vector search is measured, not the text check
+    cfg = load_config(None, {"dedupe.policy": "keep_canonical", "dedupe.threshold": THRESHOLD, "dedupe.confirm_text": False,
                              "dedupe.method": method})
     t0 = time.perf_counter()
     stats = run_dedupe(cfg, Artifacts(root))

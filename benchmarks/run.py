@@ -76,6 +76,10 @@ BENCHMARKS: dict[str, Bench] = {
         "benchmarks.bench_dedupe", "dedupe stage on 1 M synthetic 384-d vectors (target <= 10 min, <= 4 GiB)",
         (*_out("dedupe_1m"), "--sizes", "1000000"), large_only=True,
     ),
+    "million": Bench(
+        "benchmarks.bench_million", "synthetic 1 M chunks: embed (fake), dedupe, upsert, re-upsert, verify; peak RSS per stage",
+        ("--chunks", "1000000"), large_only=True,
+    ),
     "store": Bench(
         "benchmarks.bench_store", "embedded-store upsert: Qdrant Edge 100 k points vs qdrant-client local 5 k",
         (*_out("store"), "--edge-n", "100000", "--local-n", "5000"),

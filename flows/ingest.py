@@ -35,6 +35,14 @@ def embed_fanout(cfg: Config, root: str) -> list[dict[str, Any]]:
     return stages.track(futures, stages.embed_progress(len(shards)))
 
 
+@flow(name="vector-fanout", log_prints=True)
+def vector_fanout(cfg: Config, root: str) -> list[dict[str, Any]]:
+    """Write one vector shard per chunk shard from the cache (on the cluster with --runner dask)."""
+    indexes = stages.plan_vector_shards(root)
+    futures = stages.vector_shard.map(unmapped(cfg), unmapped(root), indexes)
+    return [dict(r) for r in stages.track(futures, lambda done, of: None)]
+
+
 @flow(name="preprocess-fanout", log_prints=True)
 def preprocess_fanout(cfg: Config, root: str) -> dict[str, Any]:
     """Preprocess with the loaders fanned out on the flow's task runner (Dask with --runner dask):
@@ -99,7 +107,10 @@ def ingest(
         shard_stats = embed_fanout.with_options(task_runner=embed_runner(cfg))(cfg, root)
         # fresh copies: a task input linked to a subflow result (input_type "flow_run") breaks the
         # Task Runs tab of Prefect 3.8.8's UI ("Invalid TaskInputResponse")
-        run["embed"] = stages.embed(cfg, root, [dict(s) for s in shard_stats], wait_for=[run["chunk"]])
+        vectors = None
+        if cfg.run.runner == "dask":  # the vector shards too, one task per chunk shard
+            vectors = vector_fanout.with_options(task_runner=embed_runner(cfg))(cfg, root)
+        run["embed"] = stages.embed(cfg, root, [dict(s) for s in shard_stats], vectors, wait_for=[run["chunk"]])
         run["dedupe"] = stages.dedupe(cfg, root, wait_for=[run["embed"]])
         run["upsert"] = stages.upsert(cfg, root, allow_mass_delete, wait_for=[run["dedupe"]])
         last = run["upsert"]

@@ -231,12 +231,17 @@ def split_queries(
     dst: Annotated[Path, typer.Argument(metavar="OUT", help="Folder to write the split collection to.")],
     train_fraction: Annotated[float, typer.Option(help="Share of judged queries for training.")] = 0.6,
     seed: Annotated[int, typer.Option(help="Seed of the (deterministic) assignment.")] = 0,
+    split: Annotated[
+        str | None, typer.Option(help="Qrels split of SRC to split (default: test, else the only one); "
+                                      "`--split train` carves a validation split out of a train split.")
+    ] = None,
 ) -> None:
     """Split a BEIR collection's queries by id into qrels/train.tsv + qrels/test.tsv (corpus kept)."""
 
     def body() -> None:
         from embedline.tasks.finetune.split import split_queries as do_split
 
-        print_stats("embedline split-queries", do_split(src, dst, train_fraction=train_fraction, seed=seed))
+        print_stats("embedline split-queries",
+                    do_split(src, dst, train_fraction=train_fraction, seed=seed, split=split))
 
     guard(body)

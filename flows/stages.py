@@ -144,15 +144,31 @@ def embed_shard(cfg: Config, root: str, shard: Any) -> dict[str, Any]:
     return _embed_shard(_resolved(cfg, root), art, shard, progress.row_reporter(bar, shard.row_start))
 
 
+@task(name="plan-vector-shards", cache_policy=NONE)
+def plan_vector_shards(root: str) -> list[int]:
+    from embedline.tasks.embed.stage import plan_vector_shards as _plan
+
+    return _plan(_art(root))
+
+
+@task(name="vector-shard", cache_policy=NONE)
+def vector_shard(cfg: Config, root: str, index: int) -> dict[str, Any]:
+    """One vector shard of the embed fan-out, from the cache (same bytes on any worker)."""
+    from embedline.tasks.embed.stage import write_vector_shard_for
+
+    return write_vector_shard_for(_resolved(cfg, root), _art(root), index)
+
+
 @task(name="embed", cache_policy=NONE, timeout_seconds=3600)
-def embed(cfg: Config, root: str, shard_stats: list[dict[str, Any]]) -> dict[str, Any]:
-    """Assemble vectors.npy + manifest from the cache filled by the shards."""
+def embed(cfg: Config, root: str, shard_stats: list[dict[str, Any]],
+          vector_results: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Write the vector shards (unless a fan-out did) + manifest from the cache filled by the shards."""
     from embedline.tasks import progress
     from embedline.tasks.embed import finalize_embed
 
     progress.close("embed")  # the shards' shared tracker
     art = _art(root)
-    stats = finalize_embed(_resolved(cfg, root), art, shard_stats)
+    stats = finalize_embed(_resolved(cfg, root), art, shard_stats, vector_results=vector_results)
     stats["shards"] = len(shard_stats)
     from embedline.tasks.records import write_json
 

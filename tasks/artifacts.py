@@ -72,7 +72,7 @@ class Artifacts:
 
     @property
     def vectors(self) -> Path:
-        return self.embeddings / "vectors.npy"
+        return self.embeddings / "vectors"  # shard folder (tasks/vector_shards.py)
 
     @property
     def manifest(self) -> Path:
@@ -80,7 +80,7 @@ class Artifacts:
 
     @property
     def deduped(self) -> Path:
-        return self.interim / "deduped.parquet"
+        return self.interim / "deduped"  # shard folder
 
     @property
     def dedupe_report(self) -> Path:

@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from embedline.tasks.plugins import CHUNKERS, PROVIDERS
 
@@ -143,7 +151,7 @@ class EmbedParams(_Section):
         description="Hugging Face id, local path, or API model name",
     )
     revision: str | None = Field(None, description="model revision (HF commit) when online")
-    backend: Literal["torch", "onnx", "openvino", "auto"] = "torch"  # auto: tasks/embed/auto.py
+    backend: Literal["torch", "onnx", "openvino", "auto"] = "auto"  # auto: tasks/embed/auto.py
     precision: Literal["fp32", "int8"] = "fp32"
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     batch_size: int = Field(32, ge=1, le=4096)
@@ -169,12 +177,24 @@ class EmbedParams(_Section):
     models_dir: str = Field(
         "data/models", description="exported ONNX/OpenVINO models (git-ignored, per model hash)"
     )
+    auto_labelled_set: str | None = Field(
+        None, description="backend=auto: a BEIR folder (with corpus.jsonl) on which a candidate at "
+        "mean cosine 0.99-0.999 to torch fp32 is kept if it loses <= 0.005 nDCG@10"
+    )
     concurrency: int = Field(2, ge=1, description="parallel requests / shards")
     # cache
     cache: bool = True
     cache_path: str = "data/cache/embeddings.sqlite"
     shard_rows: int = Field(4096, ge=1, description="chunks per embedding shard")
 
+
+    # set by embed.backend=auto when it resolves (tasks/embed/auto.py): the calibration record
+    _auto_choice: dict[str, Any] | None = PrivateAttr(None)
+
+    @property
+    def auto_choice(self) -> dict[str, Any] | None:
+        """The calibration record that chose this backend (None: set explicitly)."""
+        return self._auto_choice
 
     @field_validator("provider")
     @classmethod
@@ -223,6 +243,9 @@ class QdrantParams(_Section):
     on_disk: bool = False
     quantization: Literal["none", "scalar", "binary"] = "none"
     hnsw_m: int = Field(16, ge=0)
+    index_threshold: int = Field(
+        100_000, ge=0, description="embedded Edge: build HNSW only above this many points (exact search below)"
+    )
     keep_versions: int = Field(2, ge=0, description="previous vector sets kept after an alias swap")
     max_delete_fraction: float = Field(0.5, ge=0, le=1.0)
     batch_points: int = Field(256, ge=1)
@@ -293,7 +316,7 @@ class FinetuneParams(_Section):
     learning_rate: float = Field(2e-5, gt=0, lt=1)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     max_pairs: int = Field(1000, ge=1, description="training pairs (a seeded sample when more)")
-    max_seq_length: int = Field(256, ge=8, description="training truncation (the saved model keeps its own)")
+    max_seq_length: int = Field(128, ge=8, description="training truncation (the saved model keeps its own)")
     hard_negatives: bool = Field(True, description="one hard negative per pair from the vector set")
     negative_depth: int = Field(30, ge=1, description="nearest passages searched for a hard negative")
     near_duplicate: float = Field(

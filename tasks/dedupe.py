@@ -1,4 +1,4 @@
-"""The dedupe stage: chunks.parquet + vectors.npy -> deduped.parquet + dedupe_report.json.
+"""The dedupe stage: chunks/ + vectors/ shards -> deduped/ shards + dedupe_report.json.
 
 1. **Exact**: rows with the same ``text_hash`` (hash of the normalised embed text) collapse to one
    record, represented by the row with the smallest ``chunk_id``. Its ``sources`` lists every
@@ -25,19 +25,26 @@
   lists them in ``duplicates``. Search can filter ``is_duplicate`` out or keep it.
 
 ``canonical_id`` is the chunk id of the group representative (a representative's own id for
-itself); ``row`` indexes vectors.npy. Memory: only id/hash columns are held in full; text is
-streamed in batches; the vector search holds one faiss index plus a block.
+itself); ``row`` indexes the vector shard of the same index (deduped shard N holds the stored rows
+of chunk shard N, so a one-document change rewrites only the shards whose rows or duplicate
+links changed; an unchanged shard file is not touched). Memory: only id/hash columns are held in
+full; text is streamed shard by shard; the vectors are assembled into a temporary memmap that the
+search reads block by block (it holds one faiss index plus a block); the text confirmation of
+candidate pairs spills their texts to a temporary SQLite file and reads them back per block.
 """
 
 from __future__ import annotations
 
+import filecmp
 import itertools
 import json
 import os
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -59,7 +66,15 @@ from embedline.tasks.neardup import (
     same_content,
     text_key,
 )
+from embedline.tasks.payloads import PAYLOAD_HASH, build_payload
 from embedline.tasks.records import point_id_for, read_json, write_json
+from embedline.tasks.vector_shards import (
+    META_KEY,
+    dims_of,
+    read_vector_shard,
+    source_shards,
+    vector_files,
+)
 
 SNIPPET_CHARS = 240
 MAX_EXAMPLES = 20
@@ -85,6 +100,7 @@ DEDUPED_SCHEMA = pa.schema(
         ("token_count", pa.int32()),
         ("text_hash", pa.string()),
         ("metadata", pa.string()),  # JSON
+        (PAYLOAD_HASH, pa.string()),  # of the Qdrant payload (tasks/payloads.py), for the manifest's set
     ]
 )
 _STREAM_COLS = ["chunk_id", "doc_id", "source", "text", "title", "chunk_index", "heading_path", "char_start", "char_end",
@@ -92,7 +108,7 @@ _STREAM_COLS = ["chunk_id", "doc_id", "source", "text", "title", "chunk_index", 
 
 
 class DedupeInputError(ValueError):
-    """chunks.parquet, vectors.npy and manifest.json do not agree."""
+    """The chunk shards, the vector shards and manifest.json do not agree."""
 
 
 def _csr(labels: np.ndarray, rank: np.ndarray, n_labels: int) -> tuple[np.ndarray, np.ndarray]:
@@ -112,22 +128,55 @@ def _histogram(sizes: np.ndarray) -> dict[str, int]:
     return out
 
 
-def _load_inputs(art: Artifacts) -> tuple[pa.Table, np.ndarray]:
+def _load_inputs(art: Artifacts, tmp: Path) -> tuple[pa.Table, np.ndarray, list[int]]:
+    """The id columns of every chunk (global row order = shard order), the vectors as one
+    read-only memmap in that order (assembled shard by shard into ``tmp``: the search reads it block
+    by block), and the row offset of each chunk shard."""
     ids = shards.read_table(art.chunks, columns=["chunk_id", "doc_id", "source", "text_hash"])
-    vectors = np.load(art.vectors, mmap_mode="r")
     manifest = read_json(art.manifest)
     n = ids.num_rows
-    if vectors.ndim != 2 or vectors.shape[0] != n:
-        raise DedupeInputError(
-            f"{art.vectors} has shape {vectors.shape} but {art.chunks} has {n} rows: "
-            "vectors must align row-for-row with chunks (re-run the embed stage)"
-        )
-    dims = manifest.get("dims")
-    if n and dims is not None and int(dims) != vectors.shape[1]:
-        raise DedupeInputError(f"{art.manifest} says dims={dims} but {art.vectors} has {vectors.shape[1]}")
+    files = vector_files(art.vectors)
+    sources = source_shards(art.chunks)
+    dims = int(manifest.get("dims") or dims_of(art.vectors) or 0)
+    path = tmp / "vectors.f32"
+    offsets, row = [], 0
+    with path.open("wb") as fh:
+        for index, f in sources:
+            offsets.append(row)
+            chunk_ids = pq.ParquetFile(f).read(columns=["chunk_id"]).column("chunk_id").to_pylist()
+            if not chunk_ids:
+                continue
+            vf = files.get(index)
+            shard = read_vector_shard(vf, index) if vf is not None else None
+            if shard is None or shard.chunk_ids != chunk_ids:
+                raise DedupeInputError(
+                    f"{art.vectors} shard {index} does not align row-for-row with {f} "
+                    "(re-run the embed stage)"
+                )
+            if shard.vectors.shape[1] != dims:
+                raise DedupeInputError(f"{art.manifest} says dims={dims} but {vf} has {shard.vectors.shape[1]}")
+            fh.write(np.ascontiguousarray(shard.vectors, dtype=np.float32).tobytes())
+            row += len(chunk_ids)
+    if row != n or set(files) - {i for i, _ in sources}:
+        raise DedupeInputError(f"{art.vectors} and {art.chunks} disagree: re-run the embed stage")
+    vectors = np.memmap(path, dtype=np.float32, mode="r", shape=(n, dims)) if n else np.zeros((0, dims), np.float32)
     if pc.count_distinct(ids["chunk_id"]).as_py() != n:
         raise DedupeInputError(f"{art.chunks} has repeated chunk_id values; chunk ids must be unique")
-    return ids, vectors
+    return ids, vectors, offsets
+
+
+def _take_rows(art: Artifacts, rows: np.ndarray, columns: list[str]) -> Iterator[tuple[np.ndarray, pa.Table]]:
+    """The ``columns`` of the given global rows, streamed one chunk shard at a time:
+    ``(global rows, table)`` per shard that holds any of them."""
+    rows = np.sort(np.asarray(rows, dtype=np.int64))
+    start = 0
+    for _, f in source_shards(art.chunks):
+        n = int(pq.ParquetFile(f).metadata.num_rows)
+        lo, hi = np.searchsorted(rows, [start, start + n])
+        if hi > lo:
+            sel = rows[lo:hi]
+            yield sel, pq.ParquetFile(f).read(columns=columns).take(pa.array(sel - start))
+        start += n
 
 
 def _similarities(vectors: np.ndarray, rows: np.ndarray, canon_rows: np.ndarray, block: int) -> np.ndarray:
@@ -181,34 +230,72 @@ def exact_groups(ids: pa.Table, rank: np.ndarray) -> ExactGroups:
     return ExactGroups(label, uniq, perm, starts, np.diff(starts))
 
 
+class _TextKeys:
+    """Text keys (:func:`neardup.text_key`) of the candidate nodes, spilled to a temporary SQLite
+    file and read back per pair block through a bounded cache: the confirmation never holds every
+    candidate's text at once."""
+
+    CACHE = 20_000
+
+    def __init__(self, art: Artifacts, uniq: np.ndarray, nodes: np.ndarray, tmp: Path):
+        import sqlite3
+
+        self.db = sqlite3.connect(tmp / "texts.sqlite")
+        self.db.execute("CREATE TABLE t (node INTEGER PRIMARY KEY, text TEXT, heading TEXT)")
+        node_of = dict(zip(uniq[nodes].tolist(), nodes.tolist(), strict=True))
+        for rows, table in _take_rows(art, uniq[nodes], ["text", "heading_path"]):
+            self.db.executemany("INSERT INTO t VALUES (?, ?, ?)", (
+                (node_of[r], t or "", json.dumps(list(hp or ())))
+                for r, t, hp in zip(rows.tolist(), table["text"].to_pylist(), table["heading_path"].to_pylist(),
+                                    strict=True)))
+        self.db.commit()
+        self.cache: dict[int, Any] = {}
+
+    def get(self, nodes: Iterable[int]) -> dict[int, Any]:
+        want = sorted(set(nodes))
+        todo = [x for x in want if x not in self.cache]
+        if len(self.cache) + len(todo) > self.CACHE:
+            self.cache.clear()
+            todo = want
+        for s in range(0, len(todo), 500):
+            part = todo[s : s + 500]
+            q = f"SELECT node, text, heading FROM t WHERE node IN ({','.join('?' * len(part))})"
+            for node, text, heading in self.db.execute(q, part):
+                self.cache[node] = text_key(text, json.loads(heading))
+        return {x: self.cache[x] for x in want}
+
+    def close(self) -> None:
+        self.db.close()
+
+
 def _confirmed(
-    art: Artifacts, uniq: np.ndarray, blocks: Iterable[Pairs], min_ratio: float, rejected: Counter[str]
+    art: Artifacts, uniq: np.ndarray, blocks: Iterable[Pairs], min_ratio: float, rejected: Counter[str],
+    tmp: Path,
 ) -> Iterator[Pairs]:
     """The vector pairs whose chunks also say the same thing (:func:`neardup.same_content`)."""
     pending = [(np.asarray(i), np.asarray(j)) for i, j in blocks]
     if not pending:
         return
     nodes = np.unique(np.concatenate([np.concatenate([i, j]) for i, j in pending]))
-    table = shards.read_table(art.chunks, columns=["text", "heading_path"]).take(pa.array(uniq[nodes]))
-    keys = {
-        int(node): text_key(t or "", hp or ())
-        for node, t, hp in zip(
-            nodes, table["text"].to_pylist(), table["heading_path"].to_pylist(), strict=True
-        )
-    }
-    del table
-    for i, j in pending:
-        keep = np.zeros(len(i), dtype=bool)
-        for k, (a, b) in enumerate(zip(i.tolist(), j.tolist(), strict=True)):
-            why = same_content(keys[a], keys[b], min_ratio)
-            keep[k] = why is None
-            if why is not None:
-                rejected[why] += 1
-        yield i[keep], j[keep]
+    keys = _TextKeys(art, uniq, nodes, tmp)
+    try:
+        for bi, bj in pending:
+            for s in range(0, len(bi), 4096):
+                i, j = bi[s : s + 4096], bj[s : s + 4096]
+                got = keys.get(itertools.chain(i.tolist(), j.tolist()))
+                keep = np.zeros(len(i), dtype=bool)
+                for k, (a, b) in enumerate(zip(i.tolist(), j.tolist(), strict=True)):
+                    why = same_content(got[a], got[b], min_ratio)
+                    keep[k] = why is None
+                    if why is not None:
+                        rejected[why] += 1
+                yield i[keep], j[keep]
+    finally:
+        keys.close()
 
 
 def near_groups(
-    cfg: Config, art: Artifacts, vectors: np.ndarray, ex: ExactGroups, rank: np.ndarray
+    cfg: Config, art: Artifacts, vectors: np.ndarray, ex: ExactGroups, rank: np.ndarray, tmp: Path
 ) -> NearGroups:
     """Range search among the unique texts (+ optional lexical pairs), each pair confirmed on the
     texts (``dedupe.text_similarity``, same heading and identifiers), grouped deterministically."""
@@ -221,11 +308,11 @@ def near_groups(
         block=p.block_rows, nlist=p.ivf_nlist, nprobe=p.ivf_nprobe,
     )
     if p.lexical and m > 1:
-        texts = shards.read_table(art.chunks, columns=["embed_text"])["embed_text"].take(pa.array(uniq))
-        blocks = itertools.chain(blocks, [lexical_pairs(texts.to_pylist(), p.lexical_threshold)])
+        texts = [t for _, table in _take_rows(art, uniq, ["embed_text"]) for t in table["embed_text"].to_pylist()]
+        blocks = itertools.chain(blocks, [lexical_pairs(texts, p.lexical_threshold)])
     rejected: Counter[str] = Counter()
     if p.confirm_text:
-        blocks = _confirmed(art, uniq, blocks, p.text_similarity, rejected)
+        blocks = _confirmed(art, uniq, blocks, p.text_similarity, rejected, tmp)
     comps = Components(m)
     with progress.track("dedupe", unit="block") as bar:
         for i, j in progress.counted(blocks, bar):
@@ -302,17 +389,41 @@ def _examples_spec(ex: ExactGroups, near: NearGroups) -> list[tuple[str, int, li
     return spec
 
 
-def _write_deduped(art: Artifacts, stored: np.ndarray, payloads: _Payloads, want_text: set[int]) -> dict[int, str]:
-    """Stream chunks once more, writing the stored rows; returns the texts of ``want_text`` rows."""
+def write_if_changed(folder: Path, index: int, table: pa.Table) -> bool:
+    """Write one shard (rows as given) atomically, leaving the file untouched (same bytes, same
+    mtime) when its content would not change; an empty table removes it. True when written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / shards.shard_name(index)
+    if table.num_rows == 0:
+        existed = path.exists()
+        path.unlink(missing_ok=True)
+        return existed
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table.combine_chunks(), tmp, compression="zstd", row_group_size=shards.ROW_GROUP_ROWS)
+    if path.exists() and filecmp.cmp(tmp, path, shallow=False):
+        tmp.unlink()
+        return False
+    os.replace(tmp, path)
+    return True
+
+
+def _write_deduped(art: Artifacts, stored: np.ndarray, payloads: _Payloads, want_text: set[int],
+                   ident: dict[str, str]) -> tuple[dict[int, str], int]:
+    """Stream chunks once more, one shard at a time, writing the stored rows of each chunk shard to
+    the deduped shard of the same index (``row`` = the row in that shard and in its vector shard,
+    ``payload_hash`` = the hash of the Qdrant payload for ``ident``'s fingerprint and model).
+    Returns the texts of ``want_text`` rows and the number of shard files rewritten."""
     snippets: dict[int, str] = {}
-    tmp = art.deduped.with_suffix(".parquet.tmp")
-    art.deduped.parent.mkdir(parents=True, exist_ok=True)
-    writer = pq.ParquetWriter(tmp, DEDUPED_SCHEMA, compression="zstd")
-    try:
-        offset = 0
-        for batch in shards.iter_batches(art.chunks, columns=_STREAM_COLS, batch_rows=4096):
+    folder = art.deduped
+    schema = DEDUPED_SCHEMA.with_metadata({META_KEY: json.dumps(ident, sort_keys=True)})
+    offset = written = 0
+    keep = []
+    for index, f in source_shards(art.chunks):
+        keep.append(index)
+        rows_out: list[dict[str, Any]] = []
+        local = 0
+        for batch in pq.ParquetFile(f).iter_batches(batch_size=4096, columns=_STREAM_COLS):
             cols = batch.to_pydict()
-            rows_out: list[dict[str, Any]] = []
             for k in range(batch.num_rows):
                 row = offset + k
                 if row in want_text:
@@ -321,28 +432,28 @@ def _write_deduped(art: Artifacts, stored: np.ndarray, payloads: _Payloads, want
                     continue
                 current = {"chunk_id": cols["chunk_id"][k], "doc_id": cols["doc_id"][k], "source": cols["source"][k]}
                 srcs, dups, is_dup, canonical = payloads.row(row, current)
-                rows_out.append({
-                    "point_id": point_id_for(cols["chunk_id"][k]), "row": row, "sources": srcs,
+                out = {
+                    "point_id": point_id_for(cols["chunk_id"][k]), "row": local + k, "sources": srcs,
                     "duplicates": dups, "is_duplicate": is_dup, "canonical_id": canonical,
                     **{c: cols[c][k] for c in _STREAM_COLS},
-                })
-            if rows_out:
-                writer.write_table(pa.Table.from_pylist(rows_out, schema=DEDUPED_SCHEMA))
+                }
+                out[PAYLOAD_HASH] = build_payload(out, **ident)[PAYLOAD_HASH]
+                rows_out.append(out)
             offset += batch.num_rows
-    except BaseException:
-        writer.close()
-        tmp.unlink(missing_ok=True)
-        raise
-    writer.close()
-    os.replace(tmp, art.deduped)
-    return snippets
+            local += batch.num_rows
+        written += write_if_changed(folder, index, pa.Table.from_pylist(rows_out, schema=schema))
+    if folder.is_dir():
+        shards.remove_shards(folder, keep)
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+    return snippets, written
 
 
 def _texts_of(art: Artifacts, rows: np.ndarray) -> dict[int, str]:
-    if not len(rows):
-        return {}
-    texts = shards.read_table(art.chunks, columns=["text"])["text"].take(pa.array(rows)).to_pylist()
-    return dict(zip(rows.tolist(), texts, strict=True))
+    out: dict[int, str] = {}
+    for sel, table in _take_rows(art, rows, ["text"]):
+        out.update(zip(sel.tolist(), table["text"].to_pylist(), strict=True))
+    return out
 
 
 def _report(cfg: Config, ex: ExactGroups, near: NearGroups, stored: np.ndarray,
@@ -399,17 +510,24 @@ def _report(cfg: Config, ex: ExactGroups, near: NearGroups, stored: np.ndarray,
 
 
 def run_dedupe(cfg: Config, art: Artifacts) -> dict[str, Any]:
-    """chunks + vectors -> deduped.parquet + dedupe_report.json: exact groups, near groups, payloads,
+    """chunks + vectors -> deduped/ shards + dedupe_report.json: exact groups, near groups, payloads,
     report (see module doc); returns the flat stats."""
+    with tempfile.TemporaryDirectory(prefix="embedline-dedupe-") as tmp:
+        return _run(cfg, art, Path(tmp))
+
+
+def _run(cfg: Config, art: Artifacts, tmp: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     p = cfg.dedupe
-    ids, vectors = _load_inputs(art)
+    ids, vectors, _ = _load_inputs(art, tmp)
+    manifest = read_json(art.manifest)
+    ident = {"fingerprint": str(manifest.get("fingerprint", "")), "model": str(manifest.get("model", ""))}
     n = ids.num_rows
     rank = np.empty(n, dtype=np.int64)
     rank[pc.sort_indices(ids["chunk_id"]).to_numpy()] = np.arange(n, dtype=np.int64)
 
     ex = exact_groups(ids, rank)
-    near = near_groups(cfg, art, vectors, ex, rank)
+    near = near_groups(cfg, art, vectors, ex, rank, tmp)
     uniq = ex.uniq
 
     stored_nodes = np.arange(len(uniq)) if p.policy is DuplicatePolicy.keep_canonical else np.flatnonzero(near.is_canon)
@@ -428,7 +546,9 @@ def run_dedupe(cfg: Config, art: Artifacts) -> dict[str, Any]:
 
     spec = _examples_spec(ex, near)
     want_text = {r for _, _, members in spec for r in members}
-    snippets = _write_deduped(art, stored, payloads, want_text)
+    snippets, written = _write_deduped(art, stored, payloads, want_text, ident)
+    del vectors
     stats, report = _report(cfg, ex, near, stored, lookup, spec, snippets, payloads.node_of_row, t0)
+    stats["deduped_shards_written"] = written
     write_json(art.dedupe_report, report)
     return stats

@@ -46,7 +46,7 @@ def normalized(block: np.ndarray) -> np.ndarray:
 
 def _drop_pages(vectors: np.ndarray) -> None:
     """Unmap the pages of a memmap already read (they stay in the page cache), so the stage's RSS
-    does not grow by the size of vectors.npy."""
+    does not grow by the size of the vectors."""
     mm = getattr(vectors, "_mmap", None)
     if mm is not None and hasattr(mm, "madvise"):
         with contextlib.suppress(OSError, ValueError):

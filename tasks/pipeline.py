@@ -56,7 +56,8 @@ def stage_function(name: str) -> StageFn:
 def run_stage(name: str, cfg: Config, art: Artifacts, **options: Any) -> dict[str, Any]:
     """Run one stage and record its stats as data/metrics/<name>.json (a DVC metric)."""
     start = time.perf_counter()
-    if name not in ("preprocess", "chunk"):  # embed.backend=auto -> the calibrated backend
+    if name not in ("preprocess", "chunk", "finetune"):  # embed.backend=auto -> the calibrated backend
+        # (finetune embeds its base and fine-tuned model on torch fp32 itself: nothing to calibrate)
         from embedline.tasks.embed.auto import resolve_auto
 
         cfg = resolve_auto(cfg, art)

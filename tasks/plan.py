@@ -55,12 +55,14 @@ def plan_ingest(cfg: Config, art: Artifacts) -> dict[str, Any]:
     from embedline.tasks.pipeline import stage_function
     from embedline.tasks.vectorsets.build import plan as sync_plan
 
-    cfg = resolve_auto(cfg, art)  # embed.backend=auto: the calibrated backend names the vector set
     scfg = scratch_config(cfg, art.root.resolve())
     with tempfile.TemporaryDirectory(prefix="embedline-plan-") as tmp:
         work = Artifacts(Path(tmp))
         pre = stage_function("preprocess")(scfg, work)
         chk = stage_function("chunk")(scfg, work)
+        # embed.backend=auto: the calibrated backend names the vector set (calibrated, the first
+        # time on this machine, on the corpus's real chunks)
+        scfg = resolve_auto(scfg, work)
         backlog = plan_embed(scfg, work)
         out: dict[str, Any] = {
             "documents": pre.get("documents"),

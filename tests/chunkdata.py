@@ -1,9 +1,10 @@
-"""Write chunks.parquet + vectors.npy + manifest.json fixtures directly (no preprocess/chunk/embed)."""
+"""Write chunks.parquet + a vector shard + manifest.json fixtures directly (no preprocess/chunk/embed)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -16,6 +17,7 @@ from embedline.tasks.records import (
     write_json,
     write_records,
 )
+from embedline.tasks.vector_shards import write_vector_shard
 
 
 @dataclass(frozen=True)
@@ -57,8 +59,7 @@ def write_artifacts(
     write_records(art.chunks, Chunk, chunks)
     d = dims if dims is not None else (len(items[0].vector) if items else 8)
     vecs = np.stack([np.asarray(it.vector, dtype=np.float32) for it in items]) if items else np.zeros((0, d), np.float32)
-    art.vectors.parent.mkdir(parents=True, exist_ok=True)
-    np.save(art.vectors, vecs)
+    write_vector_shard(art.vectors, 0, [c.chunk_id for c in chunks], vecs, {})
     write_json(art.manifest, {"fingerprint": fingerprint, "dims": d, "model": model, "provider": "fake",
                               "rows": len(items)})
     return chunks
@@ -77,3 +78,8 @@ def near(rng: np.random.Generator, base: np.ndarray, cosine: float) -> np.ndarra
     sin = float(np.sqrt(max(0.0, 1 - cosine**2)))
     v = np.asarray(cosine * base + sin * noise, dtype=np.float32)
     return np.asarray(v / np.linalg.norm(v), dtype=np.float32)
+
+
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    """``{file name: bytes}`` of a shard folder (byte-identity checks)."""
+    return {f.name: f.read_bytes() for f in sorted(Path(folder).iterdir()) if f.is_file()}

@@ -57,6 +57,10 @@ def write_corpus(root: Path, docs: dict[str, str]) -> Path:
 def make_project(root: Path, overrides: dict | None = None, docs: dict[str, str] | None = None) -> Path:
     """A project folder: params.yaml (project defaults + overrides) and a corpus in data/raw."""
     params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    # the project default embed.backend=auto times backends on first use (tens of seconds, and the
+    # choice depends on the machine): test projects pin torch fp32 unless a test asks otherwise
+    # (tests/unit/test_embed_auto.py and tests/integration/test_embed_auto_real.py cover auto)
+    params["embed"]["backend"] = "torch"
     for dotted, value in (overrides or {}).items():
         node = params
         *parents, last = dotted.split(".")

@@ -5,7 +5,7 @@ Public API (nothing heavy is imported here: models and clients load on first use
     get_embedder(params) -> Embedder          process-wide cached instance per EmbedParams
     PROVIDERS                                 embed.provider -> ProviderSpec (the table: tasks/plugins.py)
     provider_spec(name)                       a provider's declaration (factory, revision, tokenizer, capabilities)
-    run_embed(cfg, art, progress=None)        the embed stage (vectors.npy + manifest.json)
+    run_embed(cfg, art, progress=None)        the embed stage (vectors/ shards + manifest.json)
     plan_shards / embed_shard / finalize_embed   the same stage split for a fan-out runner
     fingerprint_for(cfg)                      vector-set fingerprint without loading the model
     embed_query(params, text)                 a search query vector (query prompt applied)

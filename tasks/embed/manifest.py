@@ -1,4 +1,4 @@
-"""The embedding manifest: what produced vectors.npy and from which corpus.
+"""The embedding manifest: what produced the vector shards and from which corpus.
 
 The manifest is a DVC output, so it is a pure function of the stage's inputs and params on one
 machine (byte-stable): no timings, no cache hit counts, no absolute paths, nothing that depends on
@@ -13,6 +13,7 @@ from typing import Any
 
 from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.config import Config, stable_hash
+from embedline.tasks.embed.auto import choice_for, run_facts_for
 from embedline.tasks.embed.registry import peek_embedder
 from embedline.tasks.tokenize import resolve_model
 
@@ -21,6 +22,7 @@ _LIBS = ("numpy", "torch", "transformers", "sentence-transformers", "onnxruntime
 STAT_KEYS = (
     "rows", "unique_texts", "cache_hits", "cache_misses", "texts_embedded", "seconds",
     "texts_per_second", "dims", "fingerprint", "provider", "model", "backend", "precision",
+    "auto_speedup", "auto_calibration_seconds",
 )
 
 
@@ -71,6 +73,8 @@ def build_manifest(
         "revision": revision,
         "backend": e.backend,
         "precision": e.precision,
+        # embed.backend=auto: the rule, the agreement with torch fp32 and the sample it was measured on
+        "backend_choice": choice_for(e) or {"requested": e.backend},
         "dims": dims,
         "dimensions": e.dimensions,
         "normalize": e.normalize,
@@ -95,6 +99,7 @@ def run_facts(cfg: Config, stats: dict[str, int], seconds: float) -> dict[str, A
     info: dict[str, Any] = dict(emb.info()) if emb is not None else {}
     return {
         **stats,
+        **run_facts_for(cfg.embed),  # backend=auto: its speed-up over torch fp32, calibration cost
         "seconds": seconds,
         "texts_per_second": round(stats["texts_embedded"] / seconds, 2) if seconds > 0 else 0.0,
         **{f"embedder_{k}": v for k, v in info.items() if isinstance(v, str | int | float | bool) or v is None},

@@ -8,7 +8,8 @@ lazily, so importing :mod:`embedline.tasks.embed` never loads torch, a model or 
 
 from __future__ import annotations
 
-from typing import cast
+from collections.abc import Callable
+from typing import Any, cast
 
 from embedline.tasks import resources
 from embedline.tasks.config import EmbedParams
@@ -51,8 +52,22 @@ def _build(params: EmbedParams) -> Embedder:
     return emb
 
 
+# embed.backend=auto -> the calibrated choice: set by tasks/embed/auto.py, which the package's
+# __init__ imports (through stage -> manifest); a hook, so that this module does not import it
+AUTO_RESOLVER: Callable[..., Any] | None = None
+
+
+def _auto(params: EmbedParams, calibrate_now: bool) -> Any:
+    if AUTO_RESOLVER is None:  # pragma: no cover - the package import sets it
+        raise RuntimeError("embed.backend=auto: embedline.tasks.embed.auto is not loaded")
+    return AUTO_RESOLVER(params, calibrate_now=calibrate_now)
+
+
 def get_embedder(params: EmbedParams) -> Embedder:
-    """The embedder for ``params``: built lazily once per process, then shared (thread-safe)."""
+    """The embedder for ``params``: built lazily once per process, then shared (thread-safe).
+    ``backend=auto`` (not resolved by the caller) becomes the recorded (or now calibrated) choice."""
+    if params.backend == "auto":
+        params = _auto(params, True)
     return resources.get(_EMBEDDER, embedder_key(params), lambda: _build(params), close=_no_close)
 
 
@@ -62,6 +77,11 @@ def _no_close(_emb: Embedder) -> None:
 
 def peek_embedder(params: EmbedParams) -> Embedder | None:
     """The cached embedder for ``params`` if one was built in this process (never builds one)."""
+    if params.backend == "auto":
+        resolved = _auto(params, False)
+        if resolved is None:
+            return None
+        params = resolved
     return cast(Embedder | None, resources.peek(_EMBEDDER, embedder_key(params)))
 
 

@@ -1,4 +1,4 @@
-"""The embed stage: chunks.parquet -> (cache) -> vectors.npy + manifest.json.
+"""The embed stage: chunks/ shards -> (cache) -> vectors/ shards + manifest.json.
 
 ``run_embed`` = :func:`plan_shards` + :func:`embed_shard` for each shard + :func:`finalize_embed`;
 a fan-out runner (Prefect threads or Dask) calls the three itself. Properties:
@@ -9,8 +9,9 @@ a fan-out runner (Prefect threads or Dask) calls the three itself. Properties:
   vector) are the same whether shards run one after another or in parallel.
 * **Resumable.** Each finished batch is committed to the cache; a crashed run re-run pays only for
   what was not committed.
-* **Memory bounded.** Shards read only their row groups; ``vectors.npy`` is written through
-  ``np.lib.format.open_memmap`` in row batches, then moved into place atomically.
+* **Memory bounded.** Shards read only their row groups; the vectors are written one vector
+  shard per chunk shard (:mod:`embedline.tasks.vector_shards`), atomically; a shard whose chunk
+  shard did not change is not rewritten.
 * **Checked.** Empty texts are a clear error naming the chunk; vectors with the wrong shape, NaN or
   all zeros are refused before they reach the cache.
 """
@@ -26,9 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
-from embedline.tasks.artifacts import Artifacts, atomic_path
+from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.config import Config, EmbedParams
 from embedline.tasks.embed.cache import EmbeddingCache, namespace_for, namespace_spec
 from embedline.tasks.embed.manifest import STAT_KEYS, aggregate_shards, build_manifest, run_facts
@@ -49,6 +52,7 @@ from embedline.tasks.embed.registry import (
 )
 from embedline.tasks.embed.rows import ChunkRows
 from embedline.tasks.records import write_json
+from embedline.tasks.shards import shard_name
 from embedline.tasks.tokenize import load_token_counter
 
 Progress = Callable[[int, int], None]
@@ -269,66 +273,135 @@ def _run_parallel(
 
 
 # ---- finalize --------------------------------------------------------------------------------------
+def _fill_vector_shard(
+    cache: EmbeddingCache, ns: str, table: Any, out: Path, index: int, meta: dict[str, str], dims: int
+) -> None:
+    """Write the vector shard of one chunk shard (``table``: chunk_id, source, text_hash) from the cache."""
+    from embedline.tasks.vector_shards import write_vector_shard
+
+    n = table.num_rows
+    vecs = np.empty((n, dims), dtype=np.float32)
+    hashes = table.column("text_hash").to_pylist()
+    for s in range(0, n, 8192):
+        part = hashes[s : s + 8192]
+        found = cache.get_many(ns, part, count=False)
+        missing = [i for i, h in enumerate(part) if h not in found]
+        if missing:
+            i = s + missing[0]
+            raise EmbedError(
+                f"{len(missing)} chunk(s) have no cached vector, e.g. {table.column('chunk_id')[i].as_py()} "
+                f"from {table.column('source')[i].as_py()}: embed every shard before finalize_embed"
+            )
+        if part:
+            vecs[s : s + len(part)] = np.stack([found[h] for h in part])
+    write_vector_shard(out, index, table.column("chunk_id"), vecs, meta)
+
+
+def _dims(cfg: Config, cache: EmbeddingCache, ns: str, n: int, path: Path) -> int:
+    dims = cache.dims(ns) if n else None
+    if dims is not None:
+        return int(dims)
+    if n:
+        raise EmbedError(f"no cached vectors for this model/params in {path}: run embed_shard first")
+    try:
+        return int(get_embedder(cfg.embed).dims)
+    except EmbedError:  # an API model of unknown width: no request is spent on an empty set
+        return int(cfg.embed.dimensions or 0)
+
+
+def plan_vector_shards(art: Artifacts) -> list[int]:
+    """The chunk shard indexes: one vector shard each (the units of the vector fan-out)."""
+    from embedline.tasks.vector_shards import source_shards
+
+    return [i for i, _ in source_shards(art.chunks)]
+
+
+def write_vector_shard_for(cfg: Config, art: Artifacts, index: int) -> dict[str, Any]:
+    """Write the vector shard of chunk shard ``index`` from the cache, unless the shard on disk
+    records this chunk shard and namespace already (then it is left byte-identical). A pure
+    function of the chunk shard and the cache: the same bytes on a thread or a Dask worker."""
+    from embedline.tasks.vector_shards import file_digest, shard_meta, source_shards
+
+    f = dict(source_shards(art.chunks))[index]
+    ns, _ = _namespace(cfg.embed)
+    path = cache_path(cfg, art)
+    table = pq.ParquetFile(f).read(columns=["chunk_id", "source", "text_hash"])
+    meta = {"chunks": file_digest(f), "namespace": ns}
+    with EmbeddingCache(path) as cache:
+        dims = _dims(cfg, cache, ns, table.num_rows, path)
+        target = art.vectors / shard_name(index)
+        if target.exists() and shard_meta(target) == {**meta, "dims": dims}:
+            return {"shard": index, "written": False, "rows": table.num_rows}
+        _fill_vector_shard(cache, ns, table, art.vectors, index, meta, dims)
+    return {"shard": index, "written": True, "rows": table.num_rows}
+
+
+def write_vector_shards(
+    cfg: Config, art: Artifacts, results: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """One vector shard per chunk shard (``data/embeddings/vectors/``), from the cache: each by
+    :func:`write_vector_shard_for` here, or already done by a fan-out (``results``). Removes shards
+    of chunk shards that no longer exist. Returns rows, unique texts, dims, the corpus checksum and
+    the shards written / kept."""
+    from embedline.tasks.vector_shards import dims_of, remove_stale, source_shards
+
+    sources = source_shards(art.chunks)
+    if results is None:
+        results = [write_vector_shard_for(cfg, art, i) for i, _ in sources]
+    art.vectors.mkdir(parents=True, exist_ok=True)
+    remove_stale(art.vectors, {i for i, _ in sources})
+    corpus = hashlib.sha256()
+    seen: list[Any] = []
+    n = 0
+    for _, f in sources:
+        hashes = pq.ParquetFile(f).read(columns=["text_hash"]).column("text_hash")
+        n += len(hashes)
+        for h in hashes.to_pylist():
+            corpus.update(h.encode() + b"\n")
+        seen.append(pc.unique(hashes.combine_chunks()))
+    dims = dims_of(art.vectors)
+    if dims is None:
+        ns, _ = _namespace(cfg.embed)
+        with EmbeddingCache(cache_path(cfg, art)) as cache:
+            dims = _dims(cfg, cache, ns, n, cache_path(cfg, art))
+    unique = len(pc.unique(pa.chunked_array(seen, pa.string()).combine_chunks())) if seen else 0
+    written = sum(1 for r in results if r["written"])
+    return {"rows": n, "unique": unique, "dims": dims, "corpus": corpus.hexdigest(),
+            "vector_shards_written": written, "vector_shards_kept": len(results) - written}
+
+
 def finalize_embed(
     cfg: Config,
     art: Artifacts,
     shard_stats: list[dict[str, Any]] | None = None,
     *,
     started_at: float | None = None,
+    vector_results: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Assemble vectors.npy (row-aligned with chunks.parquet) and manifest.json from the cache.
+    """Write the vector shards (row-aligned with the chunk shards) and manifest.json from the cache.
 
-    ``shard_stats`` (what :func:`embed_shard` returned) feed the hit/miss counts and timings.
+    ``shard_stats`` (what :func:`embed_shard` returned) feed the hit/miss counts and timings;
+    ``vector_results``: the vector shards were written by a fan-out (:func:`write_vector_shard_for`).
     """
     t0 = time.time()
     params = cfg.embed
-    rows = ChunkRows(art.chunks)
-    n = rows.num_rows
-    ns, revision = _namespace(params)
+    _, revision = _namespace(params)
     path = cache_path(cfg, art)
-    corpus = hashlib.sha256()
-    unique: set[str] = set()
-    with EmbeddingCache(path) as cache, atomic_path(art.vectors) as tmp:
-        dims = cache.dims(ns) if n else None
-        if dims is None:
-            if n:
-                raise EmbedError(f"no cached vectors for this model/params in {path}: run embed_shard first")
-            try:
-                dims = int(get_embedder(params).dims)
-            except EmbedError:  # an API model of unknown width: no request is spent on an empty set
-                dims = int(params.dimensions or 0)
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dims))
-        row = 0
-        for batch in rows.iter_batches(["chunk_id", "source", "text_hash"]):
-            hashes = batch.column(2).to_pylist()
-            for h in hashes:
-                corpus.update(h.encode() + b"\n")
-            unique.update(hashes)
-            found = cache.get_many(ns, hashes, count=False)
-            missing = [i for i, h in enumerate(hashes) if h not in found]
-            if missing:
-                i = missing[0]
-                raise EmbedError(
-                    f"{len(missing)} chunk(s) have no cached vector, e.g. {batch.column(0)[i].as_py()} "
-                    f"from {batch.column(1)[i].as_py()}: embed every shard before finalize_embed"
-                )
-            if hashes:
-                out[row : row + len(hashes)] = np.stack([found[h] for h in hashes])
-            row += len(hashes)
-        out.flush()
-        del out
+    built = write_vector_shards(cfg, art, vector_results)
     if not cfg.embed.cache:
         for suffix in ("", "-wal", "-shm"):
             Path(str(path) + suffix).unlink(missing_ok=True)
 
-    stats = aggregate_shards(shard_stats or [], len(unique))
+    stats = aggregate_shards(shard_stats or [], built["unique"])
     begin = started_at or min((s.get("started_at", t0) for s in shard_stats or []), default=t0)
     seconds = round(time.time() - begin, 3)
-    manifest = build_manifest(cfg, art, revision, dims, n, len(unique), corpus.hexdigest())
+    manifest = build_manifest(cfg, art, revision, built["dims"], built["rows"], built["unique"], built["corpus"])
     write_json(art.manifest, manifest)
     _prepare_fast_search(params)
     facts = {**manifest, **run_facts(cfg, stats, seconds)}
-    return {k: v for k, v in facts.items() if k in STAT_KEYS or k.startswith("embedder_")}
+    out = {k: v for k, v in facts.items() if k in STAT_KEYS or k.startswith("embedder_")}
+    out.update(vector_shards_written=built["vector_shards_written"], vector_shards_kept=built["vector_shards_kept"])
+    return out
 
 
 def _prepare_fast_search(params: EmbedParams) -> None:
@@ -343,7 +416,7 @@ def _prepare_fast_search(params: EmbedParams) -> None:
 
 # ---- the whole stage -------------------------------------------------------------------------------
 def run_embed(cfg: Config, art: Artifacts, progress: Progress | None = None) -> dict[str, Any]:
-    """Embed every chunk (via the cache) and write vectors.npy + manifest.json; returns flat stats."""
+    """Embed every chunk (via the cache) and write the vector shards + manifest.json; returns flat stats."""
     t0 = time.time()
     shards = plan_shards(cfg, art)
     total = shards[-1].row_stop if shards else 0
@@ -374,5 +447,8 @@ __all__ = [
     "fingerprint_for",
     "plan_embed",
     "plan_shards",
+    "plan_vector_shards",
     "run_embed",
+    "write_vector_shard_for",
+    "write_vector_shards",
 ]

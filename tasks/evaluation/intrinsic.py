@@ -163,12 +163,17 @@ def _vector_set_key(store: Any, collection: str, art: Artifacts, sample: int) ->
     import hashlib
     import json
 
-    if not art.deduped.is_file():
+    from embedline.tasks.shards import shard_files
+
+    files = shard_files(art.deduped)
+    if not files:
         return None
     h = hashlib.sha256()
-    with art.deduped.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
+    for f in files:  # the deduped shards, in shard order
+        h.update(f.name.encode() + b"\0")
+        with f.open("rb") as fh:
+            while block := fh.read(1 << 20):
+                h.update(block)
     key = {"collection": collection, "points": store.count(collection), "sample": sample, "deduped": h.hexdigest()}
     return json.dumps(key, sort_keys=True)
 

@@ -83,6 +83,10 @@ def shadow_config(cfg: Config, art: Artifacts, model_dir: Path) -> Config:
         "eval.dataset": str(art.resolve(cfg.eval.dataset).resolve()),
         "eval.gate": True,
     }
+    if cfg.embed.backend == "auto":
+        # a fine-tuned model is a new local folder per training run: embed it with torch (what it
+        # was trained in) rather than calibrate and export every one; an explicit backend is kept
+        overrides.update({"embed.backend": "torch", "embed.precision": "fp32"})
     if cfg.qdrant.backend != "server":
         overrides["qdrant.path"] = str(art.resolve(cfg.qdrant.path).resolve())
     return validate(apply_overrides(cfg.model_dump(mode="json"), overrides))

@@ -66,8 +66,14 @@ class VectorSetSource:
 
 
 def with_model(cfg: Config, model: str) -> Config:
-    """``cfg`` embedding with the local model ``model`` (a revision pinned for another model does not apply)."""
-    return validate(apply_overrides(cfg.model_dump(mode="json"), {"embed.provider": FINETUNE_PROVIDER, "embed.model": model, "embed.revision": None}))
+    """``cfg`` embedding with the local model ``model`` (a revision pinned for another model does not
+    apply), on torch fp32: the backend the model is trained in, the same for the base and the
+    fine-tuned model (``embed.backend: auto`` would calibrate and export every new fine-tuned
+    model, and could score the two on different backends)."""
+    return validate(apply_overrides(cfg.model_dump(mode="json"), {
+        "embed.provider": FINETUNE_PROVIDER, "embed.model": model, "embed.revision": None,
+        "embed.backend": "torch", "embed.precision": "fp32",
+    }))
 
 
 def load_passages(src: VectorSetSource) -> tuple[list[Passage], np.ndarray, EmbedParams]:

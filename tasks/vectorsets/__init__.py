@@ -21,7 +21,7 @@ never a backend directly):
 ``retry``          transient store errors and the retry policy for store calls
 ``sparse``         the BM25 sparse vector (hybrid search)
 ``sync``           desired state (``id -> payload hash``) and the pure plan: adds, updates, deletes
-``source``         the only reader of the workspace's artifacts (deduped rows, vectors.npy)
+``source``         the only reader of the workspace's artifacts (deduped + vector shards); the on-disk sync diff
 ``lifecycle``      context, batched writes, validation read-back, version retention
 ``build``          the ``upsert`` stage: sync + validate the fingerprinted collection, the receipt;
                    ``plan`` (what a build would do)

@@ -66,6 +66,7 @@ class PointRecord:
     vector: np.ndarray | None = None  # float32, shape (dims,)
     payload: Mapping[str, Any] | None = None
     sparse: SparseVector | None = None  # only for collections with ``VectorSetSpec.sparse``
+    size_hint: int = 0  # estimated request bytes when the producer knows them (batching), else 0
 
 
 @dataclass(frozen=True)
@@ -229,6 +230,8 @@ def record_from(r: Any) -> PointRecord:
 
 
 def as_vector(v: np.ndarray | Sequence[float]) -> list[float]:
+    if isinstance(v, list):  # already converted (a whole batch at once: one C call, not one per point)
+        return v
     return np.asarray(v, dtype=np.float32).reshape(-1).tolist()
 
 

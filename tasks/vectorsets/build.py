@@ -19,10 +19,9 @@ A crash anywhere is repaired by re-running: step 1 sees what already landed.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
-
-import numpy as np
 
 from embedline.tasks import progress
 from embedline.tasks.artifacts import Artifacts
@@ -34,72 +33,89 @@ from embedline.tasks.vectorsets.lifecycle import (
     MassDeleteError,
     VectorSetValidationError,
     delete_points,
-    existing_hashes,
     load_context,
-    records_for,
     sparse_encoder,
     validate_collection,
+    with_sparse,
     write_points,
 )
-from embedline.tasks.vectorsets.source import (
-    desired_points,
-    desired_state,
-    open_vectors,
-    require_rows,
-    vector_rows,
-)
-from embedline.tasks.vectorsets.sync import SyncPlan, compute_plan, sample_ids
+from embedline.tasks.vectorsets.source import SyncState, require_rows, sample_vectors, shard_points
+from embedline.tasks.vectorsets.stores import PointRecord
+from embedline.tasks.vectorsets.sync import SyncPlan
 
 RECEIPT_KEYS = ("collection", "alias", "fingerprint", "model", "backend")
 
 
-@dataclass(frozen=True)
+@dataclass
 class Workspace:
-    """A build context: the store context plus the desired state read from the artifacts."""
+    """A build context: the store context plus the sync state (desired vs existing, on disk)."""
 
     ctx: Context
-    desired: dict[str, str]
-    vectors: np.ndarray
+    state: SyncState
+
+    def close(self) -> None:
+        self.state.close()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
 
 
 def open_workspace(cfg: Config, art: Artifacts) -> Workspace:
+    """The context and the desired state (spilled to disk), with the store's state scanned in."""
     require_rows(art)
     ctx = load_context(cfg, art)
-    desired = desired_state(art, fingerprint=ctx.fingerprint, model=ctx.model)
-    return Workspace(ctx, desired, open_vectors(art, ctx.dims))
+    state = SyncState.of_artifacts(art, fingerprint=ctx.fingerprint, model=ctx.model)
+    state.scan_store(ctx.store, ctx.collection)
+    return Workspace(ctx, state)
 
 
-def sync_plan(ctx: Context, desired: dict[str, str]) -> SyncPlan:
-    sp = compute_plan(desired, existing_hashes(ctx.store, ctx.collection))
-    return replace(
-        sp, collection=ctx.collection, alias=ctx.alias, live_collection=ctx.live,
+def sync_plan(ctx: Context, state: SyncState, *, with_ids: bool = True) -> SyncPlan:
+    """The plan of a workspace; ``with_ids=False`` carries counts only (ids stay on disk)."""
+    c = state.counts()
+    ids = {k: tuple(state.ids(k)) if with_ids else () for k in ("adds", "updates", "deletes")}
+    return SyncPlan(
+        adds=ids["adds"], updates=ids["updates"], deletes=ids["deletes"],
+        unchanged=c["desired"] - c["adds"] - c["updates"], existing=c["existing"], desired=c["desired"],
+        collection=ctx.collection, alias=ctx.alias, live_collection=ctx.live,
         new_vector_set=ctx.live != ctx.collection,
+        extra={} if with_ids else {"counts": {k: c[k] for k in ("adds", "updates", "deletes")}},
     )
+
+
+def plan_counts(sp: SyncPlan) -> dict[str, int]:
+    counts = sp.extra.get("counts")
+    if counts is not None:
+        return dict(counts)
+    return {"adds": len(sp.adds), "updates": len(sp.updates), "deletes": len(sp.deletes)}
 
 
 def guard_deletes(ctx: Context, sp: SyncPlan, allow: bool) -> None:
     """Refuse a sync that deletes more than ``qdrant.max_delete_fraction`` of the collection."""
     frac = ctx.cfg.qdrant.max_delete_fraction
-    if allow or not sp.existing or sp.delete_fraction <= frac:
+    deletes = plan_counts(sp)["deletes"]
+    fraction = deletes / sp.existing if sp.existing else 0.0
+    if allow or not sp.existing or fraction <= frac:
         return
     raise MassDeleteError(
-        f"refusing to delete {len(sp.deletes)} of {sp.existing} points "
-        f"({sp.delete_fraction:.0%}) from {ctx.collection!r}: more than qdrant.max_delete_fraction="
+        f"refusing to delete {deletes} of {sp.existing} points "
+        f"({fraction:.0%}) from {ctx.collection!r}: more than qdrant.max_delete_fraction="
         f"{frac:.0%}. Is the source folder empty or unmounted? Re-run with --allow-mass-delete "
         "if this is intended."
     )
 
 
 def validation_sample(ws: Workspace) -> dict[str, Any]:
-    ids = sample_ids(list(ws.desired), ws.ctx.cfg.qdrant.validate_sample)
-    rows = vector_rows(ws.ctx.art, ids)
-    return {pid: (np.asarray(ws.vectors[rows[pid]]), ws.desired[pid]) for pid in ids}
+    ids = ws.state.sample(ws.ctx.cfg.qdrant.validate_sample)
+    return sample_vectors(ws.ctx.art, ws.state, ids)
 
 
 def validate(ws: Workspace, what: str) -> None:
     ctx = ws.ctx
     problems = validate_collection(
-        ctx.store, ctx.collection, expected_count=len(ws.desired),
+        ctx.store, ctx.collection, expected_count=ws.state.desired,
         sample=validation_sample(ws), distance=ctx.cfg.qdrant.distance, sparse=sparse_encoder(ctx.cfg),
     )
     if problems:
@@ -110,20 +126,35 @@ def validate(ws: Workspace, what: str) -> None:
         )
 
 
-def sync(ws: Workspace, sp: SyncPlan) -> tuple[int, int]:
-    """Upsert adds + updates, then delete; returns (written, deleted)."""
+def _records(ws: Workspace, everything: bool) -> Iterator[PointRecord]:
+    """The records to upsert, built one deduped shard at a time (payloads only for these)."""
+    ctx = ws.ctx
+    enc = sparse_encoder(ctx.cfg)
+    for shard, rows in ws.state.to_write(everything):
+        for rec in shard_points(ctx.art, shard, rows, fingerprint=ctx.fingerprint, model=ctx.model, dims=ctx.dims):
+            yield with_sparse(rec, enc)
+
+
+def sync(ws: Workspace, sp: SyncPlan, *, everything: bool = False, timings: dict[str, float] | None = None
+         ) -> tuple[int, int]:
+    """Upsert adds + updates (every desired point with ``everything``) shard by shard, then
+    delete, then let the store build its index; returns (written, deleted). ``timings`` receives
+    the seconds spent writing points and building the index."""
     ctx = ws.ctx
     store, q = ctx.store, ctx.cfg.qdrant
-    wanted = set(sp.adds) | set(sp.updates)
+    counts = plan_counts(sp)
+    todo = ws.state.desired if everything else counts["adds"] + counts["updates"]
     written = 0
-    if wanted:
-        batches = desired_points(ctx.art, fingerprint=ctx.fingerprint, model=ctx.model)
-        records = records_for(batches, ws.vectors, wanted, sparse=sparse_encoder(ctx.cfg))
-        with progress.track("upsert", total=len(wanted), unit="point") as bar:
-            written = write_points(store, ctx.collection, progress.counted(records, bar), params=q, dims=ctx.dims)
-    deleted = delete_points(store, ctx.collection, sp.deletes)  # only after every upsert landed
+    if todo:
+        with progress.track("upsert", total=todo, unit="point") as bar:
+            written = write_points(store, ctx.collection, progress.counted(_records(ws, everything), bar),
+                                   params=q, dims=ctx.dims)
+    deleted = delete_points(store, ctx.collection, ws.state.ids("deletes")) if counts["deletes"] else 0
+    t1 = time.perf_counter()
     if written or deleted:
         store.optimize(ctx.collection)
+    if timings is not None:
+        timings["seconds_index"] = time.perf_counter() - t1
     return written, deleted
 
 
@@ -144,13 +175,18 @@ def run_build(
     """The ``upsert`` stage: sync the vector set of the workspace's fingerprint (see module doc).
     Never moves the alias; ``served_collection`` in the stats says what it serves."""
     t0 = time.perf_counter()
-    ws = open_workspace(cfg, art)
+    with open_workspace(cfg, art) as ws:
+        return _build(cfg, ws, t0, dry_run=dry_run, allow_mass_delete=allow_mass_delete)
+
+
+def _build(cfg: Config, ws: Workspace, t0: float, *, dry_run: bool, allow_mass_delete: bool) -> dict[str, Any]:
     ctx = ws.ctx
     spec = ctx.spec(embed=cfg.embed.model_dump(mode="json"))
     existing = ctx.store.describe(ctx.collection)
     if existing is not None:
         check_compatible(existing, spec)
-    sp = sync_plan(ctx, ws.desired)
+    sp = sync_plan(ctx, ws.state, with_ids=False)
+    counts = plan_counts(sp)
     guard_deletes(ctx, sp, allow_mass_delete)
     stats: dict[str, Any] = {
         "collection": ctx.collection,
@@ -160,20 +196,29 @@ def run_build(
         "backend": ctx.store.backend,
         "served_collection": ctx.live,
         "new_vector_set": sp.new_vector_set,
-        "added": len(sp.adds),
-        "updated": len(sp.updates),
-        "deleted": len(sp.deletes),
+        "added": counts["adds"],
+        "updated": counts["updates"],
+        "deleted": counts["deletes"],
         "unchanged": sp.unchanged,
         "dry_run": dry_run,
     }
     if dry_run:
         return {**stats, "points_total": sp.existing, "seconds": round(time.perf_counter() - t0, 3)}
     ctx.store.ensure(spec)
-    sync(ws, sp)
+    t1 = time.perf_counter()
+    timings: dict[str, float] = {}
+    written, _ = sync(ws, sp, timings=timings)
+    index = timings.get("seconds_index", 0.0)
+    write = time.perf_counter() - t1 - index
     validate(ws, "shadow collection" if sp.new_vector_set else "collection")
     points_total = ctx.store.count(ctx.collection)
     write_receipt(ctx, points_total)
-    return {**stats, "points_total": points_total, "seconds": round(time.perf_counter() - t0, 3)}
+    seconds = time.perf_counter() - t0
+    return {**stats, "points_total": points_total, "seconds": round(seconds, 3),
+            # the write path (records built, sent, acknowledged) and the store's index build
+            "seconds_write": round(write, 3), "seconds_index": round(index, 3),
+            "points_per_second_write": round(written / write, 1) if written and write > 0 else 0.0,
+            "points_per_second": round(written / seconds, 1) if written and seconds > 0 else 0.0}
 
 
 # ---- plan -----------------------------------------------------------------------------------------
@@ -193,9 +238,8 @@ def _embed_backlog(cfg: Config, art: Artifacts) -> tuple[int | None, int | None]
 
 def plan(cfg: Config, art: Artifacts) -> SyncPlan:
     """What ``run_build`` would do now (nothing is written), plus the embedding backlog."""
-    require_rows(art)
-    ctx = load_context(cfg, art)
-    sp = sync_plan(ctx, desired_state(art, fingerprint=ctx.fingerprint, model=ctx.model))
+    with open_workspace(cfg, art) as ws:
+        sp = sync_plan(ws.ctx, ws.state)
     texts, tokens = _embed_backlog(cfg, art)
     mass = sp.existing > 0 and sp.delete_fraction > cfg.qdrant.max_delete_fraction
     return replace(sp, texts_to_embed=texts, tokens_to_embed=tokens, extra={"mass_delete": mass})

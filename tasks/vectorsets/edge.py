@@ -11,9 +11,12 @@ Edge has no server-side aliases, so an alias is a pointer in ``aliases.json``; a
 file and ``os.replace``-s it, so a reader sees either the old or the new target, never a mix.
 
 Indexing: Edge builds HNSW only when :meth:`EdgeStore.optimize` is called (``EdgeShard.optimize``,
-~60 s per 100 k × 384-d). :func:`embedline.tasks.vectorsets.build.run_build` calls it after a sync that changed
-points. Searches use exact (brute force, ~9 ms at 100 k) while a collection has at most
-``EXACT_SEARCH_MAX`` points or is not fully indexed, HNSW (``hnsw_ef``) otherwise.
+~60 s per 100 k × 384-d on 2 cores, far more than writing the points). :func:`embedline.tasks.vectorsets.build.run_build`
+calls it after a sync that changed points, and it builds the index only once the collection holds
+more than ``qdrant.index_threshold`` points (default ``EXACT_SEARCH_MAX``): below that, searches are
+exact (brute force, ~9 ms at 100 k, recall 1.0 where HNSW gives 0.94), so an index would cost a
+minute per build and buy nothing. Searches use exact while a collection is at or below the threshold
+or not fully indexed, HNSW (``hnsw_ef``) otherwise.
 
 Hybrid: a spec with ``sparse`` adds the named sparse vector ``bm25`` (IDF modifier) to the shard
 config (:mod:`embedline.tasks.vectorsets.edge_schema`); :meth:`EdgeStore.search_hybrid` is one ``QueryRequest``
@@ -62,7 +65,7 @@ from embedline.tasks.vectorsets.base import (
 )
 from embedline.tasks.vectorsets.edge_schema import edge_config, edge_filter, edge_sparse
 
-EXACT_SEARCH_MAX = 20_000
+EXACT_SEARCH_MAX = 100_000  # exact search ~9 ms at 100 k x 384-d (FACTS.md)
 LOCK_WAIT_S = float(os.environ.get("EMBEDLINE_EDGE_LOCK_WAIT_S", "30"))
 HNSW_EF = 128
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
@@ -96,8 +99,9 @@ class EdgeStore:
     backend = "edge"
     max_parallel = 1  # in-process engine: parallel upload streams buy nothing
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, index_threshold: int = EXACT_SEARCH_MAX):
         self.root = Path(path).resolve()
+        self.index_threshold = index_threshold
         self.collections_dir = self.root / "collections"
 
     # ---- layout helpers ----------------------------------------------------------------------
@@ -307,12 +311,11 @@ class EdgeStore:
         )
         return [Hit(id=str(r.id), score=float(r.score), payload=r.payload or {}) for r in res]
 
-    @staticmethod
-    def _dense_params(shard: Any, k: int) -> Any:
+    def _dense_params(self, shard: Any, k: int) -> Any:
         """Exact search while small or not fully indexed, HNSW otherwise."""
         qe = _edge()
         info = shard.info()
-        exact = info.points_count <= EXACT_SEARCH_MAX or info.indexed_vectors_count < info.points_count
+        exact = info.points_count <= self.index_threshold or info.indexed_vectors_count < info.points_count
         return qe.SearchParams(exact=True) if exact else qe.SearchParams(hnsw_ef=max(HNSW_EF, k))
 
     def search_hybrid(
@@ -363,8 +366,10 @@ class EdgeStore:
         return [Hit(id=str(r.id), score=float(r.score), payload=r.payload or {}) for r in res]
 
     def optimize(self, collection: str) -> None:
+        """Build HNSW once the collection is past ``index_threshold`` points (searched exactly below)."""
         shard = self._shard(collection)
-        shard.optimize()
+        if shard.info().points_count > self.index_threshold:
+            shard.optimize()
         shard.flush()
 
     # ---- lifecycle ---------------------------------------------------------------------------

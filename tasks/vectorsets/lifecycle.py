@@ -4,16 +4,17 @@ shared by build, verify, promote and import (write points in batches, validate, 
 Naming: physical = ``f"{qdrant.collection}-{fingerprint}"``; the alias ``qdrant.collection`` points at
 the live one. A new fingerprint (model, dims, prompt, preprocessing or chunking changed) builds a
 *shadow* collection, which is validated (point count, a sample of vectors read back equal to
-vectors.npy within 1e-6, payload hashes) before the alias is swapped; the previous
+the vector shards within 1e-6, payload hashes) before the alias is swapped; the previous
 ``qdrant.keep_versions`` collections of the alias are kept, older ones dropped.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,7 +26,7 @@ from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.config import Config, QdrantParams
 from embedline.tasks.vectors import unit
 from embedline.tasks.vectorsets.stores import PointRecord, VectorSetSpec, VectorStore, open_store
-from embedline.tasks.vectorsets.sync import PAYLOAD_HASH, batched, chunks_of
+from embedline.tasks.vectorsets.sync import PAYLOAD_HASH, SPARSE_ENTRY_BYTES, batched
 
 if TYPE_CHECKING:
     from embedline.tasks.vectorsets.sparse import Bm25Encoder
@@ -181,32 +182,30 @@ def _upsert_counted(store: VectorStore, collection: str, batch: list[PointRecord
     return len(batch)
 
 
-def delete_points(store: VectorStore, collection: str, ids: Sequence[str]) -> int:
-    for part in chunks_of(ids, DELETE_BATCH):
-        store.delete(collection, list(part))
-    return len(ids)
+def delete_points(store: VectorStore, collection: str, ids: Iterable[str]) -> int:
+    """Delete ``ids`` (any iterable, streamed) in batches of ``DELETE_BATCH``; returns how many."""
+    n = 0
+    part: list[str] = []
+    for pid in ids:
+        part.append(pid)
+        if len(part) >= DELETE_BATCH:
+            store.delete(collection, part)
+            n, part = n + len(part), []
+    if part:
+        store.delete(collection, part)
+        n += len(part)
+    return n
 
 
-def records_for(
-    batches: Iterable[Sequence[Any]],
-    vectors: np.ndarray,
-    wanted: set[str] | None,
-    *,
-    sparse: Bm25Encoder | None = None,
-) -> Iterator[PointRecord]:
-    """PointRecords of desired points (``embedline.tasks.vectorsets.sync.DesiredPoint`` batches) whose id is wanted; with
-    a ``sparse`` encoder each also carries its BM25 sparse vector (a function of its payload)."""
+def with_sparse(rec: PointRecord, sparse: Bm25Encoder | None) -> PointRecord:
+    """``rec`` carrying its BM25 sparse vector (a function of its payload) when ``sparse`` is set."""
+    if sparse is None:
+        return rec
     from embedline.tasks.vectorsets.sparse import sparse_for
 
-    for batch in batches:
-        for p in batch:
-            if wanted is None or p.id in wanted:
-                yield PointRecord(
-                    id=p.id,
-                    vector=np.asarray(vectors[p.row], dtype=np.float32),
-                    payload=p.payload,
-                    sparse=None if sparse is None else sparse_for(p.payload, sparse),
-                )
+    sv = sparse_for(rec.payload or {}, sparse)
+    hint = rec.size_hint + len(sv) * SPARSE_ENTRY_BYTES if rec.size_hint else 0
+    return dataclasses.replace(rec, sparse=sv, size_hint=hint)
 
 
 def sparse_encoder(cfg: Config) -> Bm25Encoder | None:
@@ -247,7 +246,7 @@ def validate_collection(
                 continue
             want = expected_vector(vec, distance)
             if rec.vector.shape != want.shape or not np.allclose(rec.vector, want, atol=VECTOR_ATOL, rtol=0):
-                problems.append(f"point {pid}: vector read back differs from vectors.npy")
+                problems.append(f"point {pid}: vector read back differs from the vector shards")
             if (rec.payload or {}).get(PAYLOAD_HASH) != phash:
                 problems.append(f"point {pid}: payload hash differs")
             if sparse is not None and not _sparse_matches(rec, sparse):

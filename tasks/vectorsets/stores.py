@@ -43,7 +43,7 @@ StoreFactory = Callable[[QdrantParams, Path], VectorStore]
 def _edge(params: QdrantParams, root: Path) -> VectorStore:
     from embedline.tasks.vectorsets.edge import EdgeStore
 
-    return EdgeStore(_path(params, root))
+    return EdgeStore(_path(params, root), index_threshold=params.index_threshold)
 
 
 def _local(params: QdrantParams, root: Path) -> VectorStore:

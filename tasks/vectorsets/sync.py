@@ -1,10 +1,11 @@
 """The desired state of a vector set and the plan that takes a store there.
 
-Desired state = one point per row of deduped.parquet: id = uuid5(chunk id), vector = its row of
-vectors.npy, payload built by :func:`build_payload` with a ``payload_hash`` over everything else in
-the payload. The store's state is read back as ``id -> payload_hash`` (a scan with only that field).
-:func:`compute_plan` is a pure function of the two: adds, updates (hash differs or missing), deletes
-and the unchanged count. Upserts go first and deletes last, so a changed document never has zero
+Desired state = one point per row of the deduped shards: id = uuid5(chunk id), vector = its row of
+the vector shard of the same index, payload built by :func:`build_payload` with a ``payload_hash``
+over everything else in the payload. The store's state is read back as ``id -> payload_hash`` (a
+scan with only that field). :func:`compute_plan` is the pure diff of the two (adds, updates: hash
+differs or missing, deletes, the unchanged count) on in-memory maps; the stages run the same diff
+on disk (:class:`embedline.tasks.vectorsets.source.SyncState`, tested against this function). Upserts go first and deletes last, so a changed document never has zero
 vectors in between.
 """
 
@@ -13,82 +14,17 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from embedline.tasks.batching import pack
-from embedline.tasks.config import stable_hash
+from embedline.tasks.payloads import PAYLOAD_HASH, build_payload, payload_hash  # noqa: F401 (re-exported)
 from embedline.tasks.vectorsets.base import PointRecord
 
-PAYLOAD_HASH = "payload_hash"
 VECTOR_JSON_BYTES = 20  # a float32 as JSON text in a REST request, generously
 SPARSE_ENTRY_BYTES = 32  # one sparse (index, value) pair as JSON text
 POINT_OVERHEAD_BYTES = 128
-
-
-def payload_hash(payload: Mapping[str, Any]) -> str:
-    return stable_hash({k: v for k, v in payload.items() if k != PAYLOAD_HASH})[:16]
-
-
-def build_payload(row: Mapping[str, Any], *, fingerprint: str, model: str) -> dict[str, Any]:
-    """The Qdrant payload of one deduped row (see tasks.dedupe for the duplicate fields)."""
-    payload: dict[str, Any] = {
-        "text": row["text"],
-        "source": row["source"],
-        "sources": json.loads(row["sources"] or "[]"),
-        "doc_id": row["doc_id"],
-        "chunk_id": row["chunk_id"],
-        "chunk_index": row["chunk_index"],
-        "title": row["title"],
-        "heading_path": list(row["heading_path"] or ()),
-        "char_start": row["char_start"],
-        "char_end": row["char_end"],
-        "token_count": row["token_count"],
-        "text_hash": row["text_hash"],
-        "fingerprint": fingerprint,
-        "model": model,
-        "duplicates": json.loads(row["duplicates"] or "[]"),
-        "is_duplicate": bool(row["is_duplicate"]),
-        "canonical_id": row["canonical_id"],
-    }
-    meta = json.loads(row.get("metadata") or "{}")
-    if meta:
-        payload["metadata"] = meta
-    payload[PAYLOAD_HASH] = payload_hash(payload)
-    return payload
-
-
-@dataclass(frozen=True)
-class DesiredPoint:
-    id: str
-    row: int
-    payload: dict[str, Any]
-
-
-def iter_desired(
-    deduped: Path, *, fingerprint: str, model: str, batch_rows: int = 2048
-) -> Iterator[list[DesiredPoint]]:
-    """Batches of desired points, streamed from deduped.parquet."""
-    import pyarrow.parquet as pq  # here: a search imports this module and never reads Parquet
-
-    pf = pq.ParquetFile(deduped)
-    for batch in pf.iter_batches(batch_size=batch_rows):
-        yield [
-            DesiredPoint(r["point_id"], int(r["row"]), build_payload(r, fingerprint=fingerprint, model=model))
-            for r in batch.to_pylist()
-        ]
-
-
-def desired_hashes(deduped: Path, *, fingerprint: str, model: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for batch in iter_desired(deduped, fingerprint=fingerprint, model=model):
-        for p in batch:
-            if p.id in out:
-                raise ValueError(f"{deduped}: point id {p.id} appears twice (chunk ids must be unique)")
-            out[p.id] = p.payload[PAYLOAD_HASH]
-    return out
 
 
 @dataclass(frozen=True)
@@ -153,14 +89,11 @@ def batched(
     (a single point bigger than ``max_bytes`` goes alone: the store reports it if it is too big)."""
 
     def weight(p: PointRecord) -> int:
+        if p.size_hint:
+            return p.size_hint
         return point_bytes(p.payload or {}, dims) + (len(p.sparse) * SPARSE_ENTRY_BYTES if p.sparse else 0)
 
     return pack(points, weight, max_items=max_points, max_weight=max_bytes)
-
-
-def chunks_of(ids: Sequence[str], n: int) -> Iterator[Sequence[str]]:
-    for s in range(0, len(ids), n):
-        yield ids[s : s + n]
 
 
 def sample_ids(ids: Sequence[str], k: int) -> list[str]:

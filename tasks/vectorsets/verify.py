@@ -13,15 +13,17 @@ Two questions, one report (:class:`VerifyReport`, ``embedline verify [--json]``)
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.config import Config
 from embedline.tasks.vectorsets.base import VectorSetMismatchError
 from embedline.tasks.vectorsets.build import (
+    Workspace,
     guard_deletes,
     open_workspace,
+    plan_counts,
     sync,
     sync_plan,
     validate,
@@ -29,6 +31,8 @@ from embedline.tasks.vectorsets.build import (
 )
 from embedline.tasks.vectorsets.lifecycle import sparse_encoder, validate_collection
 from embedline.tasks.vectorsets.stores import VectorStore
+
+MAX_LISTED = 1000  # ids listed per kind (missing, orphans, stale); the counts are exact
 
 
 @dataclass
@@ -48,6 +52,7 @@ class VerifyReport:
     dims_ok: bool = True
     problems: list[str] = field(default_factory=list)  # validation of counts + sampled vectors
     repaired: dict[str, int] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)  # missing / orphans / stale (the lists are capped)
 
     @property
     def served_ok(self) -> bool:
@@ -77,8 +82,9 @@ class VerifyReport:
 
     def summary(self) -> dict[str, Any]:
         d = asdict(self)
+        counts = d.pop("counts")
         for k in ("missing", "orphans", "stale"):
-            d[k] = len(d[k])
+            d[k] = counts.get(k, len(d[k]))
         d["ok"] = self.ok
         d["fix"] = self.fix
         return d
@@ -92,7 +98,11 @@ def collection_counts(store: VectorStore, alias: str) -> dict[str, int]:
 def verify(cfg: Config, art: Artifacts, repair: bool = False, *, allow_mass_delete: bool = False) -> VerifyReport:
     """Compare what is served with what the workspace records, and the recorded set with the
     artifacts; with ``repair``, make the recorded set complete (see module doc)."""
-    ws = open_workspace(cfg, art)
+    with open_workspace(cfg, art) as ws:
+        return _verify(cfg, ws, repair, allow_mass_delete)
+
+
+def _verify(cfg: Config, ws: Workspace, repair: bool, allow_mass_delete: bool) -> VerifyReport:
     ctx = ws.ctx
     store = ctx.store
     spec = store.describe(ctx.collection)
@@ -100,7 +110,7 @@ def verify(cfg: Config, art: Artifacts, repair: bool = False, *, allow_mass_dele
     report = VerifyReport(
         collection=ctx.collection, alias=ctx.alias, served_collection=ctx.live,
         served_fingerprint=ctx.live.removeprefix(prefix) if ctx.live and ctx.live.startswith(prefix) else ctx.live,
-        recorded_fingerprint=ctx.fingerprint, exists=spec is not None, expected=len(ws.desired), actual=0,
+        recorded_fingerprint=ctx.fingerprint, exists=spec is not None, expected=ws.state.desired, actual=0,
         collections=collection_counts(store, ctx.alias),
     )
     if spec is not None:
@@ -114,19 +124,23 @@ def verify(cfg: Config, art: Artifacts, repair: bool = False, *, allow_mass_dele
                 f"{ctx.dims}: it cannot be repaired in place; drop it and re-run the upsert"
             )
         return report
-    sp = sync_plan(ctx, ws.desired)
-    report.missing, report.stale, report.orphans = list(sp.adds), list(sp.updates), list(sp.deletes)
-    if spec is not None and not (sp.adds or sp.updates):
+    sp = sync_plan(ctx, ws.state, with_ids=False)
+    counts = plan_counts(sp)
+    report.missing = list(ws.state.ids("adds", MAX_LISTED))
+    report.stale = list(ws.state.ids("updates", MAX_LISTED))
+    report.orphans = list(ws.state.ids("deletes", MAX_LISTED))
+    report.counts = {"missing": counts["adds"], "stale": counts["updates"], "orphans": counts["deletes"]}
+    if spec is not None and not (counts["adds"] or counts["updates"]):
         report.problems = validate_collection(
-            store, ctx.collection, expected_count=len(ws.desired) + len(sp.deletes),
+            store, ctx.collection, expected_count=ws.state.desired + counts["deletes"],
             sample=validation_sample(ws), distance=cfg.qdrant.distance, sparse=sparse_encoder(cfg),
         )
     if repair and not report.complete:
         guard_deletes(ctx, sp, allow_mass_delete)
         store.ensure(ctx.spec(embed=cfg.embed.model_dump(mode="json")))
-        if report.problems and not (sp.adds or sp.updates):  # vectors/hashes wrong: rewrite all
-            sp = replace(sp, updates=tuple(ws.desired))
-        written, deleted = sync(ws, sp)
+        # vectors/hashes wrong: rewrite all
+        everything = bool(report.problems) and not (counts["adds"] or counts["updates"])
+        written, deleted = sync(ws, sp, everything=everything)
         validate(ws, "repaired collection")
         report.repaired = {"upserted": written, "deleted": deleted}
         report.actual = store.count(ctx.collection)

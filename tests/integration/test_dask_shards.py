@@ -57,3 +57,61 @@ def test_dask_chunk_shards_equal_in_process(tmp_path: Path) -> None:
         dask = _on_cluster(client, roots["dask"])
         assert dask["documents_chunked"] == local["documents_chunked"] == 1
         assert _files(Artifacts(roots["dask"])) == _files(Artifacts(roots["local"]))
+
+
+def _points(root: Path) -> dict[str, str]:
+    from embedline.tasks.vectorsets.stores import close_stores, open_store
+
+    cfg = load_config(root / "params.yaml")
+    store = open_store(cfg.qdrant, root)
+    try:
+        name = store.get_alias(cfg.qdrant.collection) or next(
+            c for c in store.list_collections() if c.startswith(cfg.qdrant.collection))
+        return {p.id: (p.payload or {})["payload_hash"] for p in store.scan(name, with_payload=["payload_hash"])}
+    finally:
+        close_stores()
+
+
+def test_dask_embed_shards_equal_in_process(tmp_path: Path) -> None:
+    """Embedding (row-range shards into the cache) and the vector shards (one task per chunk shard)
+    on a 2-worker LocalCluster: byte-identical vector shards and manifest, and the same points."""
+    from distributed import Client, LocalCluster
+
+    from embedline.tasks.embed.stage import (
+        embed_shard,
+        finalize_embed,
+        plan_shards,
+        plan_vector_shards,
+        run_embed,
+        write_vector_shard_for,
+    )
+    from embedline.tasks.pipeline import run_stage
+
+    params = {**FAKE, "run.shards": 4, "embed.shard_rows": 3}
+    roots = {k: make_project(tmp_path / k, params, docs=DOCS) for k in ("local", "dask")}
+    for root in roots.values():
+        cfg, art = load_config(root / "params.yaml"), Artifacts(root)
+        run_preprocess(cfg, art)
+        run_chunk(cfg, art)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        run_embed(load_config(roots["local"] / "params.yaml"), Artifacts(roots["local"]))
+        cfg, art = load_config(roots["dask"] / "params.yaml"), Artifacts(roots["dask"])
+        shards = plan_shards(cfg, art)
+        assert len(shards) > 2
+        stats = client.gather(client.map(embed_shard, [cfg] * len(shards), [art] * len(shards), shards, pure=False))
+        indexes = plan_vector_shards(art)
+        assert len(indexes) > 1
+        vec = client.gather(client.map(write_vector_shard_for, [cfg] * len(indexes), [art] * len(indexes), indexes,
+                                       pure=False))
+        assert all(r["written"] for r in vec)
+        finalize_embed(cfg, art, stats, vector_results=vec)
+    local, dask = Artifacts(roots["local"]), Artifacts(roots["dask"])
+    files = {f.name: f.read_bytes() for f in shard_files(local.vectors)}
+    assert len(files) == len(indexes) and files == {f.name: f.read_bytes() for f in shard_files(dask.vectors)}
+    assert local.manifest.read_bytes() == dask.manifest.read_bytes()
+    for root in roots.values():
+        cfg, art = load_config(root / "params.yaml"), Artifacts(root)
+        run_stage("dedupe", cfg, art)
+        run_stage("upsert", cfg, art)
+    assert _points(roots["local"]) == _points(roots["dask"]) and _points(roots["local"])

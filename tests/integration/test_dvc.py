@@ -13,13 +13,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from embedline.tasks.config import load_config
 from embedline.tasks.records import doc_id_for
 from embedline.tasks.shards import shard_name, shard_of
+from embedline.tasks.vector_shards import read_all
 from embedline.tasks.vectorsets.stores import close_stores, open_store
+from tests.chunkdata import folder_bytes
 from tests.dvcrepo import STAGES, Repo, clone
 
 pytestmark = pytest.mark.integration
@@ -116,14 +117,14 @@ def test_two_clean_runs_give_identical_vectors(
     assert "dvc.lock" in changed
     assert all(p == "dvc.lock" or p.startswith("data/metrics/") for p in changed), changed
 
-    a = (first.path / "data/embeddings/vectors.npy").read_bytes()
-    b = (second.path / "data/embeddings/vectors.npy").read_bytes()
-    assert a == b
+    a = folder_bytes(first.path / "data/embeddings/vectors")
+    b = folder_bytes(second.path / "data/embeddings/vectors")
+    assert a and a == b
     fp1 = first.json("data/embeddings/manifest.json")["fingerprint"]
     fp2 = second.json("data/embeddings/manifest.json")["fingerprint"]
     assert fp1 == fp2
-    for stage, path in [("embed", "data/embeddings/vectors.npy"), ("chunk", "data/interim/chunks"),
-                        ("dedupe", "data/interim/deduped.parquet")]:
+    for stage, path in [("embed", "data/embeddings/vectors"), ("chunk", "data/interim/chunks"),
+                        ("dedupe", "data/interim/deduped")]:
         assert _lock_out(first, stage, path)["md5"] == _lock_out(second, stage, path)["md5"], path
     assert _points(first).keys() == _points(second).keys()
 
@@ -220,13 +221,13 @@ def test_push_clone_pull_restores_collection_without_embedding(
     expected = _points(work)
 
     fresh = clone(work, tmp_path / "fresh", scratch)
-    assert not (fresh.path / "data/embeddings/vectors.npy").exists()
+    assert not (fresh.path / "data/embeddings/vectors").exists()
     fresh.dvc("pull")
     assert up_to_date(fresh)
     lock = (fresh.path / "dvc.lock").read_bytes()
-    assert (fresh.path / "data/embeddings/vectors.npy").read_bytes() == (
-        work.path / "data/embeddings/vectors.npy"
-    ).read_bytes()
+    assert folder_bytes(fresh.path / "data/embeddings/vectors") == folder_bytes(
+        work.path / "data/embeddings/vectors"
+    )
 
     poison = tmp_path / "poison"
     poison.mkdir()
@@ -264,11 +265,9 @@ def test_ingest_flow_run_leaves_dvc_status_clean(work: Repo) -> None:
     assert up_to_date(work)
     assert work.repro() == ["promote"]
     # what DVC recorded is what the flow built
-    lock = _lock_out(work, "embed", "data/embeddings/vectors.npy")["md5"]
-    import hashlib
-
-    assert hashlib.md5((work.path / "data/embeddings/vectors.npy").read_bytes()).hexdigest() == lock
-    assert np.load(work.path / "data/embeddings/vectors.npy").shape[0] == work.json(
+    lock = _lock_out(work, "embed", "data/embeddings/vectors")
+    assert lock["nfiles"] == len(list((work.path / "data/embeddings/vectors").glob("shard-*")))
+    assert read_all(work.path / "data/embeddings/vectors").shape[0] == work.json(
         "data/metrics/embed.json"
     )["rows"]
 
@@ -293,6 +292,10 @@ def test_one_file_edit_rewrites_only_its_shard_files(work: Repo) -> None:
     shard = shard_name(shard_of(doc_id_for("net/tcp.txt"), shards))
     assert {p for p in files if p.startswith("data/interim/documents/")} == {f"data/interim/documents/{shard}"}
     assert {p for p in files if p.startswith("data/interim/chunks/")} == {f"data/interim/chunks/{shard}"}
+    # the later stages too: one vector shard, one deduped shard (the others byte-identical)
+    assert {p for p in files if p.startswith("data/embeddings/vectors/")} == {f"data/embeddings/vectors/{shard}"}
+    assert {p for p in files if p.startswith("data/interim/deduped/")} == {f"data/interim/deduped/{shard}"}
+    assert work.json("data/metrics/embed.json")["vector_shards_written"] == 1
 
 # ---- byte-stable outputs ----------------------------------------------------------------------------
 def _cached_out_hashes(repo: Repo) -> dict[str, str]:

@@ -167,6 +167,16 @@ def test_cli_split_queries_and_finetune_errors(tmp_path: Path) -> None:
     res = embedline("split-queries", "src", "data/split", "--train-fraction", "0.5", cwd=root)
     assert res.returncode == 0, res.stderr
     assert (root / "data/split/qrels/train.tsv").is_file() and (root / "data/split/qrels/test.tsv").is_file()
+    # a validation split carved out of the train split only (to tune without the held-out queries)
+    res = embedline("split-queries", "data/split", "data/val", "--split", "train", "--train-fraction", "0.5",
+                    cwd=root)
+    assert res.returncode == 0, res.stderr
+
+    def ids(path: str) -> set[str]:
+        return {line.split("\t")[0] for line in (root / path).read_text().splitlines()[1:]}
+
+    val = ids("data/val/qrels/train.tsv") | ids("data/val/qrels/test.tsv")
+    assert val == ids("data/split/qrels/train.tsv") and not val & ids("data/split/qrels/test.tsv")
     res = embedline("finetune", "--set", "finetune.epoch=2", cwd=root)
     assert res.returncode == 2 and "finetune.epoch" in res.stderr and "epochs" in res.stderr
     res = embedline("finetune", "--no-train", "--promote", cwd=root)

@@ -80,11 +80,15 @@ def test_edit_add_delete_rename_reprocess_exactly_those_documents(tmp_path: Path
 
     # unchanged re-run: nothing hashed, loaded, chunked or rewritten
     docs_mtimes, chunk_mtimes = _mtimes(art.documents), _mtimes(art.chunks)
+    vec_mtimes, dedup_mtimes = _mtimes(art.vectors), _mtimes(art.deduped)
+    assert set(vec_mtimes) == set(chunk_mtimes) and set(dedup_mtimes) <= set(chunk_mtimes)
     again = _ingest(cfg, art)
     assert again["preprocess"]["files_hashed"] == again["preprocess"]["files_loaded"] == 0
     assert again["preprocess"]["files_unchanged"] == n and again["preprocess"]["shards_written"] == 0
     assert again["chunk"]["documents_chunked"] == 0 and again["chunk"]["shards_written"] == 0
     assert _mtimes(art.documents) == docs_mtimes and _mtimes(art.chunks) == chunk_mtimes
+    assert again["embed"]["vector_shards_written"] == again["dedupe"]["deduped_shards_written"] == 0
+    assert _mtimes(art.vectors) == vec_mtimes and _mtimes(art.deduped) == dedup_mtimes
     assert (again["upsert"]["added"], again["upsert"]["updated"], again["upsert"]["deleted"]) == (0, 0, 0)
 
     # touched but not changed: hashed, not loaded
@@ -124,6 +128,13 @@ def test_edit_add_delete_rename_reprocess_exactly_those_documents(tmp_path: Path
     assert {k: v for k, v in _mtimes(art.documents).items() if k in untouched} == {
         k: v for k, v in docs_mtimes.items() if k in untouched}
     assert run["upsert"]["added"] > 0 and run["upsert"]["deleted"] > 0
+    # the vector and deduped shards of untouched shards were not rewritten either
+    assert run["embed"]["vector_shards_written"] == ch["shards_written"]
+    for folder, before in ((art.vectors, vec_mtimes), (art.deduped, dedup_mtimes)):
+        after = _mtimes(folder)
+        assert {k: v for k, v in after.items() if k in untouched} == {k: v for k, v in before.items() if k in untouched}
+        assert {k for k in after.keys() | before.keys() if after.get(k) != before.get(k)} <= {
+            shard_name(i) for i in touched_shards}
 
     # the final state equals a clean ingest of the final corpus
     final = {rel: (raw / rel).read_text() for rel in files}
@@ -131,6 +142,8 @@ def test_edit_add_delete_rename_reprocess_exactly_those_documents(tmp_path: Path
     _ingest(cfg2, art2)
     assert _bytes(art.documents) == _bytes(art2.documents)
     assert _bytes(art.chunks) == _bytes(art2.chunks)
+    assert _bytes(art.vectors) == _bytes(art2.vectors) and _bytes(art.vectors)
+    assert _bytes(art.deduped) == _bytes(art2.deduped) and _bytes(art.deduped)
     assert art.rejected.read_bytes() == art2.rejected.read_bytes()
     assert _state(cfg, art) == _state(cfg2, art2)
 

@@ -23,6 +23,7 @@ from embedline.tasks.embed import (
 )
 from embedline.tasks.embed.providers.sentence_transformers import local_model_revision
 from embedline.tasks.tokenize import resolve_model
+from tests.chunkdata import folder_bytes
 from tests.fakes.chunks import write_chunks
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -44,7 +45,7 @@ def _release_models() -> Iterator[None]:
 
 
 def st(**kw: Any) -> EmbedParams:
-    return EmbedParams.model_validate({"provider": "sentence-transformers", **kw})
+    return EmbedParams.model_validate({"provider": "sentence-transformers", "backend": "torch", **kw})
 
 
 def test_unit_norm_semantics_and_revision() -> None:
@@ -86,10 +87,10 @@ def test_stage_cache_hits_on_rerun(tmp_path: Path) -> None:
     cfg = load_config(None, {"embed": {"cache_path": str(tmp_path / "c.sqlite"), "passage_prompt": "passage: "}})
     first = run_embed(cfg, art)
     assert (first["unique_texts"], first["texts_embedded"]) == (4, 4)
-    vectors, manifest_bytes = art.vectors.read_bytes(), art.manifest.read_bytes()
+    vectors, manifest_bytes = folder_bytes(art.vectors), art.manifest.read_bytes()
     second = run_embed(cfg, art)
     assert (second["cache_hits"], second["texts_embedded"]) == (4, 0)
-    assert art.vectors.read_bytes() == vectors
+    assert folder_bytes(art.vectors) == vectors
     manifest = json.loads(art.manifest.read_text())
     assert manifest["fingerprint"] == fingerprint_for(cfg)
     # byte-stable (a DVC output): a second run, all from the cache, writes the same bytes, and
@@ -141,5 +142,5 @@ def test_two_clean_runs_give_byte_identical_vectors(tmp_path: Path) -> None:
     outs = []
     for name in ("a", "b"):
         subprocess.run([sys.executable, "-c", _CLEAN_RUN, str(tmp_path / name)], check=True, cwd=ROOT)
-        outs.append((tmp_path / name / "data" / "embeddings" / "vectors.npy").read_bytes())
+        outs.append(folder_bytes(tmp_path / name / "data" / "embeddings" / "vectors"))
     assert outs[0] == outs[1]

@@ -26,6 +26,7 @@ from embedline.tasks.embed.cache import EmbeddingCache
 from embedline.tasks.embed.ratelimit import clear_limiters
 from embedline.tasks.embed.stage import cache_path
 from embedline.tasks.tokenize import load_token_counter
+from embedline.tasks.vector_shards import read_all
 from tests.fakes.chunks import write_chunks
 from tests.fakes.openai_server import Fault, OpenAIFakeServer, fake_vector
 
@@ -98,7 +99,7 @@ def test_stage_embeds_unique_texts_once_and_rerun_sends_nothing(
     cfg, art = stage_cfg(server, tmp_path, max_inputs_per_request=4, concurrency=3)
     first = run_embed(cfg, art)
     assert Counter(server.embedded_texts()) == Counter(TEXTS[:10])
-    vectors = np.load(art.vectors)
+    vectors = read_all(art.vectors)
     np.testing.assert_allclose(vectors, expected(texts), atol=1e-6)
     assert (first["unique_texts"], first["cache_misses"], first["texts_embedded"]) == (10, 10, 10)
 
@@ -106,7 +107,7 @@ def test_stage_embeds_unique_texts_once_and_rerun_sends_nothing(
     second = run_embed(cfg, art)
     assert len(server.records) == sent  # zero requests on a re-run
     assert (second["cache_hits"], second["texts_embedded"]) == (10, 0)
-    assert np.load(art.vectors).tobytes() == vectors.tobytes()
+    assert read_all(art.vectors).tobytes() == vectors.tobytes()
 
 
 def test_dimensions_passed_through(server: OpenAIFakeServer) -> None:
@@ -256,7 +257,7 @@ def test_bad_responses_are_rejected_and_not_cached(server: OpenAIFakeServer, tmp
         run_embed(cfg, art)
     with EmbeddingCache(cache_path(cfg, art)) as cache:
         assert cache.count() == 0
-    assert not art.vectors.exists()
+    assert not list(art.vectors.glob('shard-*'))
 
 
 def test_429_without_hint_backs_off_every_caller(server: OpenAIFakeServer) -> None:
@@ -330,7 +331,7 @@ def test_429_storm_whole_run_pays_once_and_never_fires_into_a_window(
     assert server.late_violations(grace=0.5) == []  # in flight when the 429 left
     assert server.crowded == []
     assert bool(calls) is prefect_layer
-    np.testing.assert_allclose(np.load(art.vectors), expected(TEXTS), atol=1e-6)
+    np.testing.assert_allclose(read_all(art.vectors), expected(TEXTS), atol=1e-6)
 
 
 def test_in_flight_successes_are_cached_when_another_request_gives_up(

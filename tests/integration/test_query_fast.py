@@ -47,7 +47,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def st(models: Path, **kw: Any) -> EmbedParams:
-    return EmbedParams.model_validate({"provider": "sentence-transformers", "models_dir": str(models), **kw})
+    return EmbedParams.model_validate({"provider": "sentence-transformers", "backend": "torch", "models_dir": str(models), **kw})
 
 
 def test_exported_graph_matches_torch_within_1e5(models: Path) -> None:
@@ -79,7 +79,7 @@ def test_failed_check_keeps_torch_and_search_never_imports_torch(models: Path) -
     code = (
         "import sys; from embedline.tasks.config import EmbedParams; "
         "from embedline.tasks.embed import embed_query; "
-        f"p = EmbedParams.model_validate({{'provider': 'sentence-transformers', 'models_dir': {str(models)!r}}}); "
+        f"p = EmbedParams.model_validate({{'provider': 'sentence-transformers', 'backend': 'torch', 'models_dir': {str(models)!r}}}); "
         "v = embed_query(p, 'largest planet'); "
         "print(len(v), 'torch' in sys.modules, 'transformers' in sys.modules)"
     )

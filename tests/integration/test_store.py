@@ -329,3 +329,37 @@ def test_reopen_keeps_the_sparse_vector(backend: str, tmp_path: Path) -> None:
     query = encoder({"language": "en"}).query("wing flutter")
     assert s2.search_hybrid("hyb", vecs[2], query, k=1)[0].id == pts[2].id
     close_stores()
+
+
+@pytest.mark.parametrize("threshold", [10, 1000])
+def test_edge_builds_hnsw_only_above_the_index_threshold(
+    tmp_path: Path, threshold: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An HNSW build costs about a minute per 100 k points on 2 cores; below qdrant.index_threshold
+    # searches are exact anyway, so optimize() must not ask Edge for one (and search stays right).
+    params = QdrantParams.model_validate({"path": str(tmp_path / "qdrant"), "index_threshold": threshold})
+    store = open_store(params, tmp_path)
+    name = _name("idx")
+    store.ensure(_spec(name))
+    pts, vecs = _points(40)
+    store.upsert(name, pts)
+    built: list[str] = []
+    real_shard = store._shard  # type: ignore[attr-defined]
+
+    class Recording:
+        def __init__(self, shard: object) -> None:
+            self._shard = shard
+
+        def optimize(self) -> None:
+            built.append(name)
+            self._shard.optimize()  # type: ignore[attr-defined]
+
+        def __getattr__(self, attr: str) -> object:
+            return getattr(self._shard, attr)
+
+    monkeypatch.setattr(store, "_shard", lambda n: Recording(real_shard(n)))
+    store.optimize(name)
+    assert built == ([name] if threshold < 40 else [])
+    monkeypatch.undo()
+    assert store.search(name, vecs[7], k=1)[0].id == pts[7].id
+    close_stores()

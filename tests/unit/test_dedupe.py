@@ -7,14 +7,15 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
+from embedline.tasks import shards
 from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.config import Config, load_config
 from embedline.tasks.dedupe import DedupeInputError, run_dedupe
 from embedline.tasks.neardup import Components, lexical_groups, range_pairs
 from embedline.tasks.records import read_json
+from embedline.tasks.vector_shards import write_vector_shard
 from tests.chunkdata import Item, make_chunk, near, unit, write_artifacts
 
 pytestmark = pytest.mark.unit
@@ -61,7 +62,7 @@ def _planted(seed: int = 7) -> tuple[list[Item], dict[str, int]]:
 
 
 def _rows(art: Artifacts) -> list[dict]:
-    return pq.read_table(art.deduped).to_pylist()
+    return shards.read_table(art.deduped).to_pylist()
 
 
 def _pair_scores(rows: list[dict], truth: dict[str, int]) -> tuple[float, float, int, int]:
@@ -116,7 +117,7 @@ def test_exact_duplicates_collapse_with_every_source(tmp_path: Path) -> None:
     assert sorted(s["source"] for s in srcs) == ["a.md", "b.md", "c.md"]
     assert [s["chunk_id"] for s in srcs] == sorted(s["chunk_id"] for s in srcs)
     assert all(s["match"] == "exact" for s in srcs)
-    # row indexes vectors.npy and the point id is uuid5(chunk id)
+    # row indexes the vector shard of the same index and the point id is uuid5(chunk id)
     assert items[rep["row"]].text == "same words"
     assert rep["point_id"] == make_chunk(items[rep["row"]].source, items[rep["row"]].index, "same words").point_id
 
@@ -232,7 +233,7 @@ def test_misaligned_vectors_fail_clearly(tmp_path: Path) -> None:
     art = Artifacts(tmp_path)
     rng = np.random.default_rng(0)
     write_artifacts(art, [Item("a", 0, "x", unit(rng, 8)), Item("b", 0, "y", unit(rng, 8))])
-    np.save(art.vectors, np.zeros((3, 8), np.float32))
+    write_vector_shard(art.vectors, 0, ["x1", "x2", "x3"], np.zeros((3, 8), np.float32), {})
     with pytest.raises(DedupeInputError, match="align"):
         run_dedupe(_cfg(), art)
 
@@ -242,7 +243,7 @@ def test_empty_input(tmp_path: Path) -> None:
     write_artifacts(art, [], dims=8)
     stats = run_dedupe(_cfg(), art)
     assert stats["points"] == 0 and stats["input_rows"] == 0
-    assert pq.read_table(art.deduped).num_rows == 0
+    assert shards.num_rows(art.deduped) == 0
 
 
 def test_range_search_finds_all_pairs_in_a_dense_group() -> None:

@@ -143,3 +143,37 @@ def test_metrics_live_in_git() -> None:
 def test_dvcignore_hides_bytecode() -> None:
     patterns = (PROJECT / ".dvcignore").read_text().split()
     assert "__pycache__/" in patterns and "*.pyc" in patterns
+
+
+# the embed keys the finetune stage does not depend on: replaced (the base and the fine-tuned model,
+# embedded on torch fp32: tasks/finetune/stage.py ``with_model``) or changing no vector (API, cache,
+# speed). A new embed key must be put on one side or the other.
+FINETUNE_IGNORES_EMBED = {
+    "provider", "model", "revision", "backend", "precision",  # replaced
+    "base_url", "api_key_env", "max_inputs_per_request", "max_tokens_per_request", "requests_per_minute",
+    "tokens_per_minute", "max_retries", "retry_initial_s", "retry_max_s", "timeout_s",  # API providers
+    "batch_size", "concurrency", "shard_rows", "cache", "cache_path", "models_dir",  # speed, storage
+}
+
+
+def test_finetune_depends_on_exactly_the_embed_keys_that_change_its_vectors() -> None:
+    from embedline.tasks.config import EmbedParams
+
+    params = [str(p) for p in DVC["stages"]["finetune"]["params"]]
+    assert "embed" not in params  # the whole section would re-train on `embed.model: models/finetuned`
+    listed = {p.removeprefix("embed.") for p in params if p.startswith("embed.")}
+    fields = set(EmbedParams.model_fields)
+    assert not listed & FINETUNE_IGNORES_EMBED
+    assert listed | FINETUNE_IGNORES_EMBED == fields, sorted(fields - listed - FINETUNE_IGNORES_EMBED)
+    # the pipeline's passages and the dataset's vector sets depend on these whole sections
+    assert {"finetune", "preprocess", "chunk", "dedupe", "qdrant"} <= set(params)
+
+
+def test_finetune_embeds_base_and_finetuned_model_on_torch_fp32() -> None:
+    from embedline.tasks.config import load_config
+    from embedline.tasks.finetune.stage import with_model
+
+    cfg = load_config(PROJECT / "params.yaml", ["embed.backend=auto", "embed.model=models/finetuned"])
+    tuned = with_model(cfg, "models/finetuned").embed
+    assert (tuned.provider, tuned.model, tuned.backend, tuned.precision) == (
+        "sentence-transformers", "models/finetuned", "torch", "fp32")

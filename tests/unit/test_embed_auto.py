@@ -62,3 +62,76 @@ def test_api_providers_resolve_auto_without_calibrating(tmp_path: Path) -> None:
     params.write_text("embed:\n  provider: fake\n  backend: auto\n")
     cfg = resolve_auto(load_config(params, []))
     assert cfg.embed.backend == "torch"
+
+
+def test_a_candidate_below_0999_needs_a_measured_ndcg_loss_within_0005() -> None:
+    int8 = Trial("onnx", "int8", 120.0, 0.992, 0.958)
+    assert choose([TORCH, int8]) is TORCH  # no labelled set: the 0.999 rule alone
+    kept = Trial("onnx", "int8", 120.0, 0.992, 0.958, ndcg_loss=0.004)
+    assert choose([TORCH, kept]) is kept
+    assert choose([TORCH, Trial("onnx", "int8", 120.0, 0.992, 0.958, ndcg_loss=0.006)]) is TORCH
+    assert choose([TORCH, Trial("onnx", "int8", 120.0, 0.985, 0.9, ndcg_loss=0.0)]) is TORCH  # < 0.99
+
+
+def test_the_default_is_auto_and_the_manifest_records_the_choice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A local model folder (as the finetune stage builds one) is calibrated under its own hash;
+    the manifest names the rule and the agreement; the stats carry the cost."""
+    import shutil
+
+    from embedline.tasks.config import Config
+    from embedline.tasks.embed.manifest import build_manifest, run_facts
+    from embedline.tasks.embed.providers.sentence_transformers import local_model_revision
+    from embedline.tasks.tokenize import resolve_model
+
+    assert Config().embed.backend == "auto"
+    model = tmp_path / "models" / "finetuned"
+    shutil.copytree(resolve_model("sentence-transformers/all-MiniLM-L6-v2"), model)
+    params = tmp_path / "params.yaml"
+    params.write_text(f"embed:\n  model: {model}\n  models_dir: {tmp_path / 'exports'}\n")
+    cfg = load_config(params, [])
+    monkeypatch.setattr(auto, "measure", lambda p, texts: [
+        TORCH, Trial("openvino", "fp32", 92.0, 0.999995, 0.99998), Trial("onnx", "int8", 130.0, 0.991, 0.96)])
+    resolved = resolve_auto(cfg, Artifacts(tmp_path))
+    assert (resolved.embed.backend, resolved.embed.precision) == ("openvino", "fp32")
+    record_file = tmp_path / "exports" / local_model_revision(model)[:16] / "calibration.json"
+    assert record_file.is_file()
+    manifest = build_manifest(resolved, Artifacts(tmp_path), "rev", 384, 0, 0, "c")
+    choice = manifest["backend_choice"]
+    assert choice["requested"] == "auto" and choice["mean_cosine"] == 0.999995 and choice["sample"] == "built-in"
+    assert manifest["backend"] == "openvino" and "speedup" not in choice  # timings stay out of DVC outs
+    facts = run_facts(resolved, {"texts_embedded": 0}, 1.0)
+    assert facts["auto_speedup"] == pytest.approx(92.0 / 50.0, abs=1e-3) and "auto_calibration_seconds" in facts
+    explicit = load_config(params, ["embed.backend=openvino"])
+    assert build_manifest(explicit, Artifacts(tmp_path), "rev", 384, 0, 0, "c")["backend_choice"] == {
+        "requested": "openvino"}
+    assert resolved.fingerprint("rev") == explicit.fingerprint("rev") != cfg.fingerprint("rev")
+    # the record survives copies of the config (the stages copy it for scratch workspaces)
+    assert resolved.model_copy(update={"source": "x"}).embed.auto_choice == resolved.embed.auto_choice
+
+
+def test_the_labelled_check_measures_the_ndcg_loss_on_a_beir_set(tmp_path: Path) -> None:
+    import numpy as np
+
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "corpus.jsonl").write_text("".join(
+        json.dumps({"_id": f"d{i}", "title": "", "text": w}) + "\n" for i, w in enumerate(["apple", "bread", "cider"])))
+    (tmp_path / "queries.jsonl").write_text(
+        json.dumps({"_id": "q1", "text": "apple?"}) + "\n" + json.dumps({"_id": "q2", "text": "cider?"}) + "\n")
+    (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td0\t1\nq2\td2\t1\n")
+    words = ["apple", "bread", "cider"]
+
+    def exact(texts: list[str]) -> np.ndarray:
+        return np.eye(3, dtype=np.float32)[[words.index(t.rstrip("?")) for t in texts]]
+
+    def confused(texts: list[str]) -> np.ndarray:  # every query lands on "bread"
+        return np.eye(3, dtype=np.float32)[[1 if t.endswith("?") else words.index(t) for t in texts]]
+
+    check = auto._Labelled(str(tmp_path), exact)
+    near = Trial("onnx", "int8", 100.0, 0.995, 0.97)
+    assert check.loss(near, exact) == 0.0
+    lost = check.loss(near, confused)
+    assert lost is not None and lost > auto.MAX_NDCG_LOSS  # the right doc fell from rank 1 to 2
+    assert check.loss(Trial("onnx", "fp32", 100.0, 0.9999, 0.999), confused) is None  # not needed
+    assert check.loss(Trial("onnx", "int8", 100.0, 0.98, 0.9), confused) is None  # below 0.99 anyway

@@ -33,6 +33,8 @@ from embedline.tasks.embed.protocol import Capability
 from embedline.tasks.embed.providers.fake import SPEC as FAKE_SPEC
 from embedline.tasks.embed.providers.fake import FakeEmbedder
 from embedline.tasks.embed.stage import cache_path
+from embedline.tasks.vector_shards import read_all
+from tests.chunkdata import folder_bytes
 from tests.fakes.chunks import SAMPLE_TEXTS, write_chunks
 
 pytestmark = pytest.mark.unit
@@ -57,7 +59,7 @@ def setup(tmp_path: Path, texts: list[str] = SAMPLE_TEXTS, **embed: Any) -> tupl
 def test_vectors_aligned_with_chunks_and_duplicates_embedded_once(tmp_path: Path) -> None:
     cfg, art = setup(tmp_path)
     stats = run_embed(cfg, art)
-    vectors = np.load(art.vectors)
+    vectors = read_all(art.vectors)
     ref = FakeEmbedder(cfg.embed).embed(SAMPLE_TEXTS)
     assert vectors.dtype == np.float32 and vectors.shape == (len(SAMPLE_TEXTS), 256)
     np.testing.assert_array_equal(vectors, ref)
@@ -99,20 +101,20 @@ def test_manifest(tmp_path: Path) -> None:
 def test_prompt_changes_vectors_and_fingerprint(tmp_path: Path) -> None:
     cfg, art = setup(tmp_path)
     run_embed(cfg, art)
-    plain = np.load(art.vectors)
+    plain = read_all(art.vectors)
     cfg_p, art_p = setup(tmp_path / "p", passage_prompt="passage: ")
     run_embed(cfg_p, art_p)
-    assert not np.array_equal(plain, np.load(art_p.vectors))
+    assert not np.array_equal(plain, read_all(art_p.vectors))
     assert fingerprint_for(cfg) != fingerprint_for(cfg_p)
 
 
 def test_rerun_hits_cache_and_is_byte_identical(tmp_path: Path) -> None:
     cfg, art = setup(tmp_path)
     run_embed(cfg, art)
-    first = art.vectors.read_bytes()
+    first = folder_bytes(art.vectors)
     again = run_embed(cfg, art)
     assert again["texts_embedded"] == 0 and again["cache_hits"] == again["unique_texts"]
-    assert art.vectors.read_bytes() == first
+    assert folder_bytes(art.vectors) == first
 
 
 def test_crash_mid_embed_resumes_without_paying_again(tmp_path: Path) -> None:
@@ -146,10 +148,10 @@ def test_parallel_shards_embed_each_text_once_and_match_sequential(tmp_path: Pat
     assert sum(s["texts_embedded"] for s in stats) == len(set(texts))
     out = finalize_embed(cfg, art, stats)
     assert out["texts_embedded"] == len(set(texts)) and out["rows"] == 40
-    parallel = art.vectors.read_bytes()
+    parallel = folder_bytes(art.vectors)
     cfg2, art2 = setup(tmp_path / "seq", texts=texts)
     run_embed(cfg2, art2)
-    assert art2.vectors.read_bytes() == parallel
+    assert folder_bytes(art2.vectors) == parallel
 
 
 def test_finalize_without_embedding_names_a_missing_chunk(tmp_path: Path) -> None:
@@ -157,7 +159,7 @@ def test_finalize_without_embedding_names_a_missing_chunk(tmp_path: Path) -> Non
     embed_shard(cfg, art, plan_shards(cfg, art)[0])
     with pytest.raises(EmbedError, match=r"no cached vector.*doc\d\.txt"):
         finalize_embed(cfg, art)
-    assert not art.vectors.exists()
+    assert not list(art.vectors.glob('shard-*'))
 
 
 def test_empty_embed_text_is_reported_with_source(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from embedline.tasks.embed import (
 )
 from embedline.tasks.embed.protocol import Capability
 from embedline.tasks.tokenize import load_token_counter
+from embedline.tasks.vector_shards import read_all
 from tests.fakes import toy_provider
 from tests.fakes.chunks import SAMPLE_TEXTS, write_chunks
 
@@ -59,7 +60,7 @@ def test_toy_provider_runs_the_embed_stage(tmp_path: Path) -> None:
     assert before["texts_to_embed"] == unique and before["billed_by_token"] is False
     assert stats["provider"] == "toy" and stats["texts_embedded"] == unique and stats["dims"] == 26
     assert max(emb.requests) <= 2 and sum(emb.requests) == unique  # its own plan_groups was used
-    vectors = np.load(art.vectors)
+    vectors = read_all(art.vectors)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
     manifest = json.loads(art.manifest.read_text())
     assert manifest["revision"] == "toy-letters-v1" and manifest["model_path"] == cfg.embed.model

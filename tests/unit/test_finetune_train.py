@@ -106,3 +106,21 @@ def test_flow_comparison_table() -> None:
     assert comparison_markdown({"pairs": 3}) == ""
     table = comparison_markdown({"base_ndcg@10": 0.3, "finetuned_ndcg@10": 0.35, "delta_ndcg@10": 0.05})
     assert table.splitlines()[2] == "| ndcg@10 | 0.3000 | 0.3500 | +0.0500 |"
+
+
+def test_shadow_of_a_finetuned_model_embeds_on_torch_unless_a_backend_is_named(tmp_path: Path) -> None:
+    from embedline.tasks.finetune.lifecycle import shadow_config
+
+    art = Artifacts(tmp_path)
+    auto = shadow_config(load_config(None, ["embed.backend=auto"]), art, tmp_path / "models" / "ft").embed
+    assert (auto.model, auto.backend, auto.precision) == (str(tmp_path / "models" / "ft"), "torch", "fp32")
+    named = shadow_config(load_config(None, ["embed.backend=onnx"]), art, tmp_path / "models" / "ft").embed
+    assert named.backend == "onnx"  # the user's explicit choice is kept
+
+
+def test_the_stage_does_not_calibrate_an_auto_backend(tmp_path: Path) -> None:
+    from embedline.tasks.pipeline import run_stage
+
+    cfg = load_config(None, ["embed.backend=auto", "embed.models_dir=models-dir"])
+    assert run_stage("finetune", cfg, Artifacts(tmp_path))["enabled"] is False
+    assert not (tmp_path / "models-dir").exists()  # no export, no calibration record

@@ -107,3 +107,47 @@ def test_sample_ids_is_deterministic_and_spread() -> None:
     s = sample_ids(list(reversed(ids)), 5)
     assert s == sample_ids(ids, 5) == ["000", "025", "050", "074", "099"]
     assert sample_ids(ids, 0) == [] and sample_ids(ids[:3], 10) == ids[:3]
+
+
+def test_disk_diff_equals_the_pure_plan() -> None:
+    """The upsert's on-disk diff (SQLite join) gives what compute_plan gives on the same maps,
+    including points the store holds without a hash (stale) and the write order by shard."""
+    import random
+
+    from embedline.tasks.vectorsets.source import SyncState
+
+    rng = random.Random(7)
+    ids = [f"{i:04d}" for i in range(400)]
+    desired = {i: f"h{rng.randrange(3)}" for i in ids[:300]}
+    existing: dict[str, str | None] = {i: rng.choice([f"h{rng.randrange(3)}", None]) for i in ids[150:]}
+    where = {pid: (rng.randrange(4), k) for k, pid in enumerate(desired)}
+    with SyncState() as state:
+        state.add_desired((pid, h, *where[pid]) for pid, h in desired.items())
+        state.add_existing(existing.items())
+        plan = compute_plan(desired, existing)
+        assert tuple(state.ids("adds")) == plan.adds
+        assert tuple(state.ids("updates")) == plan.updates
+        assert tuple(state.ids("deletes")) == plan.deletes
+        c = state.counts()
+        assert (c["adds"], c["updates"], c["deletes"], c["existing"], c["desired"]) == (
+            len(plan.adds), len(plan.updates), len(plan.deletes), plan.existing, plan.desired)
+        batches = list(state.to_write())
+        assert [s for s, _ in batches] == sorted({where[p][0] for p in (*plan.adds, *plan.updates)})
+        written = {(s, r) for s, rows in batches for r in rows}
+        assert written == {where[p] for p in (*plan.adds, *plan.updates)}
+        assert sum(len(r) for _, r in state.to_write(everything=True)) == len(desired)
+        assert state.sample(5) == sample_ids(list(desired), 5)
+
+
+def test_columnar_payloads_equal_row_payloads() -> None:
+    """The upsert builds payloads a column batch at a time: same payloads, same hashes as row by row."""
+    from embedline.tasks.payloads import build_payloads
+
+    rows = [_row(), _row(sources='[{"source": "b.md", "match": "near", "similarity": 0.97}]', duplicates=None,
+                     metadata='{"lang": "en"}', heading_path=None, is_duplicate=True)]
+    cols = {k: [r.get(k) for r in rows] for k in rows[0]}
+    cols["point_id"] = ["p1", "p2"]
+    assert build_payloads(cols, fingerprint="fp", model="m") == [
+        build_payload(r, fingerprint="fp", model="m") for r in rows]
+    known = build_payloads(cols, fingerprint="fp", model="m", known_hashes=["h1", None])
+    assert known[0][PAYLOAD_HASH] == "h1" and known[1] == build_payload(rows[1], fingerprint="fp", model="m")

@@ -158,6 +158,19 @@ def pick_device(requested: str) -> str:
     return "cpu"
 
 
+def exported_device(params: EmbedParams) -> str:
+    """``auto`` for the exported backends: cuda when ONNX Runtime has its CUDA provider, else cpu
+    (OpenVINO runs on the CPU here)."""
+    if params.device != "auto":
+        return params.device
+    if params.backend == "onnx":
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            return "cuda"
+    return "cpu"
+
+
 class TorchBackend:
     name = "torch"
 
@@ -252,7 +265,8 @@ class SentenceTransformerEmbedder:
                 f"embed.backend={params.backend} needs the model on disk; {params.model!r} is not "
                 "a local folder nor in the Hugging Face cache (load it once with backend=torch)"
             )
-        self.device = pick_device(params.device)
+        # exported backends pick their device without importing torch (an ingest on them needs none)
+        self.device = pick_device(params.device) if params.backend == "torch" else exported_device(params)
         self.batch_size = params.batch_size
         self._lock = threading.Lock()  # backends (OpenVINO requests, tokenizers) are not re-entrant
         try:

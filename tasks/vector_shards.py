@@ -1,0 +1,144 @@
+"""Sharded vectors: ``data/embeddings/vectors/shard-NNNNN.parquet``, one file per chunk shard.
+
+A vector shard holds the vectors of one chunk shard, row-aligned with it (row ``i`` is the vector
+of the chunk shard's row ``i``), with the chunk ids they belong to: columns ``chunk_id`` and
+``vector`` (a fixed-size list of float32). Its schema metadata records what it was built from
+(the SHA-256 of the chunk shard's bytes and the embedding namespace), so a run rewrites only the
+shards whose chunk shard changed; the others stay byte-identical (and DVC does not re-hash them).
+Files are written atomically and deterministically (no compression: float32 does not compress;
+one row-group size), so the same inputs give the same bytes on every run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from embedline.tasks.shards import (
+    ROW_GROUP_ROWS,
+    SHARD_PREFIX,
+    shard_files,
+    shard_index,
+    shard_name,
+)
+
+META_KEY = b"embedline"
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes (what a vector or deduped shard records it was built from)."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def source_shards(path: str | Path) -> list[tuple[int, Path]]:
+    """``(shard index, file)`` of a sharded artifact; a single Parquet file is shard 0."""
+    p = Path(path)
+    files = shard_files(p)
+    if p.is_dir():
+        return [(shard_index(f), f) for f in files]
+    return [(0, f) for f in files]
+
+
+def write_vector_shard(
+    folder: Path, index: int, chunk_ids: pa.Array | list[str], vectors: np.ndarray, meta: dict[str, str]
+) -> Path | None:
+    """Write one vector shard atomically; an empty shard removes the file. Returns the path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / shard_name(index)
+    n = len(chunk_ids)
+    if n == 0:
+        path.unlink(missing_ok=True)
+        return None
+    arr = np.ascontiguousarray(vectors, dtype=np.float32)
+    if arr.ndim != 2 or arr.shape[0] != n:
+        raise ValueError(f"vector shard {index}: {arr.shape} vectors for {n} chunk ids")
+    dims = int(arr.shape[1])
+    flat = pa.array(arr.reshape(-1), type=pa.float32())
+    table = pa.table(
+        {"chunk_id": pa.array(chunk_ids, pa.string()), "vector": pa.FixedSizeListArray.from_arrays(flat, dims)},
+    ).replace_schema_metadata({META_KEY: json.dumps({**meta, "dims": dims}, sort_keys=True)})
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp, compression="none", row_group_size=ROW_GROUP_ROWS, use_dictionary=False)
+    os.replace(tmp, path)
+    return path
+
+
+def shard_meta(path: Path) -> dict[str, str]:
+    """The build record of a vector (or deduped) shard ({} when absent or unreadable)."""
+    try:
+        md = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowInvalid):
+        return {}
+    raw = md.get(META_KEY)
+    return json.loads(raw) if raw else {}
+
+
+@dataclass(frozen=True)
+class VectorShard:
+    index: int
+    chunk_ids: list[str]
+    vectors: np.ndarray  # (rows, dims) float32
+
+
+def read_vector_shard(path: Path, index: int | None = None, *, ids: bool = True) -> VectorShard:
+    cols = ["chunk_id", "vector"] if ids else ["vector"]
+    table = pq.ParquetFile(path).read(columns=cols)
+    col = table.column("vector").combine_chunks()
+    dims = col.type.list_size
+    vecs = col.values.to_numpy(zero_copy_only=False).reshape(-1, dims) if len(col) else np.zeros((0, dims), np.float32)
+    chunk_ids = table.column("chunk_id").to_pylist() if ids else []
+    return VectorShard(shard_index(path) if index is None else index, chunk_ids, vecs)
+
+
+def vector_files(folder: str | Path) -> dict[int, Path]:
+    p = Path(folder)
+    return {shard_index(f): f for f in shard_files(p)} if p.is_dir() else {}
+
+
+def iter_vector_shards(folder: str | Path) -> Iterator[VectorShard]:
+    """Every vector shard in shard order, one in memory at a time."""
+    for index, f in sorted(vector_files(folder).items()):
+        yield read_vector_shard(f, index)
+
+
+def count_vectors(folder: str | Path) -> int:
+    return sum(int(pq.ParquetFile(f).metadata.num_rows) for f in vector_files(folder).values())
+
+
+def dims_of(folder: str | Path) -> int | None:
+    for f in vector_files(folder).values():
+        return int(pq.read_schema(f).field("vector").type.list_size)
+    return None
+
+
+def remove_stale(folder: Path, keep: set[int]) -> list[int]:
+    """Delete shard files (and leftover temp files) whose index is not in ``keep``."""
+    removed = []
+    for index, f in vector_files(folder).items():
+        if index not in keep:
+            f.unlink()
+            removed.append(index)
+    if folder.is_dir():
+        for tmp in folder.glob(f"{SHARD_PREFIX}*.tmp"):
+            tmp.unlink(missing_ok=True)
+    return sorted(removed)
+
+
+def read_all(folder: str | Path) -> np.ndarray:
+    """Every vector in shard order as one array (small sets only: tests, tools, benchmarks)."""
+    parts = [s.vectors for s in iter_vector_shards(folder)]
+    if parts:
+        return np.concatenate(parts)
+    return np.zeros((0, dims_of(folder) or 0), np.float32)
