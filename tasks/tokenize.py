@@ -86,6 +86,7 @@ class HFTokenCounter:
     def __init__(self, model: str, max_tokens: int | None = None, revision: str | None = None):
         path = resolve_model(model)
         self.name = f"hf:{model}"
+        self.whitespace_split = False
         self._lock = threading.Lock()  # fast tokenizers are not re-entrant across threads
         tokenizer_file = Path(path) / "tokenizer.json"
         if tokenizer_file.is_file():
@@ -98,6 +99,11 @@ class HFTokenCounter:
             with_special = len(tok.encode("a", add_special_tokens=True).ids)
             self.special_tokens = with_special - len(tok.encode("a", add_special_tokens=False).ids)
             declared = _declared_max_length(Path(path))
+            # BERT-style word pieces never cross whitespace: token counts add up over whitespace
+            # joins (the chunker then counts a chunk off the document's token index)
+            self.whitespace_split = type(tok.pre_tokenizer).__name__ == "BertPreTokenizer" and (
+                tok.normalizer is None or type(tok.normalizer).__name__ == "BertNormalizer"
+            )
         else:
             from transformers import AutoTokenizer
 
@@ -169,6 +175,8 @@ class ConservativeCounter:
     the API counts (it under-counts some CJK and emoji), and chunk boundaries follow it.
     """
 
+    whitespace_split = True  # no piece holds whitespace: counts add up over whitespace joins
+
     def __init__(self, max_tokens: int, name: str = "conservative"):
         self.name = name
         self.max_tokens = max_tokens
@@ -179,6 +187,50 @@ class ConservativeCounter:
 
     def spans(self, text: str) -> list[tuple[int, int]]:
         return [m.span() for m in _PIECE.finditer(text)]
+
+    def offset_arrays(self, text: str) -> tuple[Any, Any]:
+        """``spans`` as two int64 numpy arrays (starts, ends), computed without a match object
+        per token: a piece starts at every symbol and every 4th character of a word run."""
+        import numpy as np
+
+        n = len(text)
+        if not n:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        cls = _char_classes(text)
+        word = cls == 1
+        idx = np.arange(n, dtype=np.int64)
+        run_head = word.copy()
+        run_head[1:] &= ~word[:-1]
+        run_start = np.maximum.accumulate(np.where(run_head, idx, 0))
+        starts = np.flatnonzero((cls == 2) | (word & ((idx - run_start) % 4 == 0)))
+        next_gap = np.minimum.accumulate(np.where(word, n, idx)[::-1])[::-1]  # first non-word >= i
+        ends = np.where(cls[starts] == 2, starts + 1, np.minimum(starts + 4, next_gap[starts]))
+        return starts.astype(np.int64), ends.astype(np.int64)
+
+
+_WORD_CHAR = re.compile(r"\w", re.UNICODE)
+_SPACE_CHAR = re.compile(r"\s", re.UNICODE)
+
+
+def _char_class(ch: str) -> int:
+    """0 whitespace, 1 word character, 2 symbol (the classes ``_PIECE`` distinguishes)."""
+    return 1 if _WORD_CHAR.match(ch) else 0 if _SPACE_CHAR.match(ch) else 2
+
+
+def _char_classes(text: str) -> Any:
+    """``_char_class`` of every character of ``text`` as a uint8 numpy array."""
+    import numpy as np
+
+    table = np.array([_char_class(chr(c)) for c in range(128)], np.uint8)
+    cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    wide = cps >= 128
+    if not wide.any():
+        return table[cps]
+    out = np.empty(len(cps), np.uint8)
+    out[~wide] = table[cps[~wide]]
+    uniq, inverse = np.unique(cps[wide], return_inverse=True)
+    out[wide] = np.array([_char_class(chr(c)) for c in uniq.tolist()], np.uint8)[inverse]
+    return out
 
 
 CONSERVATIVE = "conservative"  # embed.tokenizer value that picks ConservativeCounter explicitly

@@ -25,6 +25,8 @@ from embedline.tasks.records import Chunk, Document, chunk_id_for, content_hash
 from embedline.tasks.tokenize import TokenCounter
 
 _DASHES = re.compile(r"-{4,}")
+# whitespace every ``whitespace_split`` tokenizer splits at (BERT's normaliser drops \f, \v, \x1c..)
+_SPLIT_WS = frozenset(" \t\n\r")
 
 
 class ChunkingError(RuntimeError):
@@ -86,6 +88,9 @@ class ChunkBuilder:
         self.token_index = TokenIndex(doc.text, budget.counter)
         # with the identity transform, a span's tokens can be read off the document's token index
         self._indexed = budget.transform is None or budget.transform.identity
+        # ... and, for a tokenizer whose tokens never cross whitespace, so can a chunk's exact cost
+        self._additive = self._indexed and bool(getattr(budget.counter, "whitespace_split", False))
+        self._head_tokens: dict[str, int] = {}  # context header + prefix -> tokens
 
     def embed(self, text: str) -> str:
         t = self.budget.transform
@@ -139,16 +144,38 @@ class ChunkBuilder:
         return chunk
 
     def measure(
-        self, display: str, heading_path: tuple[str, ...] = (), path_in_text: bool = False
+        self, display: str, heading_path: tuple[str, ...] = (), path_in_text: bool = False,
+        span: tuple[int, int] | None = None,
     ) -> tuple[str, int]:
         """(embed text, its token count): the display text with its context (title, heading path;
-        :mod:`embedline.tasks.chunkers.context`), then the embed transform."""
+        :mod:`embedline.tasks.chunkers.context`), then the embed transform. ``span``: the
+        document span ``display`` ends with (lets :meth:`_indexed_count` skip the tokenizer)."""
         text = render(
             self.budget.context_template, title=self.doc.title, path=heading_path, text=display,
             path_in_text=path_in_text,
         )
         embed_text = self.embed(text)
-        return embed_text, self.budget.counter.count(embed_text)
+        n = self._indexed_count(embed_text, span) if span is not None and self._additive else None
+        return embed_text, self.budget.counter.count(embed_text) if n is None else n
+
+    def _indexed_count(self, embed_text: str, span: tuple[int, int]) -> int | None:
+        """Exact tokens of ``embed_text`` = tokens of its head (context header, prefix) + the
+        document's indexed tokens of ``span``, when it ends with that span and every join is at
+        whitespace the tokenizer splits on (so no token crosses it); else None (count it)."""
+        s, e = span
+        text = self.text
+        if e <= s or not (s == 0 or text[s - 1] in _SPLIT_WS) or not (
+            e == len(text) or text[e] in _SPLIT_WS
+        ):
+            return None
+        cut = len(embed_text) - (e - s)
+        if cut < 0 or not embed_text.endswith(text[s:e]) or (cut and embed_text[cut - 1] not in _SPLIT_WS):
+            return None
+        head = embed_text[:cut]
+        n = self._head_tokens.get(head)
+        if n is None:
+            n = self._head_tokens[head] = self.budget.counter.count(head) if head else 0
+        return n + self.token_index.count(s, e)
 
     def context_tokens(self, heading_path: tuple[str, ...], path_in_text: bool) -> int:
         """Tokens the context header may add to a chunk with this heading path (reserved)."""
@@ -302,11 +329,15 @@ class Packer:
         return s, s + len(text[s:e].rstrip())
 
     def _display(self, units: Sequence[Unit]) -> str:
+        return self._display_span(units)[0]
+
+    def _display_span(self, units: Sequence[Unit]) -> tuple[str, tuple[int, int]]:
+        """The display text of ``units`` and the document span it ends with."""
         s, e = self._span(units)
         prefix = self.prefix
         if self.first_prefix is not None and units[0].start == self.head:
             prefix = self.first_prefix
-        return prefix + self.b.text[s:e]
+        return prefix + self.b.text[s:e], (s, e)
 
     def _flush(self) -> Iterator[Chunk]:
         """Emit the current units as one chunk (or a fitting prefix of them, re-queuing the rest);
@@ -336,27 +367,27 @@ class Packer:
             # a single unit that looked small enough but measures too long (the embed transform
             # or a prefix changed its cost): split it finer
             first = self._cur[0]
-            cost = self._measure(self._display([first]))[1]
+            cost = self._measure(*self._display_span([first]))[1]
             shrunk = Unit(first.start, first.end, max(cost, first.tokens + 1), first.kind)
             self._queue.extendleft(
                 reversed([*self.b.split_unit(shrunk, self.room), *self._cur[1:]])
             )
             self._cur, self._carried = [], 0
 
-    def _measure(self, display: str) -> tuple[str, int]:
+    def _measure(self, display: str, span: tuple[int, int] | None = None) -> tuple[str, int]:
         if not self._context:
-            return self.b.measure(display)  # the context does not fit this packer's chunks
-        return self.b.measure(display, self.heading_path, bool(self.prefix))
+            return self.b.measure(display, span=span)  # the context does not fit this packer's chunks
+        return self.b.measure(display, self.heading_path, bool(self.prefix), span)
 
     def _largest_fit(self) -> tuple[int, tuple[str, int] | None]:
         cur = self._cur
-        m = self._measure(self._display(cur))
+        m = self._measure(*self._display_span(cur))
         if m[1] <= self.limit:
             return len(cur), m
         lo, hi, best = 0, len(cur), None  # invariant: cur[:lo] fits (or lo == 0), cur[:hi] does not
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            mm = self._measure(self._display(cur[:mid]))
+            mm = self._measure(*self._display_span(cur[:mid]))
             if mm[1] <= self.limit:
                 lo, best = mid, mm
             else:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from embedline.tasks import resources
@@ -60,7 +61,11 @@ def _build_punkt() -> Any:
 
     params = PunktParameters()
     params.abbrev_types = set(ABBREVIATIONS)
-    return PunktSentenceTokenizer(params)
+    tok = PunktSentenceTokenizer(params)
+    # a pure function of the context around a candidate break ("word. Next") and the fixed
+    # params; the same contexts recur across paragraphs and documents
+    tok.text_contains_sentbreak = lru_cache(maxsize=1 << 16)(tok.text_contains_sentbreak)
+    return tok
 
 
 def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:

@@ -33,11 +33,16 @@ class TokenIndex:
         self._ends: array[int] = array("q")
 
     def _build(self) -> array[int]:
+        batch = getattr(self.counter, "spans_batch", None)
+        if self._starts is None and batch is None and hasattr(self.counter, "offset_arrays"):
+            # the counter gives whole-text offsets as arrays (no per-token Python objects)
+            a, b = self.counter.offset_arrays(self.text)
+            self._starts, self._ends = array("q", a.tobytes()), array("q", b.tobytes())
         if self._starts is None:
             starts, ends = array("q"), array("q")
             cuts = segments(self.text)
             texts = [self.text[s:e] for s, e in cuts]
-            batch = getattr(self.counter, "spans_batch", None)  # one tokenizer call for all segments
+            # one tokenizer call for all segments
             per_segment = batch(texts) if batch is not None else [self.counter.spans(t) for t in texts]
             for (s, _), spans in zip(cuts, per_segment, strict=True):
                 starts.extend([s + a for a, _ in spans])

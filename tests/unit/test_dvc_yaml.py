@@ -149,7 +149,7 @@ def test_dvcignore_hides_bytecode() -> None:
 # embedded on torch fp32: tasks/finetune/stage.py ``with_model``) or changing no vector (API, cache,
 # speed). A new embed key must be put on one side or the other.
 FINETUNE_IGNORES_EMBED = {
-    "provider", "model", "revision", "backend", "precision",  # replaced
+    "provider", "model", "revision", "backend", "precision", "auto_labelled_set",  # replaced (torch fp32)
     "base_url", "api_key_env", "max_inputs_per_request", "max_tokens_per_request", "requests_per_minute",
     "tokens_per_minute", "max_retries", "retry_initial_s", "retry_max_s", "timeout_s",  # API providers
     "batch_size", "concurrency", "shard_rows", "cache", "cache_path", "models_dir",  # speed, storage

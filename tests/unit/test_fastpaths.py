@@ -1,19 +1,24 @@
 """The single-core fast paths of preprocess and chunk give what the slow paths gave: the HTML
-loader's one-pass selector matcher, the punkt skip for text without sentence ends, and the token
-index built from one batched tokenizer call."""
+loader's one-pass selector matcher, the punkt skip for text without sentence ends, the token
+index built from one batched tokenizer call (or the conservative counter's offset arrays), and
+chunk token counts read off that index."""
 
 from __future__ import annotations
 
 from array import array
+from collections.abc import Callable
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
 from embedline.tasks.chunkers import segment
+from embedline.tasks.chunkers.base import ChunkBuilder, TokenBudget
 from embedline.tasks.chunkers.tokens import TokenIndex, segments
 from embedline.tasks.loaders.html import Selector, extract_page
-from embedline.tasks.tokenize import ConservativeCounter
+from embedline.tasks.records import Document
+from embedline.tasks.tokenize import ConservativeCounter, HFTokenCounter, TokenCounter
 
 PAGE = """<html><body>
 <div class="a toc" id="d1"><span class="toc">s</span></div>
@@ -89,3 +94,50 @@ def test_token_index_uses_one_batched_call_and_the_same_offsets() -> None:
     assert index.count(0, len(text)) == len(starts) and counter.calls == 1
     assert index.spans(100, 40_000) == [(a, min(b, 40_000)) for a, b in zip(starts, ends, strict=True)
                                         if 100 <= a < 40_000]
+
+
+_ODD = ["word", "Dr", "abcdefgh", "un", "able", "ing", " ", "\n", "\t", "\r", "\f", "\v", "\x1c", "\u00a0", "\u2028", "é", "e\u0301",
+        "中文", "İ", "ß", "_", "(", ",", ".", "-", "😀", "x", "9"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_ODD), max_size=50).map("".join))
+def test_conservative_offset_arrays_equal_the_regex_spans(text: str) -> None:
+    starts, ends = ConservativeCounter(256).offset_arrays(text)
+    assert list(zip(starts.tolist(), ends.tolist(), strict=True)) == ConservativeCounter(256).spans(text)
+
+
+def _hf_counter() -> TokenCounter:
+    return HFTokenCounter("all-MiniLM-L6-v2")
+
+
+@pytest.mark.parametrize("make_counter", [lambda: ConservativeCounter(256), _hf_counter],
+                         ids=["conservative", "hf-minilm"])
+def test_indexed_chunk_count_equals_the_tokenizer_count(make_counter: Callable[[], TokenCounter]) -> None:
+    """The packer's count of a chunk off the document's token index (no tokenizer call) is the
+    tokenizer's own count of the chunk's embed text, whatever the span, title and prefix."""
+    counter = make_counter()
+    assert counter.whitespace_split
+    budget = TokenBudget(counter, 10_000, context_template="{title}\n{headings}\n\n{text}")
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.sampled_from(_ODD), min_size=1, max_size=60).map("".join),
+           st.sampled_from(["", "Title", "word Dr"]), st.sampled_from(["", "A > B\n\n", "x"]), st.data())
+    def check(text: str, title: str, prefix: str, data: st.DataObject) -> None:
+        b = ChunkBuilder(Document("d", "s", title, text, "h", "markdown"), budget, "markdown")
+        # spans that start after / end before any space-like character (where the shortcut may apply)
+        cuts = [i for i in range(len(text) + 1) if i in (0, len(text)) or text[i - 1].isspace()
+                or text[i].isspace() or text[i - 1] == "\x1c"]
+        s = data.draw(st.sampled_from(cuts))
+        e = data.draw(st.sampled_from([c for c in cuts if c >= s]))
+        display = prefix + text[s:e]
+        for path, in_text in (((), False), (("H1", "H2"), False), (("H1",), True)):
+            assert b.measure(display, path, in_text, (s, e)) == b.measure(display, path, in_text)
+
+    check()
+    # every span of texts whose words join across characters BERT drops (\f, \x1c) or keeps
+    for text in ("un\fable ing", "un\x1cable\ting", "un\u00a0able\vx", "Dr. un able\r\nwork"):
+        b = ChunkBuilder(Document("d", "s", "T", text, "h", "markdown"), budget, "markdown")
+        for s in range(len(text) + 1):
+            for e in range(s, len(text) + 1):
+                assert b.measure(text[s:e], (), False, (s, e)) == b.measure(text[s:e]), (text, s, e)
