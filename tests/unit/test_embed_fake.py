@@ -91,3 +91,20 @@ def test_truncate_and_normalize_helpers() -> None:
     np.testing.assert_allclose(t, [[0.6, 0.8]], rtol=1e-6)
     assert truncate_dims(v, None, normalize=False) is not None
     np.testing.assert_allclose(np.linalg.norm(l2_normalize(v)), 1.0, rtol=1e-6)
+
+
+def test_vectors_are_bit_identical_to_v1_whatever_the_batching() -> None:
+    """The batched (bincount) implementation gives the per-feature loop's vectors bit for bit
+    (the digest was taken from fake-hash-v1's loop), in one batch or one text at a time: the
+    revision did not change, so cached vectors stay valid."""
+    import hashlib
+
+    texts = ["The quick brown fox jumps over the lazy dog.", "the the the THE  the", "Ünïcødé straße ΣΑΣ — ‐",
+             "x" * 50, "def f(a, b):\n    return a + b\n"]
+    emb = FakeEmbedder(FAKE)
+    batch = emb.embed(texts)
+    one_by_one = np.concatenate([emb.embed([t]) for t in texts])
+    assert hashlib.sha256(batch.tobytes()).hexdigest() == (
+        "3ffe518464040c5545b59f29b6d1ebb4c5f4470b12fbc5ea0904efb34293af8b")
+    assert np.array_equal(batch, one_by_one)
+    assert np.array_equal(emb.vector(texts[1]), emb.embed([texts[1]])[0] * np.linalg.norm(emb.vector(texts[1])))
