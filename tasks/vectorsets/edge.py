@@ -32,6 +32,7 @@ is replayed when the shard is loaded again.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -63,7 +64,14 @@ from embedline.tasks.vectorsets.base import (
     record_from,
     require_sparse,
 )
-from embedline.tasks.vectorsets.edge_schema import edge_config, edge_filter, edge_sparse
+from embedline.tasks.vectorsets.edge_schema import (
+    edge_config,
+    edge_filter,
+    edge_sparse,
+    pack_payload,
+    payload_selector,
+    unpack_payload,
+)
 
 EXACT_SEARCH_MAX = 100_000  # exact search ~9 ms at 100 k x 384-d (FACTS.md)
 LOCK_WAIT_S = float(os.environ.get("EMBEDLINE_EDGE_LOCK_WAIT_S", "30"))
@@ -251,7 +259,7 @@ class EdgeStore:
             vector: Any = as_vector(p.vector)
             if p.sparse is not None:
                 vector = {"": vector, SPARSE_VECTOR: edge_sparse(p.sparse)}
-            batch.append(qe.Point(p.id, vector, dict(p.payload or {})))
+            batch.append(qe.Point(p.id, vector, pack_payload(p.payload)))
         shard.update(qe.UpdateOperation.upsert_points(batch))
 
     def delete(self, collection: str, ids: Sequence[str]) -> None:
@@ -269,14 +277,14 @@ class EdgeStore:
     ) -> Iterator[PointRecord]:
         qe = _edge()
         shard = self._shard(collection)
-        payload = with_payload if isinstance(with_payload, bool) else list(with_payload)
+        payload, keep = payload_selector(with_payload)
         offset = None
         while True:
             recs, offset = shard.scroll(
                 qe.ScrollRequest(offset=offset, limit=batch, with_payload=payload, with_vector=with_vectors)
             )
             for r in recs:
-                yield record_from(r)
+                yield _unpacked(record_from(r), keep)
             if offset is None:
                 return
 
@@ -286,7 +294,7 @@ class EdgeStore:
         if not ids:
             return []
         recs = self._shard(collection).retrieve([str(i) for i in ids], with_payload=True, with_vector=with_vectors)
-        return [record_from(r) for r in recs]
+        return [_unpacked(record_from(r), None) for r in recs]
 
     def count(self, collection: str) -> int:
         return int(self._shard(collection).count(_edge().CountRequest(exact=True)))
@@ -302,16 +310,17 @@ class EdgeStore:
     ) -> list[Hit]:
         qe = _edge()
         shard = self._shard(collection)
+        payload, keep = payload_selector(with_payload)
         res = shard.query(
             qe.QueryRequest(
                 limit=k,
                 query=qe.Query.Nearest(as_vector(vector)),
-                with_payload=with_payload if isinstance(with_payload, bool) else list(with_payload),
+                with_payload=payload,
                 filter=edge_filter(filter),
                 params=self._dense_params(shard, k),
             )
         )
-        return [Hit(id=str(r.id), score=float(r.score), payload=r.payload or {}) for r in res]
+        return _hits(res, keep)
 
     def _dense_params(self, shard: Any, k: int) -> Any:
         """Exact search while small or not fully indexed, HNSW otherwise."""
@@ -336,6 +345,7 @@ class EdgeStore:
         flt = edge_filter(filter)
         limit = prefetch_limit(k, prefetch)
         sparse = edge_sparse(sparse_query)
+        keep = None
         res = shard.query(
             qe.QueryRequest(
                 limit=k,
@@ -349,7 +359,7 @@ class EdgeStore:
                 with_payload=True,
             )
         )
-        return [Hit(id=str(r.id), score=float(r.score), payload=r.payload or {}) for r in res]
+        return _hits(res, keep)
 
     def search_sparse(
         self, collection: str, sparse_query: SparseVector, k: int = 10, filter: PayloadFilter | None = None,
@@ -360,14 +370,15 @@ class EdgeStore:
         qe = _edge()
         if not len(sparse_query):
             return []
+        payload, keep = payload_selector(with_payload)
         res = self._shard(collection).query(
             qe.QueryRequest(
                 limit=k, query=qe.Query.Nearest(edge_sparse(sparse_query), using=SPARSE_VECTOR),
                 filter=edge_filter(filter),
-                with_payload=with_payload if isinstance(with_payload, bool) else list(with_payload),
+                with_payload=payload,
             )
         )
-        return [Hit(id=str(r.id), score=float(r.score), payload=r.payload or {}) for r in res]
+        return _hits(res, keep)
 
     def optimize(self, collection: str) -> None:
         """Build HNSW once the collection is past ``index_threshold`` points (searched exactly below)."""
@@ -394,6 +405,14 @@ class EdgeStore:
         with _shards_lock:
             for d in [d for d in _shards if self.root in d.parents]:
                 self._close_shard(d)
+
+
+def _unpacked(rec: PointRecord, keep: list[str] | None) -> PointRecord:
+    return dataclasses.replace(rec, payload=unpack_payload(rec.payload, keep)) if rec.payload else rec
+
+
+def _hits(res: Any, keep: list[str] | None) -> list[Hit]:
+    return [Hit(id=str(r.id), score=float(r.score), payload=unpack_payload(r.payload, keep)) for r in res]
 
 
 def _load_locked(qe: Any, shard_dir: Path, name: str) -> Any:

@@ -1,0 +1,102 @@
+"""Qdrant Edge stores payloads packed (edge_schema: a few flat keys + one JSON string): every read
+gives the payload back as written, old unpacked points read the same, filters stay on flat keys."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedline.tasks.config import QdrantParams
+from embedline.tasks.vectorsets.edge import EdgeStore
+from embedline.tasks.vectorsets.edge_schema import (
+    FLAT_FIELDS,
+    PACKED_KEY,
+    pack_payload,
+    unpack_payload,
+)
+from embedline.tasks.vectorsets.stores import (
+    PointRecord,
+    StoreError,
+    VectorSetSpec,
+    close_stores,
+    open_store,
+)
+
+pytestmark = pytest.mark.integration
+
+DIMS = 8
+
+
+def _payload(i: int) -> dict[str, object]:
+    return {"text": f"Straße {i} ‐ ünïcode", "source": f"s{i}.md", "doc_id": f"d{i % 2}", "chunk_id": f"c{i}",
+            "chunk_index": i, "heading_path": ["A", f"B{i}"], "char_start": 0, "char_end": 9,
+            "sources": [{"chunk_id": f"c{i}", "source": f"s{i}.md", "match": "exact", "similarity": 1.0}],
+            "duplicates": [], "is_duplicate": i == 3, "metadata": {"document": {"encoding": "utf-8"}},
+            "title": None, "payload_hash": f"h{i}"}
+
+
+@pytest.fixture
+def edge(tmp_path: Path) -> Iterator[EdgeStore]:
+    store = open_store(QdrantParams.model_validate({"backend": "edge", "path": str(tmp_path / "q")}), tmp_path)
+    assert isinstance(store, EdgeStore)
+    store.ensure(VectorSetSpec(name="c", dims=DIMS))
+    yield store
+    close_stores()
+
+
+def _points(n: int) -> list[PointRecord]:
+    vecs = np.eye(n, DIMS, dtype=np.float32) + 0.01
+    return [PointRecord(id=str(uuid.uuid5(uuid.NAMESPACE_OID, f"p{i}")), vector=vecs[i], payload=_payload(i))
+            for i in range(n)]
+
+
+def test_every_read_returns_the_payload_as_written(edge: EdgeStore) -> None:
+    pts = _points(5)
+    edge.upsert("c", pts)
+    want = {p.id: p.payload for p in pts}
+    assert {r.id: r.payload for r in edge.scan("c")} == want
+    assert {r.id: r.payload for r in edge.retrieve("c", list(want))} == want
+    hits = edge.search("c", pts[2].vector, k=5)  # type: ignore[arg-type]
+    assert {h.id: h.payload for h in hits} == want
+    # a list of keys: exactly those, flat or packed
+    lean = {r.id: r.payload for r in edge.scan("c", with_payload=["payload_hash"])}
+    assert lean == {p.id: {"payload_hash": p.payload["payload_hash"]} for p in pts}  # type: ignore[index]
+    some = edge.search("c", pts[2].vector, k=1, with_payload=["source", "sources", "metadata"])  # type: ignore[arg-type]
+    assert some[0].payload == {k: want[pts[2].id][k] for k in ("source", "sources", "metadata")}  # type: ignore[index]
+
+
+def test_the_shard_holds_flat_keys_and_one_packed_string(edge: EdgeStore) -> None:
+    pts = _points(2)
+    edge.upsert("c", pts)
+    raw = edge._shard("c").retrieve([pts[0].id], with_payload=True, with_vector=False)[0].payload
+    assert set(raw) == (FLAT_FIELDS & set(pts[0].payload or {})) | {PACKED_KEY}
+    assert isinstance(raw[PACKED_KEY], str)
+    assert unpack_payload(raw) == pts[0].payload
+
+
+def test_points_written_unpacked_read_back_unchanged(edge: EdgeStore) -> None:
+    import qdrant_edge as qe
+
+    p = _points(1)[0]
+    edge._shard("c").update(qe.UpdateOperation.upsert_points([qe.Point(p.id, p.vector.tolist(), dict(p.payload))]))  # type: ignore[union-attr]
+    assert edge.retrieve("c", [p.id])[0].payload == p.payload
+    assert next(iter(edge.scan("c", with_payload=["sources"]))).payload == {"sources": p.payload["sources"]}  # type: ignore[index]
+
+
+def test_filters_match_flat_keys_and_refuse_packed_ones(edge: EdgeStore) -> None:
+    pts = _points(4)
+    edge.upsert("c", pts)
+    got = edge.search("c", pts[0].vector, k=4, filter={"doc_id": "d1", "chunk_id": "c3"})  # type: ignore[arg-type]
+    assert [h.id for h in got] == [pts[3].id]
+    with pytest.raises(StoreError, match="chunk_index"):
+        edge.search("c", pts[0].vector, k=4, filter={"chunk_index": 1})  # type: ignore[arg-type]
+
+
+def test_pack_falls_back_to_json_for_what_orjson_refuses() -> None:
+    payload = {"doc_id": "d", "big": 2**70, "nested": {"1": [1.5, None]}}
+    assert unpack_payload(pack_payload(payload)) == payload
+    assert pack_payload({}) == {} and unpack_payload(None) == {}
