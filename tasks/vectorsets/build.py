@@ -14,10 +14,18 @@ vectors, read through :mod:`embedline.tasks.vectorsets.source`), idempotently an
 
 Serving the set (the alias swap, after the quality gate) is :mod:`embedline.tasks.vectorsets.promote`.
 A crash anywhere is repaired by re-running: step 1 sees what already landed.
+
+Unchanged inputs: the receipt records the SHA-256 of the deduped shards the build synced from
+(``deduped_sha256``). When they have not changed since, the collection exists and holds the
+receipt's ``points_total``, the build skips the spill, the scan and the diff (``diff_skipped``: a
+re-run over an unchanged workspace costs a hash of the deduped files, not a scan of the store).
+A store changed behind the pipeline's back with the same point count is what ``embedline verify``
+(always the full diff) reports and ``--repair`` fixes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -26,7 +34,8 @@ from typing import Any
 from embedline.tasks import progress
 from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.config import Config
-from embedline.tasks.records import write_json
+from embedline.tasks.records import read_json, write_json
+from embedline.tasks.vector_shards import file_digest
 from embedline.tasks.vectorsets.base import check_compatible
 from embedline.tasks.vectorsets.lifecycle import (
     Context,
@@ -39,7 +48,13 @@ from embedline.tasks.vectorsets.lifecycle import (
     with_sparse,
     write_points,
 )
-from embedline.tasks.vectorsets.source import SyncState, require_rows, sample_vectors, shard_points
+from embedline.tasks.vectorsets.source import (
+    SyncState,
+    deduped_shards,
+    require_rows,
+    sample_vectors,
+    shard_points,
+)
 from embedline.tasks.vectorsets.stores import PointRecord
 from embedline.tasks.vectorsets.sync import SyncPlan
 
@@ -158,15 +173,41 @@ def sync(ws: Workspace, sp: SyncPlan, *, everything: bool = False, timings: dict
     return written, deleted
 
 
-def write_receipt(ctx: Context, points_total: int) -> dict[str, Any]:
+def write_receipt(ctx: Context, points_total: int, deduped_sha256: str | None = None) -> dict[str, Any]:
     """The receipt (a DVC output) records the end state only: a no-op re-run, or `dvc pull`
-    followed by a build, rewrites it byte for byte. Per-run counts go to the metrics."""
+    followed by a build, rewrites it byte for byte. Per-run counts go to the metrics.
+    ``deduped_sha256``: the deduped shards the collection was synced from (module doc)."""
     receipt: dict[str, Any] = {
         "collection": ctx.collection, "alias": ctx.alias, "fingerprint": ctx.fingerprint,
         "model": ctx.model, "backend": ctx.store.backend, "points_total": points_total,
     }
+    if deduped_sha256 is not None:
+        receipt["deduped_sha256"] = deduped_sha256
     write_json(ctx.art.receipt, receipt)
     return receipt
+
+
+def deduped_digest(art: Artifacts) -> str:
+    """SHA-256 over the deduped shards' (index, SHA-256 of the bytes): what a build synced from."""
+    h = hashlib.sha256()
+    for index, path in deduped_shards(art):
+        h.update(f"{index}:{file_digest(path)}\n".encode())
+    return h.hexdigest()
+
+
+def _unchanged(ctx: Context, digest: str) -> int | None:
+    """The point count when the last build synced these very deduped shards into this collection
+    and the collection still holds that many points, else None (a full sync is needed)."""
+    if not ctx.art.receipt.exists():
+        return None
+    receipt = read_json(ctx.art.receipt)
+    same = all(receipt.get(k) == v for k, v in (("collection", ctx.collection), ("fingerprint", ctx.fingerprint),
+                                                 ("model", ctx.model), ("backend", ctx.store.backend),
+                                                 ("deduped_sha256", digest)))
+    if not same or ctx.store.describe(ctx.collection) is None:
+        return None
+    total = ctx.store.count(ctx.collection)
+    return total if total == receipt.get("points_total") else None
 
 
 def run_build(
@@ -175,11 +216,28 @@ def run_build(
     """The ``upsert`` stage: sync the vector set of the workspace's fingerprint (see module doc).
     Never moves the alias; ``served_collection`` in the stats says what it serves."""
     t0 = time.perf_counter()
+    require_rows(art)
+    digest = deduped_digest(art)
+    if not dry_run:
+        ctx = load_context(cfg, art)
+        total = _unchanged(ctx, digest)
+        if total is not None:
+            return _skipped(ctx, total, digest, t0)
     with open_workspace(cfg, art) as ws:
-        return _build(cfg, ws, t0, dry_run=dry_run, allow_mass_delete=allow_mass_delete)
+        return _build(cfg, ws, t0, dry_run=dry_run, allow_mass_delete=allow_mass_delete, digest=digest)
 
 
-def _build(cfg: Config, ws: Workspace, t0: float, *, dry_run: bool, allow_mass_delete: bool) -> dict[str, Any]:
+def _skipped(ctx: Context, total: int, digest: str, t0: float) -> dict[str, Any]:
+    write_receipt(ctx, total, digest)
+    return {"collection": ctx.collection, "alias": ctx.alias, "fingerprint": ctx.fingerprint, "model": ctx.model,
+            "backend": ctx.store.backend, "served_collection": ctx.live, "new_vector_set": ctx.live != ctx.collection,
+            "added": 0, "updated": 0, "deleted": 0, "unchanged": total, "dry_run": False, "diff_skipped": True,
+            "points_total": total, "seconds": round(time.perf_counter() - t0, 3), "seconds_write": 0.0,
+            "seconds_index": 0.0, "points_per_second_write": 0.0, "points_per_second": 0.0}
+
+
+def _build(cfg: Config, ws: Workspace, t0: float, *, dry_run: bool, allow_mass_delete: bool, digest: str
+           ) -> dict[str, Any]:
     ctx = ws.ctx
     spec = ctx.spec(embed=cfg.embed.model_dump(mode="json"))
     existing = ctx.store.describe(ctx.collection)
@@ -201,6 +259,7 @@ def _build(cfg: Config, ws: Workspace, t0: float, *, dry_run: bool, allow_mass_d
         "deleted": counts["deletes"],
         "unchanged": sp.unchanged,
         "dry_run": dry_run,
+        "diff_skipped": False,
     }
     if dry_run:
         return {**stats, "points_total": sp.existing, "seconds": round(time.perf_counter() - t0, 3)}
@@ -212,7 +271,7 @@ def _build(cfg: Config, ws: Workspace, t0: float, *, dry_run: bool, allow_mass_d
     write = time.perf_counter() - t1 - index
     validate(ws, "shadow collection" if sp.new_vector_set else "collection")
     points_total = ctx.store.count(ctx.collection)
-    write_receipt(ctx, points_total)
+    write_receipt(ctx, points_total, digest)
     seconds = time.perf_counter() - t0
     return {**stats, "points_total": points_total, "seconds": round(seconds, 3),
             # the write path (records built, sent, acknowledged) and the store's index build

@@ -348,3 +348,44 @@ def test_export_import_moves_a_vector_set_between_backends(tmp_path: Path, fmt: 
     assert _state(cfg_l, art) == _state(cfg, art)
     hits = search(cfg_l, art, _text("beta", 3), 3)
     assert hits and hits[0].source == "notes/beta.txt"
+
+
+def test_unchanged_rerun_skips_the_diff_and_verify_still_sees_drift(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                     ) -> None:
+    import json
+
+    from embedline.tasks.vectorsets import build
+    from embedline.tasks.vectorsets.verify import verify
+
+    cfg, art = _project(tmp_path / "p", CORPUS_A)
+    first = _ingest(cfg, art)["upsert"]
+    assert first["diff_skipped"] is False
+    good = _state(cfg, art)
+
+    def no_diff(*_: Any, **__: Any) -> None:
+        raise AssertionError("the unchanged re-run built the sync state")
+
+    with monkeypatch.context() as m:  # same deduped shards, same collection and count: no spill, no scan
+        m.setattr(build.SyncState, "of_artifacts", no_diff)
+        again = run_stage("upsert", cfg, art)
+    assert again["diff_skipped"] is True and again["unchanged"] == again["points_total"] == len(good)
+    assert (again["added"], again["updated"], again["deleted"]) == (0, 0, 0)
+
+    store = _store(cfg, art)
+    ids = sorted(good)
+    rec = store.retrieve("embedline", [ids[1]], with_vectors=True)[0]
+    store.upsert("embedline", [PointRecord(rec.id, rec.vector, {**(rec.payload or {}), "payload_hash": "x"})])
+    assert run_stage("upsert", cfg, art)["diff_skipped"] is True  # same count: the skip trusts the receipt...
+    report = verify(cfg, art)  # ...verify does not
+    assert not report.ok and report.stale == [ids[1]]
+    assert verify(cfg, art, repair=True).repaired == {"upserted": 1, "deleted": 0} and _state(cfg, art) == good
+
+    store.delete("embedline", [ids[0]])  # a different count: the full diff
+    healed = run_stage("upsert", cfg, art)
+    assert healed["diff_skipped"] is False and healed["added"] == 1 and _state(cfg, art) == good
+
+    receipt = json.loads(art.receipt.read_text())
+    receipt["deduped_sha256"] = "0" * 64  # other deduped shards than the last sync's: the full diff
+    art.receipt.write_text(json.dumps(receipt))
+    assert run_stage("upsert", cfg, art)["diff_skipped"] is False
+    assert json.loads(art.receipt.read_text())["deduped_sha256"] == build.deduped_digest(art)
