@@ -189,6 +189,22 @@ def _rows_scale(d: dict[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
+def _rows_million(d: dict[str, Any]) -> list[tuple[str, str, str]]:
+    stages, c = d.get("stages", {}), d.get("corpus", {})
+    rows = []
+    for name, st in stages.items():
+        stats = st.get("stats", {})
+        extra = ""
+        if name.startswith("upsert"):
+            extra = (f", {_fmt(stats.get('points_per_second_write'), ',.0f')} points/s written"
+                     + (", diff skipped" if stats.get("diff_skipped") else ""))
+        rows.append((f"{_fmt(c.get('chunks'), ',')} chunks: {name}",
+                     f"{_fmt(st.get('wall_seconds'), ',.1f')} s wall, {_fmt(st.get('cpu_seconds'), ',.1f')} s CPU, "
+                     f"peak {_fmt(st.get('peak_rss_mib'), ',.0f')} MiB (load {_fmt(st.get('loadavg_1m'), '.1f')}){extra}",
+                     "<= 2048 MiB"))
+    return rows
+
+
 SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], list[tuple[str, str, str]]]]] = [
     ("ingest", "Pipeline on the sample corpus", _rows_ingest),
     ("chunk", "Preprocess + chunk", _rows_chunk),
@@ -198,6 +214,7 @@ SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], list[tuple[str, str, s
     ("store", "Embedded vector store", _rows_store),
     ("peers", "Peers (process wall time ratio; > 1 = embedline faster)", _rows_peers),
     ("scale", "Incremental runs on Debian docs (bench_scale)", _rows_scale),
+    ("million", "Synthetic 1 M chunks, fake embedder (bench_million)", _rows_million),
 ]
 
 

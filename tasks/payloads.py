@@ -11,6 +11,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 from embedline.tasks.config import stable_hash
 
 PAYLOAD_HASH = "payload_hash"
@@ -35,8 +37,13 @@ _FIELDS = ("text", "source", "sources", "doc_id", "chunk_id", "chunk_index", "ti
 
 
 def _json_column(values: list[str | None], empty: str) -> list[Any]:
-    """Parse a column of JSON texts in one call (one ``json.loads`` of the joined array)."""
-    return json.loads("[" + ",".join(v or empty for v in values) + "]")
+    """Parse a column of JSON texts in one call (one ``orjson.loads`` of the joined array: the same
+    values as ``json.loads``, several times faster)."""
+    text = "[" + ",".join(v or empty for v in values) + "]"
+    try:
+        return orjson.loads(text)  # type: ignore[no-any-return]
+    except orjson.JSONDecodeError:  # NaN / Infinity: what only json wrote
+        return json.loads(text)  # type: ignore[no-any-return]
 
 
 def build_payloads(
