@@ -189,6 +189,22 @@ def _rows_scale(d: dict[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
+def _rows_upsert(d: dict[str, Any]) -> list[tuple[str, str, str]]:
+    runs = d.get("runs", {})
+    this = runs.get("this") or [{}]
+    pts = _get(this[0], "first.points_total")
+    rows = [(f"Upsert stage, first upsert into a fresh Qdrant Edge ({_fmt(pts, ',')} points)",
+             f"{_fmt(_get(d, 'best_points_per_second_first.this'), ',.0f')} points/s wall, "
+             f"{_fmt(max(r.get('points_per_cpu_second_first', 0) for r in this), ',.0f')} points per CPU-s "
+             f"(load {_fmt(this[0].get('loadavg_1m_before'), '.1f')})", ">= 5,000 points/s")]
+    if "speedup_wall_first" in d:
+        rows.append(("Upsert stage, this branch / baseline, side by side",
+                     f"x{d['speedup_wall_first']:.2f} wall, x{_fmt(d.get('speedup_cpu_first'), '.2f')} CPU", ""))
+    rows.append(("Unchanged re-upsert (diff skipped)",
+                 " / ".join(f"{_fmt(_get(r, 'unchanged.wall_seconds'), '.2f')} s" for r in this), ""))
+    return rows
+
+
 def _rows_million(d: dict[str, Any]) -> list[tuple[str, str, str]]:
     stages, c = d.get("stages", {}), d.get("corpus", {})
     rows = []
@@ -214,6 +230,7 @@ SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], list[tuple[str, str, s
     ("store", "Embedded vector store", _rows_store),
     ("peers", "Peers (process wall time ratio; > 1 = embedline faster)", _rows_peers),
     ("scale", "Incremental runs on Debian docs (bench_scale)", _rows_scale),
+    ("upsert", "Upsert stage (bench_upsert)", _rows_upsert),
     ("million", "Synthetic 1 M chunks, fake embedder (bench_million)", _rows_million),
 ]
 
