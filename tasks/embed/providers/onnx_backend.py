@@ -287,9 +287,17 @@ class OpenVinoBackend(_ExportedBackend):
     call's batch cut into one sub-batch per infer request, run asynchronously. Padding the next
     sub-batch and pooling a finished one (numpy, in OpenVINO's callback) overlap with inference.
     Measured on 2 cores (sample-corpus chunks, torch fp32 = 1.0): LATENCY hint, sequential
-    batches of 32 x1.30; THROUGHPUT, 2 requests of 16 x1.81 (``benchmarks/results/peers.json``)."""
+    batches of 32 x1.30; THROUGHPUT, 2 requests of 16 x1.81 (``benchmarks/results/peers.json``).
+
+    Every ``encode`` call ends on a barrier (``wait_all``): with one batch of 32 per call the two
+    requests get one sub-batch each and idle while the slower finishes, and calibration (one call
+    of 64 texts) measures a speed the stage never reached. So the embedder hands it
+    :attr:`group_batches` batches per call (a cache commit each): on 147 sample-corpus chunks,
+    2 cores under load ~12, calls of 32 texts cost 14.9-15.4 CPU s and 44-45 s wall, one call
+    13.3-13.5 CPU s and 32-39 s (``docs/backends.md``)."""
 
     name = "openvino"
+    group_batches = 8  # batches per encode call (see above); progress and commits every 256 texts
 
     def __init__(self, model_path: str, precision: str, cache_dir: Path, device: str = "cpu"):
         super().__init__(model_path)
