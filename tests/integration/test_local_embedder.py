@@ -123,6 +123,8 @@ def test_accelerated_backends(tmp_path: Path, backend: str, precision: str, floo
     # OpenVINO gets 8 batches per call (its infer requests idle at each call's barrier), others 1
     per_call = 4 * (8 if backend == "openvino" else 1)
     assert [len(g) for g in emb.plan_groups(["t"] * (per_call + 3))] == [per_call, 3]
+    if backend == "openvino":  # the compiled blob is cached next to the IR for later processes
+        assert list((tmp_path / "m").glob("*/openvino-cache/*"))
 
 
 def test_torch_backend_plans_one_batch_per_request() -> None:

@@ -305,7 +305,11 @@ class OpenVinoBackend(_ExportedBackend):
 
         self.path = ensure_openvino(model_path, precision, cache_dir)
         core = ov.Core()
-        self.compiled = core.compile_model(str(self.path), "CPU", {"PERFORMANCE_HINT": "THROUGHPUT"})
+        # CACHE_DIR: the compiled blob is kept next to the IR, so later processes load it instead of
+        # compiling again (OpenVINO keys it by model, device and config): 2.0-2.3 s -> 0.7-1.0 s
+        # wall, 0.6 -> 0.3 CPU s per process under load ~13
+        config = {"PERFORMANCE_HINT": "THROUGHPUT", "CACHE_DIR": str(cache_dir / "openvino-cache")}
+        self.compiled = core.compile_model(str(self.path), "CPU", config)
         self._inputs = [p.get_any_name() for p in self.compiled.inputs]
         self.inference_precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         self.requests = max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
