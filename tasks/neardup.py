@@ -92,6 +92,14 @@ def _exact_pairs(vectors: np.ndarray, idx: np.ndarray, radius: float, block: int
         yield q[keep], j[keep]
 
 
+def ivf_shape(n: int, nlist: int | None, nprobe: int) -> tuple[int, int]:
+    """(cells, probes) of the IVF cell join over ``n`` rows."""
+    probes = max(1, nprobe)
+    cells = int(nlist or round(math.sqrt(probes * n)))  # balances assignment and join cost
+    cells = max(1, min(cells, n // 16 or 1))
+    return cells, min(probes, cells)
+
+
 class _CellJoin:
     """IVF partition (faiss spherical k-means, ``nlist`` cells) + exact blocked products within the
     ``nprobe`` cells nearest each row. Every row lives in its nearest cell; a row is compared with
@@ -106,10 +114,8 @@ class _CellJoin:
         import faiss
 
         n, d = len(idx), int(vectors.shape[1])
-        probes = max(1, nprobe)
-        cells = int(nlist or round(math.sqrt(probes * n)))  # balances assignment and join cost
-        cells = max(1, min(cells, n // 16 or 1))
-        self.nlist, self.nprobe = cells, min(probes, cells)
+        cells, self.nprobe = ivf_shape(n, nlist, nprobe)
+        self.nlist = cells
         rng = np.random.default_rng(seed)
         n_train = min(n, max(cells * 24, 10_000))
         sample = np.sort(rng.choice(n, size=n_train, replace=False))
