@@ -660,8 +660,8 @@ def _usable_state(cfg: Config, art: Artifacts, key: dict[str, Any]) -> tuple[dst
         return None, "no dedupe state"
     if old.key != key:
         return None, "dedupe params or embedding identity changed"
-    old.pairs = dstate.read_pairs(_state_dir(art))
-    if old.pairs is None:
+    old.pairs, old.rows = dstate.read_pairs(_state_dir(art)), dstate.read_rows(_state_dir(art))
+    if old.pairs is None or old.rows is None:
         return None, "no dedupe pairs"
     return old, ""
 
@@ -684,17 +684,62 @@ def _run(cfg: Config, art: Artifacts, tmp: Path) -> dict[str, Any]:
     return _compute(cfg, art, tmp, key, inputs, old, changed, why_full, t0)
 
 
-def _prior(art: Artifacts, old: dstate.State, ids: pa.Table, uniq: np.ndarray, layout: list[ShardSpan],
-           changed: set[str]) -> Prior:
-    """The pairs of ``old`` between nodes that did not change, and the nodes to search anew."""
+def _row_keys(art: Artifacts, vectors: np.ndarray, span: ShardSpan) -> np.ndarray:
+    """Per row of a chunk shard, a 64-bit key of what the search and the confirmation read."""
+    import hashlib
+
+    table = pq.ParquetFile(span.file).read(columns=["text", "heading_path"])
+    out = np.empty(span.rows, dtype=np.uint64)
+    vecs = np.ascontiguousarray(vectors[span.offset : span.offset + span.rows], dtype=np.float32)
+    for k, (text, hp) in enumerate(zip(table["text"].to_pylist(), table["heading_path"].to_pylist(), strict=True)):
+        h = hashlib.blake2b(vecs[k].tobytes(), digest_size=8)
+        h.update((text or "").encode("utf-8", "surrogatepass"))
+        h.update(json.dumps(list(hp or ())).encode())
+        out[k] = int.from_bytes(h.digest(), "little")
+    return out
+
+
+def _rows_table(art: Artifacts, vectors: np.ndarray, ids: pa.Table, layout: list[ShardSpan],
+                old: pa.Table | None, changed: set[str] | None) -> tuple[pa.Table, pa.Table]:
+    """(the rows state of this run, the rows of changed shards with their keys)."""
+    parts = []
+    for span in layout:
+        if changed is not None and str(span.index) not in changed:
+            continue
+        parts.append(pa.table({"shard": pa.array(np.full(span.rows, span.index, np.int32)),
+                               "chunk_id": ids["chunk_id"].slice(span.offset, span.rows).combine_chunks(),
+                               "key": pa.array(_row_keys(art, vectors, span))}, schema=dstate.ROWS_SCHEMA))
+    fresh = pa.concat_tables(parts) if parts else dstate.ROWS_SCHEMA.empty_table()
+    keep = [fresh]
+    if old is not None and changed is not None:
+        gone = pa.array([int(k) for k in changed if k.isdigit()], pa.int32())
+        keep.insert(0, old.filter(pc.invert(pc.is_in(old["shard"], value_set=gone))))
+    rows = pa.concat_tables(keep).sort_by([("shard", "ascending"), ("chunk_id", "ascending")])
+    return rows, fresh
+
+
+def _prior(old: dstate.State, ids: pa.Table, uniq: np.ndarray, layout: list[ShardSpan],
+           changed: set[str], fresh: pa.Table) -> Prior:
+    """The pairs of ``old`` between nodes that did not change, and the nodes to search anew: rows
+    of changed shards whose chunk id and key are new, and rows that became exact representatives."""
     n = ids.num_rows
     changed_row = np.zeros(n, dtype=bool)
     for span in layout:
         if str(span.index) in changed:
             changed_row[span.offset : span.offset + span.rows] = True
-    node_ids = ids["chunk_id"].combine_chunks().take(pa.array(uniq))
+    chunk_ids = ids["chunk_id"].combine_chunks()
+    node_ids = chunk_ids.take(pa.array(uniq))
     was_not_node = pc.is_in(node_ids, value_set=pa.array(old.non_nodes, pa.string())).to_numpy(zero_copy_only=False)
-    new = changed_row[uniq] | was_not_node
+    assert old.rows is not None
+    at = pc.index_in(fresh["chunk_id"], value_set=old.rows["chunk_id"]).to_numpy(zero_copy_only=False)
+    found = ~np.isnan(at) if at.dtype.kind == "f" else np.ones(len(at), bool)
+    old_keys = old.rows["key"].to_numpy()
+    same = np.zeros(len(at), dtype=bool)
+    same[found] = old_keys[np.nan_to_num(at[found]).astype(np.int64)] == fresh["key"].to_numpy()[found]
+    row_of = np.flatnonzero(changed_row)  # fresh lists the changed shards' rows in global row order
+    moved = np.zeros(n, dtype=bool)
+    moved[row_of[~same]] = True
+    new = moved[uniq] | was_not_node
     pairs = old.pairs if old.pairs is not None else dstate.pairs_table([], [], np.zeros(0), [])
     ia = pc.index_in(pairs["a"], value_set=node_ids).to_numpy(zero_copy_only=False)
     ib = pc.index_in(pairs["b"], value_set=node_ids).to_numpy(zero_copy_only=False)
@@ -736,7 +781,8 @@ def _compute(cfg: Config, art: Artifacts, tmp: Path, key: dict[str, Any], inputs
 
     ex = exact_groups(ids, rank)
     uniq = ex.uniq
-    prior = _prior(art, old, ids, uniq, layout, changed) if old is not None and changed is not None else None
+    rows_state, fresh = _rows_table(art, vectors, ids, layout, old.rows if old else None, changed)
+    prior = _prior(old, ids, uniq, layout, changed, fresh) if old is not None and changed is not None else None
     near, cand = near_groups(cfg, art, vectors, ex, rank, tmp, prior)
     chunk_ids = ids["chunk_id"].combine_chunks()
     node_ids = chunk_ids.take(pa.array(uniq))
@@ -778,7 +824,8 @@ def _compute(cfg: Config, art: Artifacts, tmp: Path, key: dict[str, Any], inputs
         outputs[f.name] = dstate.digest(f, old.outputs.get(f.name) if old and shards.shard_index(f) not in dirty else None)
     recorded = {k: v for k, v in stats.items() if not k.startswith("seconds")}
     dstate.write_state(_state_dir(art), dstate.State(key, inputs, groups, outputs,
-                                                     dstate.digest(art.dedupe_report, None), non_nodes, recorded, pairs))
+                                                     dstate.digest(art.dedupe_report, None), non_nodes, recorded, pairs,
+                                                     rows_state))
     stats.update(search="full" if prior is None else "incremental", skipped=False,
                  shards_changed=len(all_shards) if changed is None else len(changed),
                  nodes_searched=cand.searched, deduped_shards_written=written)

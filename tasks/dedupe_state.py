@@ -9,6 +9,9 @@ only makes the next run a full one):
   the digest of each deduped shard's *group payload* (the duplicate links of its grouped rows), the
   SHA-256 of each deduped shard and of the report, the chunk ids that were not near-duplicate
   search nodes (non-representative exact copies) and the stats of the run.
+- ``_dedupe_rows.parquet``: per row, its shard, chunk id and a 64-bit key of what the search and
+  the text confirmation read (its vector bytes, text and heading path): a row of a changed shard
+  with the same chunk id and key is not searched again.
 - ``_dedupe_pairs.parquet``: every candidate pair the vector search found (chunk ids ``a < b``,
   their cosine, and ``verdict``: "" when merged, else why the text confirmation rejected it),
   sorted, so the same inputs give the same bytes.
@@ -36,6 +39,8 @@ from embedline.tasks.vector_shards import file_digest
 VERSION = "dedupe-state-1"  # bump when the stage's output for the same inputs changes
 STATE_FILE = "_dedupe_state.json"
 PAIRS_FILE = "_dedupe_pairs.parquet"
+ROWS_FILE = "_dedupe_rows.parquet"
+ROWS_SCHEMA = pa.schema([("shard", pa.int32()), ("chunk_id", pa.string()), ("key", pa.uint64())])
 PAIRS_SCHEMA = pa.schema([("a", pa.string()), ("b", pa.string()), ("cosine", pa.float32()),
                           ("verdict", pa.string())])
 
@@ -79,6 +84,7 @@ class State:
     non_nodes: list[str]  # chunk ids that were not search nodes (non-representative exact copies)
     stats: dict[str, Any]
     pairs: pa.Table | None = field(default=None, repr=False)
+    rows: pa.Table | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {"version": VERSION, "key": self.key, "inputs": self.inputs, "groups": self.groups,
@@ -101,15 +107,22 @@ def read_state(folder: Path) -> State | None:
         return None
 
 
-def read_pairs(folder: Path) -> pa.Table | None:
-    path = folder / PAIRS_FILE
+def _read(path: Path, schema: pa.Schema) -> pa.Table | None:
     if not path.exists():
         return None
     try:
         table = pq.ParquetFile(path).read()
     except (OSError, pa.ArrowInvalid):
         return None
-    return table if table.schema.equals(PAIRS_SCHEMA) else None
+    return table if table.schema.equals(schema) else None
+
+
+def read_pairs(folder: Path) -> pa.Table | None:
+    return _read(folder / PAIRS_FILE, PAIRS_SCHEMA)
+
+
+def read_rows(folder: Path) -> pa.Table | None:
+    return _read(folder / ROWS_FILE, ROWS_SCHEMA)
 
 
 def pairs_table(a: list[str], b: list[str], cosine: np.ndarray, verdict: list[str]) -> pa.Table:
@@ -126,10 +139,11 @@ def write_state(folder: Path, state: State) -> None:
     import os
 
     folder.mkdir(parents=True, exist_ok=True)
-    if state.pairs is not None:
-        tmp = folder / (PAIRS_FILE + ".tmp")
-        pq.write_table(state.pairs.combine_chunks(), tmp, compression="zstd", row_group_size=65_536)
-        os.replace(tmp, folder / PAIRS_FILE)
+    for name, table in ((PAIRS_FILE, state.pairs), (ROWS_FILE, state.rows)):
+        if table is not None:
+            tmp = folder / (name + ".tmp")
+            pq.write_table(table.combine_chunks(), tmp, compression="zstd", row_group_size=65_536)
+            os.replace(tmp, folder / name)
     tmp = folder / (STATE_FILE + ".tmp")
     tmp.write_text(json.dumps(state.to_json(), sort_keys=True, ensure_ascii=False, indent=1) + "\n",
                    encoding="utf-8")
@@ -137,5 +151,5 @@ def write_state(folder: Path, state: State) -> None:
 
 
 def clear_state(folder: Path) -> None:
-    for name in (STATE_FILE, PAIRS_FILE):
+    for name in (STATE_FILE, PAIRS_FILE, ROWS_FILE):
         (folder / name).unlink(missing_ok=True)
