@@ -12,8 +12,9 @@ engines, both memory-bounded and sub-quadratic in practice:
   almost every pair (the benchmark reports the recall). Measured here, BLAS products within cells
   were ~5× faster than ``IndexIVFFlat.range_search``'s per-query scans at the same recall.
 
-Vectors are read from a (memory-mapped) array block by block and L2-normalised on the fly, so
-the working set is the faiss index (n·d·4 bytes) plus one block. Pairs are folded into connected
+Vectors are read from a (memory-mapped) array block by block and L2-normalised on the fly; the
+exact engine holds its flat index (n·d·4 bytes, n <= ``exact_max_rows``) plus one block, the IVF
+engine keeps its cell-sorted copy in a temporary file and holds one cell at a time. Pairs are folded into connected
 components (union-find semantics, single linkage) as they arrive, so a dense group of g copies
 never holds its g² pairs in memory at once.
 
@@ -28,6 +29,7 @@ import contextlib
 import math
 import mmap
 import re
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -104,7 +106,8 @@ class _CellJoin:
     """IVF partition (faiss spherical k-means, ``nlist`` cells) + exact blocked products within the
     ``nprobe`` cells nearest each row. Every row lives in its nearest cell; a row is compared with
     the members of its ``nprobe`` nearest cells, so a pair is found when one of them lies in a cell
-    the other probes. Only the normalised vectors (n·d·4 bytes, sorted by cell) stay in memory."""
+    the other probes. The normalised vectors (n·d·4 bytes, sorted by cell) live in a temporary
+    file, read cell by cell."""
 
     QUERY_BLOCK = 2048
     DB_BLOCK = 8192
@@ -135,9 +138,15 @@ class _CellJoin:
         self.pos = np.empty(n, dtype=np.int64)
         self.pos[self.order] = np.arange(n, dtype=np.int64)
         self.starts = np.searchsorted(primary[self.order], np.arange(cells + 1))
-        self.xs = np.empty((n, d), dtype=np.float32)  # normalised vectors, sorted by primary cell
+        # normalised vectors sorted by primary cell, in a temporary file mapped read/write: the
+        # join reads one cell (+ its queries) at a time and unmaps what it read, so the RSS does
+        # not hold the n·d·4 bytes (1 M x 384 dims = 1.5 GB); the page cache does
+        self._file = tempfile.TemporaryFile(prefix="embedline-ivf-")  # noqa: SIM115 (closed by pairs())
+        self._file.truncate(max(1, n * d * 4))
+        self.xs = np.memmap(self._file, dtype=np.float32, mode="r+", shape=(n, d))
         for start, x in _blocks(vectors, idx, big):
             self.xs[self.pos[start : start + len(x)]] = x
+            _drop_pages(self.xs)
         cell_of_query = assign.reshape(-1)
         query_node = np.repeat(np.arange(n, dtype=np.int64), self.nprobe)
         qo = np.argsort(cell_of_query, kind="stable")
@@ -145,8 +154,16 @@ class _CellJoin:
         self.qstarts = np.searchsorted(cell_of_query[qo], np.arange(cells + 1))
 
     def pairs(self, radius: float) -> Iterator[Pairs]:
+        try:
+            yield from self._pairs(radius)
+        finally:
+            self._file.close()
+
+    def _pairs(self, radius: float) -> Iterator[Pairs]:
         for c in range(self.nlist):
             d0, d1 = int(self.starts[c]), int(self.starts[c + 1])
+            if c % 32 == 31:
+                _drop_pages(self.xs)
             if d1 == d0:
                 continue
             nodes = self.query_node[self.qstarts[c] : self.qstarts[c + 1]]
