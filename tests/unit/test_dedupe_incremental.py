@@ -52,7 +52,7 @@ def _corpus(seed: int = 3) -> tuple[list[Item], list[np.ndarray]]:
         for c in range(1 + g % 3):
             items.append(Item(f"near/{g}-{c}.txt", 0, f"base text {g} {FILLER} rev {c}",
                               near(rng, bases[g], rng.uniform(0.97, 0.995))))
-    for g in range(20, 28):  # exact copies (same text, same vector)
+    for g in [*range(2, 8), *range(20, 28)]:  # exact copies (same text, same vector)
         items.append(Item(f"exact/{g}.txt", 0, f"base text {g} {FILLER}", bases[g]))
     for g in range(40, 46):  # hard negatives
         items.append(Item(f"hard/{g}.txt", 0, f"hard negative {g}", near(rng, bases[g], 0.85)))
@@ -106,6 +106,9 @@ def test_unchanged_skips_and_changes_equal_a_clean_run(tmp_path: Path, policy: s
     by_src["base/50.txt"] = Item("base/50.txt", 0, f"base text 60 {FILLER} edited", near(rng, bases[60], 0.99))
     for gone in ("near/0-0.txt", "base/1.txt", "base/20.txt", "base/21.txt"):
         del by_src[gone]
+    for g in range(2, 8):  # the exact representative goes: its copy becomes a search node
+        del by_src[min((f"base/{g}.txt", f"exact/{g}.txt"),
+                       key=lambda s: make_chunk(s, 0, f"base text {g} {FILLER}").chunk_id)]
     for k in range(6):
         by_src[f"added/x{k}.txt"] = Item(f"added/x{k}.txt", 0, f"base text {22 + k} {FILLER}", bases[22 + k])
     by_src["added/near.txt"] = Item("added/near.txt", 0, f"base text 70 {FILLER} rev 9", near(rng, bases[70], 0.98))
