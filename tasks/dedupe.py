@@ -510,40 +510,82 @@ def write_if_changed(folder: Path, index: int, table: pa.Table) -> bool:
     return True
 
 
+@dataclass
+class Reuse:
+    """Rows whose deduped row is the previous run's (same chunk id, key and group hash), and the
+    deduped shards that are still the files the previous run wrote."""
+
+    same: np.ndarray
+    intact: set[int]
+
+
+def _old_rows(art: Artifacts, index: int, reuse: Reuse | None) -> tuple[pa.Table | None, dict[str, int]]:
+    if reuse is None or index not in reuse.intact:
+        return None, {}
+    path = art.deduped / shards.shard_name(index)
+    if not path.exists():
+        return None, {}
+    table = pq.ParquetFile(path).read()
+    return table, {c: k for k, c in enumerate(table["chunk_id"].to_pylist())}
+
+
+def _shard_table(art: Artifacts, span: ShardSpan, stored: np.ndarray, payloads: _Payloads, ident: dict[str, str],
+                 schema: pa.Schema, reuse: Reuse | None) -> tuple[pa.Table, int]:
+    """The deduped rows of one chunk shard: rows that did not change are copied from the previous
+    deduped shard (``row`` renumbered), the others are built (payload hash included)."""
+    old, old_pos = _old_rows(art, span.index, reuse)
+    rows_out: list[dict[str, Any]] = []
+    kept_local: list[int] = []
+    kept_old: list[int] = []
+    local = 0
+    for batch in pq.ParquetFile(span.file).iter_batches(batch_size=4096, columns=_STREAM_COLS):
+        cols = batch.to_pydict()
+        base = span.offset + local
+        for k in np.flatnonzero(stored[base : base + batch.num_rows]).tolist():
+            at = old_pos.get(cols["chunk_id"][k]) if reuse is not None and reuse.same[base + k] else None
+            if at is not None:
+                kept_local.append(local + k)
+                kept_old.append(at)
+                continue
+            current = {"chunk_id": cols["chunk_id"][k], "doc_id": cols["doc_id"][k], "source": cols["source"][k]}
+            srcs, dups, is_dup, canonical = payloads.row(base + k, current)
+            rows_out.append({
+                "point_id": point_id_for(cols["chunk_id"][k]), "row": local + k, "sources": srcs,
+                "duplicates": dups, "is_duplicate": is_dup, "canonical_id": canonical,
+                **{c: cols[c][k] for c in _STREAM_COLS},
+            })
+        local += batch.num_rows
+    if rows_out:
+        as_cols = {name: [r[name] for r in rows_out] for name in rows_out[0]}
+        for r, pl in zip(rows_out, build_payloads(as_cols, **ident), strict=True):
+            r[PAYLOAD_HASH] = pl[PAYLOAD_HASH]
+    table = pa.Table.from_pylist(rows_out, schema=schema)
+    if old is None or not kept_old:
+        return table, 0
+    kept = old.take(pa.array(kept_old, pa.int64())).replace_schema_metadata(schema.metadata)
+    kept = kept.set_column(kept.schema.get_field_index("row"), schema.field("row"), pa.array(kept_local, pa.int64()))
+    both = pa.concat_tables([kept.cast(schema), table])
+    return both.take(pc.sort_indices(both["row"])), len(kept_old)
+
+
 def _write_deduped(art: Artifacts, stored: np.ndarray, payloads: _Payloads, ident: dict[str, str],
-                   layout: list[ShardSpan], dirty: set[int]) -> int:
-    """Stream the ``dirty`` chunk shards, one at a time, writing their stored rows to the deduped
-    shard of the same index (``row`` = the row in that shard and in its vector shard,
-    ``payload_hash`` = the hash of the Qdrant payload for ``ident``'s fingerprint and model); the
-    other deduped shards are not read. Returns the number of shard files rewritten."""
+                   layout: list[ShardSpan], dirty: set[int], reuse: Reuse | None = None) -> tuple[int, int]:
+    """Write the deduped shard of each ``dirty`` chunk shard, one at a time, (``row`` = the row in
+    that shard and in its vector shard, ``payload_hash`` = the hash of the Qdrant payload for
+    ``ident``'s fingerprint and model); the other deduped shards are not read. Returns the number
+    of shard files rewritten and of rows copied from the previous deduped shards."""
     schema = DEDUPED_SCHEMA.with_metadata({META_KEY: json.dumps(ident, sort_keys=True)})
-    written = 0
+    written = copied = 0
     for span in layout:
-        if span.index not in dirty:
-            continue
-        rows_out: list[dict[str, Any]] = []
-        local = 0
-        for batch in pq.ParquetFile(span.file).iter_batches(batch_size=4096, columns=_STREAM_COLS):
-            cols = batch.to_pydict()
-            for k in np.flatnonzero(stored[span.offset + local : span.offset + local + batch.num_rows]).tolist():
-                current = {"chunk_id": cols["chunk_id"][k], "doc_id": cols["doc_id"][k], "source": cols["source"][k]}
-                srcs, dups, is_dup, canonical = payloads.row(span.offset + local + k, current)
-                rows_out.append({
-                    "point_id": point_id_for(cols["chunk_id"][k]), "row": local + k, "sources": srcs,
-                    "duplicates": dups, "is_duplicate": is_dup, "canonical_id": canonical,
-                    **{c: cols[c][k] for c in _STREAM_COLS},
-                })
-            local += batch.num_rows
-        if rows_out:
-            as_cols = {name: [r[name] for r in rows_out] for name in rows_out[0]}
-            for r, pl in zip(rows_out, build_payloads(as_cols, **ident), strict=True):
-                r[PAYLOAD_HASH] = pl[PAYLOAD_HASH]
-        written += write_if_changed(art.deduped, span.index, pa.Table.from_pylist(rows_out, schema=schema))
+        if span.index in dirty:
+            table, n_copied = _shard_table(art, span, stored, payloads, ident, schema, reuse)
+            written += write_if_changed(art.deduped, span.index, table)
+            copied += n_copied
     if art.deduped.is_dir():
         shards.remove_shards(art.deduped, [s.index for s in layout])
     else:
         art.deduped.mkdir(parents=True, exist_ok=True)
-    return written
+    return written, copied
 
 
 def _texts_of(art: Artifacts, rows: np.ndarray) -> dict[int, str]:
@@ -676,7 +718,7 @@ def _run(cfg: Config, art: Artifacts, tmp: Path) -> dict[str, Any]:
         dstate.write_state(_state_dir(art), dstate.State(key, inputs, old.groups, old.outputs, old.report,
                                                          old.non_nodes, old.stats))
         return {**old.stats, "search": "skipped", "skipped": True, "shards_changed": 0, "nodes_searched": 0,
-                "deduped_shards_written": 0, "seconds": round(time.perf_counter() - t0, 3)}
+                "deduped_shards_written": 0, "rows_copied": 0, "seconds": round(time.perf_counter() - t0, 3)}
     changed = None
     if old is not None:
         olds, news = _shas(old.inputs), _shas(inputs)
@@ -684,62 +726,66 @@ def _run(cfg: Config, art: Artifacts, tmp: Path) -> dict[str, Any]:
     return _compute(cfg, art, tmp, key, inputs, old, changed, why_full, t0)
 
 
-def _row_keys(art: Artifacts, vectors: np.ndarray, span: ShardSpan) -> np.ndarray:
-    """Per row of a chunk shard, a 64-bit key of what the search and the confirmation read."""
+def _row_keys(vectors: np.ndarray, span: ShardSpan) -> np.ndarray:
+    """Per row of a chunk shard, a 64-bit key of everything its deduped row and its search read:
+    the vector bytes and every chunk column that is copied."""
     import hashlib
 
-    table = pq.ParquetFile(span.file).read(columns=["text", "heading_path"])
+    cols = pq.ParquetFile(span.file).read(columns=_STREAM_COLS).to_pydict()
+    values = [cols[c] for c in _STREAM_COLS]
     out = np.empty(span.rows, dtype=np.uint64)
     vecs = np.ascontiguousarray(vectors[span.offset : span.offset + span.rows], dtype=np.float32)
-    for k, (text, hp) in enumerate(zip(table["text"].to_pylist(), table["heading_path"].to_pylist(), strict=True)):
+    for k, row in enumerate(zip(*values, strict=True)):
         h = hashlib.blake2b(vecs[k].tobytes(), digest_size=8)
-        h.update((text or "").encode("utf-8", "surrogatepass"))
-        h.update(json.dumps(list(hp or ())).encode())
+        h.update(repr(row).encode("utf-8", "surrogatepass"))
         out[k] = int.from_bytes(h.digest(), "little")
     return out
 
 
-def _rows_table(art: Artifacts, vectors: np.ndarray, ids: pa.Table, layout: list[ShardSpan],
-                old: pa.Table | None, changed: set[str] | None) -> tuple[pa.Table, pa.Table]:
-    """(the rows state of this run, the rows of changed shards with their keys)."""
-    parts = []
-    for span in layout:
-        if changed is not None and str(span.index) not in changed:
-            continue
-        parts.append(pa.table({"shard": pa.array(np.full(span.rows, span.index, np.int32)),
-                               "chunk_id": ids["chunk_id"].slice(span.offset, span.rows).combine_chunks(),
-                               "key": pa.array(_row_keys(art, vectors, span))}, schema=dstate.ROWS_SCHEMA))
-    fresh = pa.concat_tables(parts) if parts else dstate.ROWS_SCHEMA.empty_table()
-    keep = [fresh]
-    if old is not None and changed is not None:
-        gone = pa.array([int(k) for k in changed if k.isdigit()], pa.int32())
-        keep.insert(0, old.filter(pc.invert(pc.is_in(old["shard"], value_set=gone))))
-    rows = pa.concat_tables(keep).sort_by([("shard", "ascending"), ("chunk_id", "ascending")])
-    return rows, fresh
+@dataclass
+class RowKeys:
+    """Per global row: its key, and where the previous run's rows state has its chunk id."""
+
+    key: np.ndarray  # uint64
+    old_at: np.ndarray  # index into the old rows table, -1 when absent
+    same: np.ndarray  # chunk id known with the same key
 
 
-def _prior(old: dstate.State, ids: pa.Table, uniq: np.ndarray, layout: list[ShardSpan],
-           changed: set[str], fresh: pa.Table) -> Prior:
-    """The pairs of ``old`` between nodes that did not change, and the nodes to search anew: rows
-    of changed shards whose chunk id and key are new, and rows that became exact representatives."""
+def _row_state(vectors: np.ndarray, ids: pa.Table, layout: list[ShardSpan], old: pa.Table | None,
+               changed: set[str] | None) -> RowKeys:
     n = ids.num_rows
-    changed_row = np.zeros(n, dtype=bool)
+    old_at = np.full(n, -1, dtype=np.int64)
+    if old is not None and n:
+        at = pc.index_in(ids["chunk_id"], value_set=old["chunk_id"])
+        old_at = pc.fill_null(at, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    old_keys = old["key"].to_numpy() if old is not None else np.zeros(0, np.uint64)
+    key = np.zeros(n, dtype=np.uint64)
     for span in layout:
-        if str(span.index) in changed:
-            changed_row[span.offset : span.offset + span.rows] = True
+        sl = slice(span.offset, span.offset + span.rows)
+        if changed is None or old is None or str(span.index) in changed:
+            key[sl] = _row_keys(vectors, span)
+        else:  # an unchanged shard: same bytes, same keys
+            key[sl] = old_keys[old_at[sl]]
+    same = (old_at >= 0) & (old_keys[np.maximum(old_at, 0)] == key) if len(old_keys) else np.zeros(n, bool)
+    return RowKeys(key, old_at, same)
+
+
+def _rows_table(chunk_ids: pa.Array, layout: list[ShardSpan], rk: RowKeys, group: np.ndarray) -> pa.Table:
+    shard = np.zeros(len(chunk_ids), dtype=np.int32)
+    for span in layout:
+        shard[span.offset : span.offset + span.rows] = span.index
+    table = pa.table({"shard": pa.array(shard), "chunk_id": chunk_ids,
+                      "key": pa.array(rk.key), "group": pa.array(group)}, schema=dstate.ROWS_SCHEMA)
+    return table.sort_by([("shard", "ascending"), ("chunk_id", "ascending")])
+
+
+def _prior(old: dstate.State, ids: pa.Table, uniq: np.ndarray, rk: RowKeys) -> Prior:
+    """The pairs of ``old`` between nodes that did not change, and the nodes to search anew: rows
+    whose chunk id and key are new, and rows that became exact representatives."""
     chunk_ids = ids["chunk_id"].combine_chunks()
     node_ids = chunk_ids.take(pa.array(uniq))
     was_not_node = pc.is_in(node_ids, value_set=pa.array(old.non_nodes, pa.string())).to_numpy(zero_copy_only=False)
-    assert old.rows is not None
-    at = pc.index_in(fresh["chunk_id"], value_set=old.rows["chunk_id"]).to_numpy(zero_copy_only=False)
-    found = ~np.isnan(at) if at.dtype.kind == "f" else np.ones(len(at), bool)
-    old_keys = old.rows["key"].to_numpy()
-    same = np.zeros(len(at), dtype=bool)
-    same[found] = old_keys[np.nan_to_num(at[found]).astype(np.int64)] == fresh["key"].to_numpy()[found]
-    row_of = np.flatnonzero(changed_row)  # fresh lists the changed shards' rows in global row order
-    moved = np.zeros(n, dtype=bool)
-    moved[row_of[~same]] = True
-    new = moved[uniq] | was_not_node
+    new = ~rk.same[uniq] | was_not_node
     pairs = old.pairs if old.pairs is not None else dstate.pairs_table([], [], np.zeros(0), [])
     ia = pc.index_in(pairs["a"], value_set=node_ids).to_numpy(zero_copy_only=False)
     ib = pc.index_in(pairs["b"], value_set=node_ids).to_numpy(zero_copy_only=False)
@@ -754,9 +800,13 @@ def _prior(old: dstate.State, ids: pa.Table, uniq: np.ndarray, layout: list[Shar
 
 
 def _group_digests(layout: list[ShardSpan], stored: np.ndarray, payloads: _Payloads,
-                   lookup: dict[int, dict[str, str]]) -> dict[str, str]:
-    """Per chunk shard, the digest of its grouped rows' duplicate fields: a shard whose inputs and
-    digest did not change writes the same deduped shard."""
+                   lookup: dict[int, dict[str, str]]) -> tuple[dict[str, str], np.ndarray]:
+    """Per chunk shard, the digest of its grouped rows' duplicate fields (a shard whose inputs and
+    digest did not change writes the same deduped shard), and per row a 64-bit hash of them (0 for
+    a row in no group: its deduped row depends on its own columns only)."""
+    import hashlib
+
+    group = np.zeros(len(stored), dtype=np.uint64)
     rows = np.asarray(sorted(lookup), dtype=np.int64)
     offsets = np.asarray([s.offset for s in layout], dtype=np.int64)
     where = np.searchsorted(offsets, rows, side="right") - 1 if len(layout) else rows
@@ -767,7 +817,9 @@ def _group_digests(layout: list[ShardSpan], stored: np.ndarray, payloads: _Paylo
         if payloads.node_of_row[r] >= 0:
             values.extend(payloads.row(r, lookup[r]))
         entries.setdefault(span.index, []).append((r - span.offset, values))
-    return {str(s.index): dstate.payload_digest(entries.get(s.index, [])) for s in layout}
+        h = hashlib.blake2b(json.dumps(values, ensure_ascii=False).encode(), digest_size=8).digest()
+        group[r] = int.from_bytes(h, "little") | 1  # never 0
+    return {str(s.index): dstate.payload_digest(entries.get(s.index, [])) for s in layout}, group
 
 
 def _compute(cfg: Config, art: Artifacts, tmp: Path, key: dict[str, Any], inputs: dict[str, dict[str, Any]],
@@ -781,8 +833,8 @@ def _compute(cfg: Config, art: Artifacts, tmp: Path, key: dict[str, Any], inputs
 
     ex = exact_groups(ids, rank)
     uniq = ex.uniq
-    rows_state, fresh = _rows_table(art, vectors, ids, layout, old.rows if old else None, changed)
-    prior = _prior(old, ids, uniq, layout, changed, fresh) if old is not None and changed is not None else None
+    rk = _row_state(vectors, ids, layout, old.rows if old else None, changed)
+    prior = _prior(old, ids, uniq, rk) if old is not None and changed is not None else None
     near, cand = near_groups(cfg, art, vectors, ex, rank, tmp, prior)
     chunk_ids = ids["chunk_id"].combine_chunks()
     node_ids = chunk_ids.take(pa.array(uniq))
@@ -806,14 +858,20 @@ def _compute(cfg: Config, art: Artifacts, tmp: Path, key: dict[str, Any], inputs
     linked = uniq[~near.is_canon] if p.policy is DuplicatePolicy.link else np.zeros(0, np.int64)
     payloads = _Payloads(p.policy, ex, near, lookup, _texts_of(art, linked))
 
-    groups = _group_digests(layout, stored, payloads, lookup)
+    groups, group = _group_digests(layout, stored, payloads, lookup)
+    rows_state = _rows_table(chunk_ids, layout, rk, group)
     all_shards = {s.index for s in layout}
-    if old is None or changed is None:
+    reuse = None
+    if old is None or changed is None or old.rows is None:
         dirty = all_shards
     else:
+        intact = {i for i in all_shards if _output_matches(art, old, i)}
         dirty = {i for i in all_shards if str(i) in changed or groups[str(i)] != old.groups.get(str(i))
-                 or not _output_matches(art, old, i)}
-    written = _write_deduped(art, stored, payloads, ident, layout, dirty)
+                 or i not in intact}
+        old_group = old.rows["group"].to_numpy()
+        same = rk.same & (old_group[np.maximum(rk.old_at, 0)] == group) if len(old_group) else rk.same
+        reuse = Reuse(same, intact)
+    written, copied = _write_deduped(art, stored, payloads, ident, layout, dirty, reuse)
     spec = _examples_spec(ex, near)
     snippets = _texts_of(art, np.asarray(sorted({r for _, _, members in spec for r in members}), dtype=np.int64))
     del vectors
@@ -828,7 +886,7 @@ def _compute(cfg: Config, art: Artifacts, tmp: Path, key: dict[str, Any], inputs
                                                      rows_state))
     stats.update(search="full" if prior is None else "incremental", skipped=False,
                  shards_changed=len(all_shards) if changed is None else len(changed),
-                 nodes_searched=cand.searched, deduped_shards_written=written)
+                 nodes_searched=cand.searched, deduped_shards_written=written, rows_copied=copied)
     if prior is None:
         stats["full_reason"] = why_full or "inputs"
     return stats

@@ -9,9 +9,10 @@ only makes the next run a full one):
   the digest of each deduped shard's *group payload* (the duplicate links of its grouped rows), the
   SHA-256 of each deduped shard and of the report, the chunk ids that were not near-duplicate
   search nodes (non-representative exact copies) and the stats of the run.
-- ``_dedupe_rows.parquet``: per row, its shard, chunk id and a 64-bit key of what the search and
-  the text confirmation read (its vector bytes, text and heading path): a row of a changed shard
-  with the same chunk id and key is not searched again.
+- ``_dedupe_rows.parquet``: per row, its shard, chunk id, a 64-bit key of its vector bytes and
+  chunk columns, and a 64-bit hash of its duplicate fields (0 when in no group): a row with the
+  same chunk id and key is not searched again, and when its group hash is the same too its
+  deduped row is copied from the previous deduped shard (only ``row`` is renumbered).
 - ``_dedupe_pairs.parquet``: every candidate pair the vector search found (chunk ids ``a < b``,
   their cosine, and ``verdict``: "" when merged, else why the text confirmation rejected it),
   sorted, so the same inputs give the same bytes.
@@ -36,11 +37,12 @@ import pyarrow.parquet as pq
 
 from embedline.tasks.vector_shards import file_digest
 
-VERSION = "dedupe-state-1"  # bump when the stage's output for the same inputs changes
+VERSION = "dedupe-state-2"  # bump when the stage's output for the same inputs changes
 STATE_FILE = "_dedupe_state.json"
 PAIRS_FILE = "_dedupe_pairs.parquet"
 ROWS_FILE = "_dedupe_rows.parquet"
-ROWS_SCHEMA = pa.schema([("shard", pa.int32()), ("chunk_id", pa.string()), ("key", pa.uint64())])
+ROWS_SCHEMA = pa.schema([("shard", pa.int32()), ("chunk_id", pa.string()), ("key", pa.uint64()),
+                         ("group", pa.uint64())])
 PAIRS_SCHEMA = pa.schema([("a", pa.string()), ("b", pa.string()), ("cosine", pa.float32()),
                           ("verdict", pa.string())])
 

@@ -119,10 +119,11 @@ def test_unchanged_skips_and_changes_equal_a_clean_run(tmp_path: Path, policy: s
     assert inc["search"] == "incremental" and not inc["skipped"]
     assert 0 < inc["shards_changed"] <= SHARDS
     assert inc["nodes_searched"] < inc["unique_texts"]
+    assert inc["rows_copied"] > 0  # unchanged rows of rewritten shards are copied, not rebuilt
     clean, clean_stats = _clean(tmp_path, art, cfg)
     assert _snapshot(art) == clean
     drop = ("seconds", "search", "skipped", "shards_changed", "nodes_searched", "deduped_shards_written",
-            "full_reason")
+            "full_reason", "rows_copied")
     assert {k: v for k, v in inc.items() if not k.startswith(drop)} == {
         k: v for k, v in clean_stats.items() if not k.startswith(drop)}
     assert inc["near_groups"] != first["near_groups"] or inc["points"] != first["points"]
