@@ -826,6 +826,7 @@ def _compute(cfg: Config, art: Artifacts, tmp: Path, key: dict[str, Any], inputs
              old: dstate.State | None, changed: set[str] | None, why_full: str, t0: float) -> dict[str, Any]:
     p = cfg.dedupe
     ids, vectors, layout = _load_inputs(art, tmp)
+    t_load = time.perf_counter()
     ident = key["ident"]
     n = ids.num_rows
     rank = np.empty(n, dtype=np.int64)
@@ -834,6 +835,7 @@ def _compute(cfg: Config, art: Artifacts, tmp: Path, key: dict[str, Any], inputs
     ex = exact_groups(ids, rank)
     uniq = ex.uniq
     rk = _row_state(vectors, ids, layout, old.rows if old else None, changed)
+    t_keys = time.perf_counter()
     prior = _prior(old, ids, uniq, rk) if old is not None and changed is not None else None
     near, cand = near_groups(cfg, art, vectors, ex, rank, tmp, prior)
     chunk_ids = ids["chunk_id"].combine_chunks()
@@ -871,7 +873,9 @@ def _compute(cfg: Config, art: Artifacts, tmp: Path, key: dict[str, Any], inputs
         old_group = old.rows["group"].to_numpy()
         same = rk.same & (old_group[np.maximum(rk.old_at, 0)] == group) if len(old_group) else rk.same
         reuse = Reuse(same, intact)
+    t_write = time.perf_counter()
     written, copied = _write_deduped(art, stored, payloads, ident, layout, dirty, reuse)
+    t_write = time.perf_counter() - t_write
     spec = _examples_spec(ex, near)
     snippets = _texts_of(art, np.asarray(sorted({r for _, _, members in spec for r in members}), dtype=np.int64))
     del vectors
@@ -886,7 +890,9 @@ def _compute(cfg: Config, art: Artifacts, tmp: Path, key: dict[str, Any], inputs
                                                      rows_state))
     stats.update(search="full" if prior is None else "incremental", skipped=False,
                  shards_changed=len(all_shards) if changed is None else len(changed),
-                 nodes_searched=cand.searched, deduped_shards_written=written, rows_copied=copied)
+                 nodes_searched=cand.searched, deduped_shards_written=written, rows_copied=copied,
+                 seconds_load=round(t_load - t0, 3), seconds_keys=round(t_keys - t_load, 3),
+                 seconds_write=round(t_write, 3))
     if prior is None:
         stats["full_reason"] = why_full or "inputs"
     return stats
