@@ -62,6 +62,7 @@ from embedline.tasks.neardup import (
     Pairs,
     SearchInfo,
     choose_method,
+    drop_pages,
     ivf_shape,
     lexical_pairs,
     normalized,
@@ -355,6 +356,7 @@ def _new_vs_all(vectors: np.ndarray, uniq: np.ndarray, new_nodes: np.ndarray, ra
         flat.add(normalized(vectors[uniq[new_nodes[s : s + block]]]))
     for start in range(0, len(uniq), block):
         x = normalized(vectors[uniq[start : start + block]])
+        drop_pages(vectors)
         lims, sims, nbrs = flat.range_search(x, radius)
         q = np.repeat(np.arange(start, start + len(x), dtype=np.int64), np.diff(lims).astype(np.int64))
         other = new_nodes[nbrs.astype(np.int64)]
@@ -734,7 +736,8 @@ def _row_keys(vectors: np.ndarray, span: ShardSpan) -> np.ndarray:
     cols = pq.ParquetFile(span.file).read(columns=_STREAM_COLS).to_pydict()
     values = [cols[c] for c in _STREAM_COLS]
     out = np.empty(span.rows, dtype=np.uint64)
-    vecs = np.ascontiguousarray(vectors[span.offset : span.offset + span.rows], dtype=np.float32)
+    vecs = np.array(vectors[span.offset : span.offset + span.rows], dtype=np.float32)
+    drop_pages(vectors)  # the memmap pages read stay in the page cache, not in this process's RSS
     for k, row in enumerate(zip(*values, strict=True)):
         h = hashlib.blake2b(vecs[k].tobytes(), digest_size=8)
         h.update(repr(row).encode("utf-8", "surrogatepass"))

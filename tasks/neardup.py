@@ -46,7 +46,7 @@ def normalized(block: np.ndarray) -> np.ndarray:
     return l2_normalize(block)
 
 
-def _drop_pages(vectors: np.ndarray) -> None:
+def drop_pages(vectors: np.ndarray) -> None:
     """Unmap the pages of a memmap already read (they stay in the page cache), so the stage's RSS
     does not grow by the size of the vectors."""
     mm = getattr(vectors, "_mmap", None)
@@ -58,7 +58,7 @@ def _drop_pages(vectors: np.ndarray) -> None:
 def _blocks(vectors: np.ndarray, rows: np.ndarray, block: int) -> Iterator[tuple[int, np.ndarray]]:
     for start in range(0, len(rows), block):
         x = normalized(vectors[rows[start : start + block]])
-        _drop_pages(vectors)
+        drop_pages(vectors)
         yield start, x
 
 
@@ -125,7 +125,7 @@ class _CellJoin:
         km = faiss.Kmeans(d, cells, niter=8, seed=seed, spherical=True, max_points_per_centroid=24,
                           min_points_per_centroid=1, verbose=False)
         km.train(normalized(vectors[idx[sample]]))
-        _drop_pages(vectors)
+        drop_pages(vectors)
         quantizer = faiss.IndexFlatIP(d)
         quantizer.add(np.asarray(km.centroids, dtype=np.float32))
         assign = np.empty((n, self.nprobe), dtype=np.int64)
@@ -146,7 +146,7 @@ class _CellJoin:
         self.xs = np.memmap(self._file, dtype=np.float32, mode="r+", shape=(n, d))
         for start, x in _blocks(vectors, idx, big):
             self.xs[self.pos[start : start + len(x)]] = x
-            _drop_pages(self.xs)
+            drop_pages(self.xs)
         cell_of_query = assign.reshape(-1)
         query_node = np.repeat(np.arange(n, dtype=np.int64), self.nprobe)
         qo = np.argsort(cell_of_query, kind="stable")
@@ -163,7 +163,7 @@ class _CellJoin:
         for c in range(self.nlist):
             d0, d1 = int(self.starts[c]), int(self.starts[c + 1])
             if c % 32 == 31:
-                _drop_pages(self.xs)
+                drop_pages(self.xs)
             if d1 == d0:
                 continue
             nodes = self.query_node[self.qstarts[c] : self.qstarts[c + 1]]
