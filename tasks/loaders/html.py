@@ -328,11 +328,17 @@ def _first(el: Any, *tags: str) -> Any:
     return next(el.iterdescendants(*tags), None)
 
 
+def _visible_len(text: str) -> int:
+    """Characters of ``text`` that are not whitespace (``len(_WS.sub("", text))``: ``str.split``
+    and ``\\s`` both split at exactly the characters ``str.isspace`` names)."""
+    return sum(map(len, text.split()))
+
+
 def _link_ratio(el: Any) -> tuple[float, int]:
     """(share of the element's text inside links, number of links)."""
-    text = len(_WS.sub("", _text(el)))
+    text = _visible_len(_text(el))
     links = list(el.iterdescendants("a"))
-    linked = sum(len(_WS.sub("", _text(a))) for a in links)
+    linked = sum(_visible_len(_text(a)) for a in links)
     return (linked / text if text else 0.0), len(links)
 
 
