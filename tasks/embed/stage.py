@@ -205,7 +205,7 @@ def embed_shard(
     embedded = 0
     with EmbeddingCache(cache_path(cfg, art)) as cache:
         cache.register(ns, namespace_spec(params, revision))
-        cached = cache.get_many(ns, list(owned))
+        cached = cache.have(ns, list(owned))  # keys only: the vectors are read when shards are written
         todo = [h for h in owned if h not in cached]
         if todo:
             report = (lambda done: progress(done, rows.num_rows)) if progress else None
