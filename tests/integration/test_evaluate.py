@@ -249,7 +249,8 @@ def test_a_rerun_embeds_nothing_and_reuses_the_intrinsic_checks(
     def no_recompute(*_a: object, **_k: object) -> None:
         raise AssertionError("intrinsic checks recomputed although the vector set did not change")
 
-    monkeypatch.setattr(intrinsic, "intrinsic_checks", no_recompute)
+    for step in ("intrinsic_checks", "sample_vectors", "checks_of_sample", "save_map"):
+        monkeypatch.setattr(intrinsic, step, no_recompute)
     second = run_evaluate(cfg, art)
     assert peek_embedder(cfg.embed) is None  # queries and whole documents all came from the cache
     for key in ("ndcg@10", "wholedoc_ndcg@10", "bm25_ndcg@10", "silhouette", "map_points"):
