@@ -237,7 +237,7 @@ def _embed_into_cache(
     # longest first, as sentence-transformers orders one call: per-batch groups pad little
     todo = sorted(todo, key=lambda h: (-len(owned[h]), h))
     texts = with_prompt([owned[h] for h in todo], params.passage_prompt)
-    groups = request_groups(emb, params, texts, params.batch_size)  # local: one batch per commit
+    groups = request_groups(emb, params, texts, params.batch_size)  # local: batch_size x the backend's group_batches per commit
     workers = request_workers(params)
     width = cache.dims(ns)
     done = 0
