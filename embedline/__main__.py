@@ -1,6 +1,6 @@
 """``python -m embedline`` = the ``embedline`` command."""
 
-from embedline.flows.cli import main
+from embedline.flows.entry import main
 
 if __name__ == "__main__":
     main()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Annotated, Any
@@ -143,48 +142,10 @@ def search(
     ] = False,
 ) -> None:
     """Search the live collection: the best chunk per document (score, source, heading path, snippet)."""
+    # the body is Typer-free: a plain `embedline search ...` runs it before the Typer app is built
+    from embedline.flows.lean import run_search
 
-    def body() -> None:
-        cfg, art = load(params, set_)
-        from embedline.tasks.vectorsets.search import search as do_search
-        from embedline.tasks.vectorsets.search import served
-
-        mode = "hybrid" if hybrid else "dense"
-        if not chunks:
-            _print_documents(cfg, art, query, k, mode, as_json)
-            return
-        hits = do_search(cfg, art, query, k, mode=mode)
-        if as_json:
-            collection, fingerprint = served(cfg, art)  # what answered
-            for h in hits:
-                out.print_json(json.dumps({"score": h.score, "source": h.source, "text": h.text,
-                                           "collection": collection, "fingerprint": fingerprint}))
-            return
-        out.print(f"[bold]top {len(hits)} for[/bold] {query!r}")
-        for rank, h in enumerate(hits, start=1):
-            out.print(f"{rank:>2}. [cyan]{h.score:.3f}[/cyan]  [bold]{h.source}[/bold]")
-            out.print("    " + " ".join(h.text.split())[:200], highlight=False, soft_wrap=True)
-
-    guard(body)
-
-
-def _print_documents(cfg: Any, art: Any, query: str, k: int, mode: str, as_json: bool) -> None:
-    """Grouped output: one line per document with its best chunk (issue 15: search that answers)."""
-    from embedline.tasks.vectorsets.search import search_documents
-
-    res = search_documents(cfg, art, query, k, mode=mode)  # type: ignore[arg-type]
-    if as_json:
-        for d in res.documents:
-            row = {"collection": res.collection, "fingerprint": res.fingerprint, **d.as_dict()}
-            out.print(json.dumps(row, ensure_ascii=False), markup=False, highlight=False, soft_wrap=True)
-        return
-    out.print(f"[bold]top {len(res.documents)} documents for[/bold] {query!r}")
-    for rank, d in enumerate(res.documents, start=1):
-        more = f"  ({d.chunks} chunks)" if d.chunks > 1 else ""
-        out.print(f"{rank:>2}. [cyan]{d.score:.3f}[/cyan]  [bold]{d.doc}[/bold]{more}", highlight=False)
-        if d.heading_path:
-            out.print("    § " + " > ".join(d.heading_path), highlight=False, soft_wrap=True)
-        out.print("    " + " ".join(d.snippet.split())[:200], highlight=False, soft_wrap=True)
+    guard(lambda: run_search(query, k, set_, params, as_json, hybrid, chunks))
 
 
 def summary(

@@ -6,21 +6,19 @@ Command modules (:mod:`embedline.flows.commands`, ``manage``, ``deploy``, ``serv
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 
-if TYPE_CHECKING:  # pydantic (config) loads only when a command runs: `embedline --help` stays fast
-    from embedline.tasks.artifacts import Artifacts
-    from embedline.tasks.config import Config
+# consoles, config loading and error reports live in the Typer-free module (`embedline search`
+# runs before the Typer app is built); re-exported here for the command modules
+from embedline.flows.lean import PARAMS_FILE, err, load, out, report_error
 
-# the default params file (= embedline.tasks.config.PARAMS_FILE; a test keeps them equal)
-PARAMS_FILE = "params.yaml"
+__all__ = ["PARAMS_FILE", "ParamsOpt", "SetOpt", "VerboseOpt", "err", "guard", "load", "out", "print_stats",
+           "quiet_prefect", "verbose_logs"]
 
 EPHEMERAL_TIMEOUT_S = 180  # Prefect's default (20 s) is too short on a busy 2-core machine
 
@@ -35,8 +33,6 @@ def quiet_prefect() -> None:
 
 quiet_prefect()
 
-out = Console()
-err = Console(stderr=True)
 T = TypeVar("T")
 
 SetOpt = Annotated[
@@ -50,37 +46,14 @@ ParamsOpt = Annotated[
 
 
 def guard(fn: Callable[[], T]) -> T:
-    """Run a command body: config errors exit 2, other failures exit 1, both with one clear line."""
+    """Run a command body: config errors exit 2, other failures exit 1, both with one clear line
+    (:func:`embedline.flows.lean.report_error`)."""
     try:
         return fn()
     except typer.Exit:
         raise
-    except KeyboardInterrupt:
-        err.print("[yellow]interrupted[/yellow] (completed embedding batches are cached)")
-        raise typer.Exit(130) from None
-    except Exception as exc:
-        from embedline.tasks.config import ConfigError
-
-        if isinstance(exc, ConfigError):
-            err.print(f"[red]config error:[/red] {exc}")
-            raise typer.Exit(2) from None
-        if os.environ.get("EMBEDLINE_DEBUG"):
-            raise
-        err.print(f"[red]error:[/red] {type(exc).__name__}: {exc}")
-        raise typer.Exit(1) from None
-
-
-def load(params: Path, overrides: list[str] | None, source: str | None = None) -> tuple[Config, Artifacts]:
-    from embedline.tasks.artifacts import Artifacts
-    from embedline.tasks.config import ConfigError, load_config
-
-    if not params.exists() and params != Path(PARAMS_FILE):  # an explicit --params must exist
-        raise ConfigError(f"--params {params}: no such file")
-    items = list(overrides or [])
-    if source is not None:
-        items.append(f"source={json.dumps(source)}")
-    cfg = load_config(params, items)
-    return cfg, Artifacts(params.resolve().parent)
+    except (KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 every failure becomes one line + exit code
+        raise typer.Exit(report_error(exc)) from None
 
 
 def verbose_logs(on: bool) -> None:

@@ -52,13 +52,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from embedline.tasks import dedupe_state as dstate
 from embedline.tasks import progress, shards
 from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.config import Config, DuplicatePolicy
 from embedline.tasks.neardup import (
+    EPS,
     Components,
     Pairs,
     SearchInfo,
+    choose_method,
+    drop_pages,
+    ivf_shape,
     lexical_pairs,
     normalized,
     range_pairs,
@@ -66,7 +71,7 @@ from embedline.tasks.neardup import (
     same_content,
     text_key,
 )
-from embedline.tasks.payloads import PAYLOAD_HASH, build_payload
+from embedline.tasks.payloads import PAYLOAD_HASH, build_payloads
 from embedline.tasks.records import point_id_for, read_json, write_json
 from embedline.tasks.vector_shards import (
     META_KEY,
@@ -128,10 +133,18 @@ def _histogram(sizes: np.ndarray) -> dict[str, int]:
     return out
 
 
-def _load_inputs(art: Artifacts, tmp: Path) -> tuple[pa.Table, np.ndarray, list[int]]:
+@dataclass(frozen=True)
+class ShardSpan:
+    index: int
+    file: Path
+    offset: int  # global row of the shard's first row
+    rows: int
+
+
+def _load_inputs(art: Artifacts, tmp: Path) -> tuple[pa.Table, np.ndarray, list[ShardSpan]]:
     """The id columns of every chunk (global row order = shard order), the vectors as one
     read-only memmap in that order (assembled shard by shard into ``tmp``: the search reads it block
-    by block), and the row offset of each chunk shard."""
+    by block), and where each chunk shard's rows are."""
     ids = shards.read_table(art.chunks, columns=["chunk_id", "doc_id", "source", "text_hash"])
     manifest = read_json(art.manifest)
     n = ids.num_rows
@@ -142,8 +155,8 @@ def _load_inputs(art: Artifacts, tmp: Path) -> tuple[pa.Table, np.ndarray, list[
     offsets, row = [], 0
     with path.open("wb") as fh:
         for index, f in sources:
-            offsets.append(row)
             chunk_ids = pq.ParquetFile(f).read(columns=["chunk_id"]).column("chunk_id").to_pylist()
+            offsets.append(ShardSpan(index, f, row, len(chunk_ids)))
             if not chunk_ids:
                 continue
             vf = files.get(index)
@@ -268,63 +281,155 @@ class _TextKeys:
         self.db.close()
 
 
-def _confirmed(
-    art: Artifacts, uniq: np.ndarray, blocks: Iterable[Pairs], min_ratio: float, rejected: Counter[str],
-    tmp: Path,
-) -> Iterator[Pairs]:
-    """The vector pairs whose chunks also say the same thing (:func:`neardup.same_content`)."""
-    pending = [(np.asarray(i), np.asarray(j)) for i, j in blocks]
-    if not pending:
-        return
-    nodes = np.unique(np.concatenate([np.concatenate([i, j]) for i, j in pending]))
-    keys = _TextKeys(art, uniq, nodes, tmp)
+def _verdicts(art: Artifacts, uniq: np.ndarray, i: np.ndarray, j: np.ndarray, min_ratio: float,
+              tmp: Path) -> list[str]:
+    """Per vector pair, "" when the chunks also say the same thing (:func:`neardup.same_content`),
+    else why not (heading, identifiers, text)."""
+    if not len(i):
+        return []
+    keys = _TextKeys(art, uniq, np.unique(np.concatenate([i, j])), tmp)
+    out: list[str] = []
     try:
-        for bi, bj in pending:
-            for s in range(0, len(bi), 4096):
-                i, j = bi[s : s + 4096], bj[s : s + 4096]
-                got = keys.get(itertools.chain(i.tolist(), j.tolist()))
-                keep = np.zeros(len(i), dtype=bool)
-                for k, (a, b) in enumerate(zip(i.tolist(), j.tolist(), strict=True)):
-                    why = same_content(got[a], got[b], min_ratio)
-                    keep[k] = why is None
-                    if why is not None:
-                        rejected[why] += 1
-                yield i[keep], j[keep]
+        for s in range(0, len(i), 4096):
+            bi, bj = i[s : s + 4096].tolist(), j[s : s + 4096].tolist()
+            got = keys.get(itertools.chain(bi, bj))
+            out.extend(same_content(got[a], got[b], min_ratio) or "" for a, b in zip(bi, bj, strict=True))
     finally:
         keys.close()
+    return out
+
+
+def _unique_pairs(blocks: Iterable[Pairs]) -> Pairs:
+    """Each pair once, (i < j), sorted (the IVF engine and a new-vs-all search may repeat one)."""
+    parts = [(np.asarray(a, np.int64), np.asarray(b, np.int64)) for a, b in blocks if len(a)]
+    if not parts:
+        z = np.zeros(0, np.int64)
+        return z, z
+    i = np.concatenate([a for a, _ in parts])
+    j = np.concatenate([b for _, b in parts])
+    lo, hi = np.minimum(i, j), np.maximum(i, j)
+    code = np.unique(lo * (int(hi.max()) + 1) + hi)
+    width = int(hi.max()) + 1
+    return code // width, code % width
+
+
+def _cosines(vectors: np.ndarray, uniq: np.ndarray, i: np.ndarray, j: np.ndarray, block: int) -> np.ndarray:
+    out = np.empty(len(i), dtype=np.float32)
+    for s in range(0, len(i), block):
+        a = normalized(vectors[uniq[i[s : s + block]]])
+        b = normalized(vectors[uniq[j[s : s + block]]])
+        out[s : s + block] = np.einsum("ij,ij->i", a, b)
+    return out
+
+
+@dataclass
+class Prior:
+    """What an incremental run reuses: pairs between untouched nodes (node indexes of this run)."""
+
+    i: np.ndarray
+    j: np.ndarray
+    cosine: np.ndarray
+    verdict: list[str]
+    new_nodes: np.ndarray  # nodes to search against every node
+
+
+@dataclass
+class Candidates:
+    i: np.ndarray
+    j: np.ndarray
+    cosine: np.ndarray
+    verdict: list[str]  # "" = merged
+    info: SearchInfo
+    searched: int  # nodes searched (all on a full run)
+
+
+def _new_vs_all(vectors: np.ndarray, uniq: np.ndarray, new_nodes: np.ndarray, radius: float,
+                block: int) -> Iterator[Pairs]:
+    """Exact pairs between ``new_nodes`` and every node: a flat index of the new nodes only,
+    range-searched by every node block (memory: the new nodes + one block)."""
+    import faiss
+
+    if not len(new_nodes) or len(uniq) < 2:
+        return
+    flat = faiss.IndexFlatIP(int(vectors.shape[1]))
+    for s in range(0, len(new_nodes), block):
+        flat.add(normalized(vectors[uniq[new_nodes[s : s + block]]]))
+    for start in range(0, len(uniq), block):
+        x = normalized(vectors[uniq[start : start + block]])
+        drop_pages(vectors)
+        lims, sims, nbrs = flat.range_search(x, radius)
+        q = np.repeat(np.arange(start, start + len(x), dtype=np.int64), np.diff(lims).astype(np.int64))
+        other = new_nodes[nbrs.astype(np.int64)]
+        keep = (other != q) & (sims >= radius)
+        yield q[keep], other[keep]
+
+
+def _full_info(cfg: Config, m: int) -> SearchInfo:
+    """The search a full run over ``m`` nodes would report (the report does not depend on how the
+    pairs were found)."""
+    p = cfg.dedupe
+    how = choose_method(m, p.method, p.exact_max_rows)
+    if how == "exact" or m < 2:
+        return SearchInfo(how, m, 0)
+    cells, probes = ivf_shape(m, p.ivf_nlist, p.ivf_nprobe)
+    return SearchInfo(how, m, 0, cells, probes)
+
+
+def candidates(cfg: Config, art: Artifacts, vectors: np.ndarray, uniq: np.ndarray, tmp: Path,
+               prior: Prior | None) -> Candidates:
+    """Every candidate pair among the nodes (cosine >= threshold, + lexical pairs) with its text
+    verdict. With ``prior``, only the new nodes are searched (exactly) against all nodes; the
+    other pairs and their verdicts come from the prior run."""
+    p = cfg.dedupe
+    m = len(uniq)
+    radius = float(p.threshold) - EPS
+    if prior is None:
+        blocks, info = range_pairs(
+            vectors, p.threshold, rows=uniq, method=p.method, exact_max_rows=p.exact_max_rows,
+            block=p.block_rows, nlist=p.ivf_nlist, nprobe=p.ivf_nprobe,
+        )
+        if p.lexical and m > 1:
+            texts = [t for _, table in _take_rows(art, uniq, ["embed_text"]) for t in table["embed_text"].to_pylist()]
+            blocks = itertools.chain(blocks, [lexical_pairs(texts, p.lexical_threshold)])
+        searched = m
+    else:
+        blocks = _new_vs_all(vectors, uniq, prior.new_nodes, radius, p.block_rows)
+        info, searched = _full_info(cfg, m), len(prior.new_nodes)
+    with progress.track("dedupe", unit="block") as bar:
+        i, j = _unique_pairs(progress.counted(blocks, bar))
+    cos = _cosines(vectors, uniq, i, j, p.block_rows)
+    verdict = _verdicts(art, uniq, i, j, p.text_similarity, tmp) if p.confirm_text else [""] * len(i)
+    if prior is not None and len(prior.i):
+        i, j = np.concatenate([prior.i, i]), np.concatenate([prior.j, j])
+        cos = np.concatenate([prior.cosine, cos])
+        verdict = prior.verdict + verdict
+    return Candidates(i, j, cos, verdict, info, searched)
 
 
 def near_groups(
-    cfg: Config, art: Artifacts, vectors: np.ndarray, ex: ExactGroups, rank: np.ndarray, tmp: Path
-) -> NearGroups:
+    cfg: Config, art: Artifacts, vectors: np.ndarray, ex: ExactGroups, rank: np.ndarray, tmp: Path,
+    prior: Prior | None = None,
+) -> tuple[NearGroups, Candidates]:
     """Range search among the unique texts (+ optional lexical pairs), each pair confirmed on the
     texts (``dedupe.text_similarity``, same heading and identifiers), grouped deterministically."""
     p = cfg.dedupe
     t0 = time.perf_counter()
     uniq = ex.uniq
     m = len(uniq)
-    blocks, info = range_pairs(
-        vectors, p.threshold, rows=uniq, method=p.method, exact_max_rows=p.exact_max_rows,
-        block=p.block_rows, nlist=p.ivf_nlist, nprobe=p.ivf_nprobe,
-    )
-    if p.lexical and m > 1:
-        texts = [t for _, table in _take_rows(art, uniq, ["embed_text"]) for t in table["embed_text"].to_pylist()]
-        blocks = itertools.chain(blocks, [lexical_pairs(texts, p.lexical_threshold)])
-    rejected: Counter[str] = Counter()
-    if p.confirm_text:
-        blocks = _confirmed(art, uniq, blocks, p.text_similarity, rejected, tmp)
+    cand = candidates(cfg, art, vectors, uniq, tmp, prior)
+    ok = np.asarray([v == "" for v in cand.verdict], dtype=bool)
+    rejected: Counter[str] = Counter(v for v in cand.verdict if v)
     comps = Components(m)
-    with progress.track("dedupe", unit="block") as bar:
-        for i, j in progress.counted(blocks, bar):
-            comps.add(i, j)
+    comps.add(cand.i[ok], cand.j[ok])
     canon = representatives(comps.labels(), rank[uniq]) if m else np.zeros(0, np.int64)
     seconds = time.perf_counter() - t0
     sims = _similarities(vectors, uniq, uniq[canon], p.block_rows)
     perm, starts = _csr(canon, rank[uniq], m)
-    return NearGroups(
-        canon, sims, canon == np.arange(m), perm, starts, np.diff(starts), info, comps.edges_seen,
+    near = NearGroups(
+        canon, sims, canon == np.arange(m), perm, starts, np.diff(starts), cand.info, int(ok.sum()),
         rejected, seconds,
     )
+    return near, cand
 
 
 class _Payloads:
@@ -407,46 +512,82 @@ def write_if_changed(folder: Path, index: int, table: pa.Table) -> bool:
     return True
 
 
-def _write_deduped(art: Artifacts, stored: np.ndarray, payloads: _Payloads, want_text: set[int],
-                   ident: dict[str, str]) -> tuple[dict[int, str], int]:
-    """Stream chunks once more, one shard at a time, writing the stored rows of each chunk shard to
-    the deduped shard of the same index (``row`` = the row in that shard and in its vector shard,
-    ``payload_hash`` = the hash of the Qdrant payload for ``ident``'s fingerprint and model).
-    Returns the texts of ``want_text`` rows and the number of shard files rewritten."""
-    snippets: dict[int, str] = {}
-    folder = art.deduped
+@dataclass
+class Reuse:
+    """Rows whose deduped row is the previous run's (same chunk id, key and group hash), and the
+    deduped shards that are still the files the previous run wrote."""
+
+    same: np.ndarray
+    intact: set[int]
+
+
+def _old_rows(art: Artifacts, index: int, reuse: Reuse | None) -> tuple[pa.Table | None, dict[str, int]]:
+    if reuse is None or index not in reuse.intact:
+        return None, {}
+    path = art.deduped / shards.shard_name(index)
+    if not path.exists():
+        return None, {}
+    table = pq.ParquetFile(path).read()
+    return table, {c: k for k, c in enumerate(table["chunk_id"].to_pylist())}
+
+
+def _shard_table(art: Artifacts, span: ShardSpan, stored: np.ndarray, payloads: _Payloads, ident: dict[str, str],
+                 schema: pa.Schema, reuse: Reuse | None) -> tuple[pa.Table, int]:
+    """The deduped rows of one chunk shard: rows that did not change are copied from the previous
+    deduped shard (``row`` renumbered), the others are built (payload hash included)."""
+    old, old_pos = _old_rows(art, span.index, reuse)
+    rows_out: list[dict[str, Any]] = []
+    kept_local: list[int] = []
+    kept_old: list[int] = []
+    local = 0
+    for batch in pq.ParquetFile(span.file).iter_batches(batch_size=4096, columns=_STREAM_COLS):
+        cols = batch.to_pydict()
+        base = span.offset + local
+        for k in np.flatnonzero(stored[base : base + batch.num_rows]).tolist():
+            at = old_pos.get(cols["chunk_id"][k]) if reuse is not None and reuse.same[base + k] else None
+            if at is not None:
+                kept_local.append(local + k)
+                kept_old.append(at)
+                continue
+            current = {"chunk_id": cols["chunk_id"][k], "doc_id": cols["doc_id"][k], "source": cols["source"][k]}
+            srcs, dups, is_dup, canonical = payloads.row(base + k, current)
+            rows_out.append({
+                "point_id": point_id_for(cols["chunk_id"][k]), "row": local + k, "sources": srcs,
+                "duplicates": dups, "is_duplicate": is_dup, "canonical_id": canonical,
+                **{c: cols[c][k] for c in _STREAM_COLS},
+            })
+        local += batch.num_rows
+    if rows_out:
+        as_cols = {name: [r[name] for r in rows_out] for name in rows_out[0]}
+        for r, pl in zip(rows_out, build_payloads(as_cols, **ident), strict=True):
+            r[PAYLOAD_HASH] = pl[PAYLOAD_HASH]
+    table = pa.Table.from_pylist(rows_out, schema=schema)
+    if old is None or not kept_old:
+        return table, 0
+    kept = old.take(pa.array(kept_old, pa.int64())).replace_schema_metadata(schema.metadata)
+    kept = kept.set_column(kept.schema.get_field_index("row"), schema.field("row"), pa.array(kept_local, pa.int64()))
+    both = pa.concat_tables([kept.cast(schema), table])
+    return both.take(pc.sort_indices(both["row"])), len(kept_old)
+
+
+def _write_deduped(art: Artifacts, stored: np.ndarray, payloads: _Payloads, ident: dict[str, str],
+                   layout: list[ShardSpan], dirty: set[int], reuse: Reuse | None = None) -> tuple[int, int]:
+    """Write the deduped shard of each ``dirty`` chunk shard, one at a time, (``row`` = the row in
+    that shard and in its vector shard, ``payload_hash`` = the hash of the Qdrant payload for
+    ``ident``'s fingerprint and model); the other deduped shards are not read. Returns the number
+    of shard files rewritten and of rows copied from the previous deduped shards."""
     schema = DEDUPED_SCHEMA.with_metadata({META_KEY: json.dumps(ident, sort_keys=True)})
-    offset = written = 0
-    keep = []
-    for index, f in source_shards(art.chunks):
-        keep.append(index)
-        rows_out: list[dict[str, Any]] = []
-        local = 0
-        for batch in pq.ParquetFile(f).iter_batches(batch_size=4096, columns=_STREAM_COLS):
-            cols = batch.to_pydict()
-            for k in range(batch.num_rows):
-                row = offset + k
-                if row in want_text:
-                    snippets[row] = cols["text"][k]
-                if not stored[row]:
-                    continue
-                current = {"chunk_id": cols["chunk_id"][k], "doc_id": cols["doc_id"][k], "source": cols["source"][k]}
-                srcs, dups, is_dup, canonical = payloads.row(row, current)
-                out = {
-                    "point_id": point_id_for(cols["chunk_id"][k]), "row": local + k, "sources": srcs,
-                    "duplicates": dups, "is_duplicate": is_dup, "canonical_id": canonical,
-                    **{c: cols[c][k] for c in _STREAM_COLS},
-                }
-                out[PAYLOAD_HASH] = build_payload(out, **ident)[PAYLOAD_HASH]
-                rows_out.append(out)
-            offset += batch.num_rows
-            local += batch.num_rows
-        written += write_if_changed(folder, index, pa.Table.from_pylist(rows_out, schema=schema))
-    if folder.is_dir():
-        shards.remove_shards(folder, keep)
+    written = copied = 0
+    for span in layout:
+        if span.index in dirty:
+            table, n_copied = _shard_table(art, span, stored, payloads, ident, schema, reuse)
+            written += write_if_changed(art.deduped, span.index, table)
+            copied += n_copied
+    if art.deduped.is_dir():
+        shards.remove_shards(art.deduped, [s.index for s in layout])
     else:
-        folder.mkdir(parents=True, exist_ok=True)
-    return snippets, written
+        art.deduped.mkdir(parents=True, exist_ok=True)
+    return written, copied
 
 
 def _texts_of(art: Artifacts, rows: np.ndarray) -> dict[int, str]:
@@ -516,19 +657,197 @@ def run_dedupe(cfg: Config, art: Artifacts) -> dict[str, Any]:
         return _run(cfg, art, Path(tmp))
 
 
+def _state_dir(art: Artifacts) -> Path:
+    return art.root / "data" / "cache" / "dedupe"
+
+
+def _state_key(cfg: Config, art: Artifacts) -> dict[str, Any]:
+    manifest = read_json(art.manifest) if art.manifest.exists() else {}
+    ident = {"fingerprint": str(manifest.get("fingerprint", "")), "model": str(manifest.get("model", ""))}
+    return {"params": cfg.dedupe.model_dump(mode="json"), "ident": ident}
+
+
+def _input_digests(art: Artifacts, old: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per chunk shard: the digests of it and of its vector shard (re-hashed only when the stat moved)."""
+    vfiles = vector_files(art.vectors)
+    out: dict[str, dict[str, Any]] = {}
+    for index, f in source_shards(art.chunks):
+        prev = old.get(str(index), {})
+        vf = vfiles.get(index)
+        out[str(index)] = {"chunks": dstate.digest(f, prev.get("chunks")),
+                           "vectors": dstate.digest(vf, prev.get("vectors")) if vf is not None else None}
+    for index in set(vfiles) - {int(k) for k in out}:  # a vector shard without chunks: not aligned
+        out[f"vectors-only-{index}"] = {"vectors": dstate.digest(vfiles[index], None)}
+    return out
+
+
+def _shas(inputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {k: {name: (d or {}).get("sha256") for name, d in v.items()} for k, v in inputs.items()}
+
+
+def _outputs_intact(art: Artifacts, state: dstate.State) -> bool:
+    names = {f.name for f in shards.shard_files(art.deduped)} if art.deduped.is_dir() else set()
+    if names != set(state.outputs):
+        return False
+    if not dstate.same_file(art.dedupe_report, state.report):
+        return False
+    return all(dstate.same_file(art.deduped / name, rec) for name, rec in state.outputs.items())
+
+
+def _usable_state(cfg: Config, art: Artifacts, key: dict[str, Any]) -> tuple[dstate.State | None, str]:
+    if cfg.run.full_rebuild:
+        return None, "run.full_rebuild"
+    if cfg.dedupe.lexical:
+        return None, "dedupe.lexical (MinHash pairs are searched globally)"
+    old = dstate.read_state(_state_dir(art))
+    if old is None:
+        return None, "no dedupe state"
+    if old.key != key:
+        return None, "dedupe params or embedding identity changed"
+    old.pairs, old.rows = dstate.read_pairs(_state_dir(art)), dstate.read_rows(_state_dir(art))
+    if old.pairs is None or old.rows is None:
+        return None, "no dedupe pairs"
+    return old, ""
+
+
 def _run(cfg: Config, art: Artifacts, tmp: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
+    key = _state_key(cfg, art)
+    old, why_full = _usable_state(cfg, art, key)
+    inputs = _input_digests(art, old.inputs if old else {})
+    if old is not None and _shas(inputs) == _shas(old.inputs) and _outputs_intact(art, old):
+        # nothing changed: the outputs on disk are what this run would write
+        dstate.write_state(_state_dir(art), dstate.State(key, inputs, old.groups, old.outputs, old.report,
+                                                         old.non_nodes, old.stats))
+        return {**old.stats, "search": "skipped", "skipped": True, "shards_changed": 0, "nodes_searched": 0,
+                "deduped_shards_written": 0, "rows_copied": 0, "seconds": round(time.perf_counter() - t0, 3)}
+    changed = None
+    if old is not None:
+        olds, news = _shas(old.inputs), _shas(inputs)
+        changed = {k for k in set(olds) | set(news) if olds.get(k) != news.get(k)}
+    return _compute(cfg, art, tmp, key, inputs, old, changed, why_full, t0)
+
+
+def _row_keys(vectors: np.ndarray, span: ShardSpan) -> np.ndarray:
+    """Per row of a chunk shard, a 64-bit key of everything its deduped row and its search read:
+    the vector bytes and every chunk column that is copied."""
+    import hashlib
+
+    cols = pq.ParquetFile(span.file).read(columns=_STREAM_COLS).to_pydict()
+    values = [cols[c] for c in _STREAM_COLS]
+    out = np.empty(span.rows, dtype=np.uint64)
+    vecs = np.array(vectors[span.offset : span.offset + span.rows], dtype=np.float32)
+    drop_pages(vectors)  # the memmap pages read stay in the page cache, not in this process's RSS
+    for k, row in enumerate(zip(*values, strict=True)):
+        h = hashlib.blake2b(vecs[k].tobytes(), digest_size=8)
+        h.update(repr(row).encode("utf-8", "surrogatepass"))
+        out[k] = int.from_bytes(h.digest(), "little")
+    return out
+
+
+@dataclass
+class RowKeys:
+    """Per global row: its key, and where the previous run's rows state has its chunk id."""
+
+    key: np.ndarray  # uint64
+    old_at: np.ndarray  # index into the old rows table, -1 when absent
+    same: np.ndarray  # chunk id known with the same key
+
+
+def _row_state(vectors: np.ndarray, ids: pa.Table, layout: list[ShardSpan], old: pa.Table | None,
+               changed: set[str] | None) -> RowKeys:
+    n = ids.num_rows
+    old_at = np.full(n, -1, dtype=np.int64)
+    if old is not None and n:
+        at = pc.index_in(ids["chunk_id"], value_set=old["chunk_id"])
+        old_at = pc.fill_null(at, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    old_keys = old["key"].to_numpy() if old is not None else np.zeros(0, np.uint64)
+    key = np.zeros(n, dtype=np.uint64)
+    for span in layout:
+        sl = slice(span.offset, span.offset + span.rows)
+        if changed is None or old is None or str(span.index) in changed:
+            key[sl] = _row_keys(vectors, span)
+        else:  # an unchanged shard: same bytes, same keys
+            key[sl] = old_keys[old_at[sl]]
+    same = (old_at >= 0) & (old_keys[np.maximum(old_at, 0)] == key) if len(old_keys) else np.zeros(n, bool)
+    return RowKeys(key, old_at, same)
+
+
+def _rows_table(chunk_ids: pa.Array, layout: list[ShardSpan], rk: RowKeys, group: np.ndarray) -> pa.Table:
+    shard = np.zeros(len(chunk_ids), dtype=np.int32)
+    for span in layout:
+        shard[span.offset : span.offset + span.rows] = span.index
+    table = pa.table({"shard": pa.array(shard), "chunk_id": chunk_ids,
+                      "key": pa.array(rk.key), "group": pa.array(group)}, schema=dstate.ROWS_SCHEMA)
+    return table.sort_by([("shard", "ascending"), ("chunk_id", "ascending")])
+
+
+def _prior(old: dstate.State, ids: pa.Table, uniq: np.ndarray, rk: RowKeys) -> Prior:
+    """The pairs of ``old`` between nodes that did not change, and the nodes to search anew: rows
+    whose chunk id and key are new, and rows that became exact representatives."""
+    chunk_ids = ids["chunk_id"].combine_chunks()
+    node_ids = chunk_ids.take(pa.array(uniq))
+    was_not_node = pc.is_in(node_ids, value_set=pa.array(old.non_nodes, pa.string())).to_numpy(zero_copy_only=False)
+    new = ~rk.same[uniq] | was_not_node
+    pairs = old.pairs if old.pairs is not None else dstate.pairs_table([], [], np.zeros(0), [])
+    ia = pc.index_in(pairs["a"], value_set=node_ids).to_numpy(zero_copy_only=False)
+    ib = pc.index_in(pairs["b"], value_set=node_ids).to_numpy(zero_copy_only=False)
+    ok = ~(np.isnan(ia) | np.isnan(ib)) if ia.dtype.kind == "f" else np.ones(len(ia), bool)
+    ia = np.nan_to_num(ia).astype(np.int64)
+    ib = np.nan_to_num(ib).astype(np.int64)
+    ok &= ~(new[ia] | new[ib]) if len(ia) else ok
+    verdict = pairs["verdict"].to_numpy(zero_copy_only=False)
+    cos = pairs["cosine"].to_numpy(zero_copy_only=False)
+    lo, hi = np.minimum(ia[ok], ib[ok]), np.maximum(ia[ok], ib[ok])
+    return Prior(lo, hi, cos[ok].astype(np.float32), [str(v) for v in verdict[ok]], np.flatnonzero(new))
+
+
+def _group_digests(layout: list[ShardSpan], stored: np.ndarray, payloads: _Payloads,
+                   lookup: dict[int, dict[str, str]]) -> tuple[dict[str, str], np.ndarray]:
+    """Per chunk shard, the digest of its grouped rows' duplicate fields (a shard whose inputs and
+    digest did not change writes the same deduped shard), and per row a 64-bit hash of them (0 for
+    a row in no group: its deduped row depends on its own columns only)."""
+    import hashlib
+
+    group = np.zeros(len(stored), dtype=np.uint64)
+    rows = np.asarray(sorted(lookup), dtype=np.int64)
+    offsets = np.asarray([s.offset for s in layout], dtype=np.int64)
+    where = np.searchsorted(offsets, rows, side="right") - 1 if len(layout) else rows
+    entries: dict[int, list[tuple[int, Any]]] = {}
+    for r, k in zip(rows.tolist(), where.tolist(), strict=True):
+        span = layout[k]
+        values: list[Any] = [bool(stored[r])]
+        if payloads.node_of_row[r] >= 0:
+            values.extend(payloads.row(r, lookup[r]))
+        entries.setdefault(span.index, []).append((r - span.offset, values))
+        h = hashlib.blake2b(json.dumps(values, ensure_ascii=False).encode(), digest_size=8).digest()
+        group[r] = int.from_bytes(h, "little") | 1  # never 0
+    return {str(s.index): dstate.payload_digest(entries.get(s.index, [])) for s in layout}, group
+
+
+def _compute(cfg: Config, art: Artifacts, tmp: Path, key: dict[str, Any], inputs: dict[str, dict[str, Any]],
+             old: dstate.State | None, changed: set[str] | None, why_full: str, t0: float) -> dict[str, Any]:
     p = cfg.dedupe
-    ids, vectors, _ = _load_inputs(art, tmp)
-    manifest = read_json(art.manifest)
-    ident = {"fingerprint": str(manifest.get("fingerprint", "")), "model": str(manifest.get("model", ""))}
+    ids, vectors, layout = _load_inputs(art, tmp)
+    t_load = time.perf_counter()
+    ident = key["ident"]
     n = ids.num_rows
     rank = np.empty(n, dtype=np.int64)
     rank[pc.sort_indices(ids["chunk_id"]).to_numpy()] = np.arange(n, dtype=np.int64)
 
     ex = exact_groups(ids, rank)
-    near = near_groups(cfg, art, vectors, ex, rank, tmp)
     uniq = ex.uniq
+    rk = _row_state(vectors, ids, layout, old.rows if old else None, changed)
+    t_keys = time.perf_counter()
+    prior = _prior(old, ids, uniq, rk) if old is not None and changed is not None else None
+    near, cand = near_groups(cfg, art, vectors, ex, rank, tmp, prior)
+    chunk_ids = ids["chunk_id"].combine_chunks()
+    node_ids = chunk_ids.take(pa.array(uniq))
+    pairs = dstate.pairs_table(node_ids.take(pa.array(cand.i)).to_pylist(), node_ids.take(pa.array(cand.j)).to_pylist(),
+                               cand.cosine, cand.verdict)
+    non_node = np.ones(n, dtype=bool)
+    non_node[uniq] = False
+    non_nodes = sorted(chunk_ids.filter(pa.array(non_node)).to_pylist())
 
     stored_nodes = np.arange(len(uniq)) if p.policy is DuplicatePolicy.keep_canonical else np.flatnonzero(near.is_canon)
     stored = np.zeros(n, dtype=bool)
@@ -544,11 +863,46 @@ def _run(cfg: Config, art: Artifacts, tmp: Path) -> dict[str, Any]:
     linked = uniq[~near.is_canon] if p.policy is DuplicatePolicy.link else np.zeros(0, np.int64)
     payloads = _Payloads(p.policy, ex, near, lookup, _texts_of(art, linked))
 
+    groups, group = _group_digests(layout, stored, payloads, lookup)
+    rows_state = _rows_table(chunk_ids, layout, rk, group)
+    all_shards = {s.index for s in layout}
+    reuse = None
+    if old is None or changed is None or old.rows is None:
+        dirty = all_shards
+    else:
+        intact = {i for i in all_shards if _output_matches(art, old, i)}
+        dirty = {i for i in all_shards if str(i) in changed or groups[str(i)] != old.groups.get(str(i))
+                 or i not in intact}
+        old_group = old.rows["group"].to_numpy()
+        same = rk.same & (old_group[np.maximum(rk.old_at, 0)] == group) if len(old_group) else rk.same
+        reuse = Reuse(same, intact)
+    t_write = time.perf_counter()
+    written, copied = _write_deduped(art, stored, payloads, ident, layout, dirty, reuse)
+    t_write = time.perf_counter() - t_write
     spec = _examples_spec(ex, near)
-    want_text = {r for _, _, members in spec for r in members}
-    snippets, written = _write_deduped(art, stored, payloads, want_text, ident)
+    snippets = _texts_of(art, np.asarray(sorted({r for _, _, members in spec for r in members}), dtype=np.int64))
     del vectors
     stats, report = _report(cfg, ex, near, stored, lookup, spec, snippets, payloads.node_of_row, t0)
-    stats["deduped_shards_written"] = written
     write_json(art.dedupe_report, report)
+    outputs = {}
+    for f in shards.shard_files(art.deduped) if art.deduped.is_dir() else []:
+        outputs[f.name] = dstate.digest(f, old.outputs.get(f.name) if old and shards.shard_index(f) not in dirty else None)
+    recorded = {k: v for k, v in stats.items() if not k.startswith("seconds")}
+    dstate.write_state(_state_dir(art), dstate.State(key, inputs, groups, outputs,
+                                                     dstate.digest(art.dedupe_report, None), non_nodes, recorded, pairs,
+                                                     rows_state))
+    stats.update(search="full" if prior is None else "incremental", skipped=False,
+                 shards_changed=len(all_shards) if changed is None else len(changed),
+                 nodes_searched=cand.searched, deduped_shards_written=written, rows_copied=copied,
+                 seconds_load=round(t_load - t0, 3), seconds_keys=round(t_keys - t_load, 3),
+                 seconds_write=round(t_write, 3))
+    if prior is None:
+        stats["full_reason"] = why_full or "inputs"
     return stats
+
+
+def _output_matches(art: Artifacts, old: dstate.State, index: int) -> bool:
+    name = shards.shard_name(index)
+    rec = old.outputs.get(name)
+    path = art.deduped / name
+    return dstate.same_file(path, rec) if rec else not path.exists()

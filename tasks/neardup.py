@@ -12,8 +12,9 @@ engines, both memory-bounded and sub-quadratic in practice:
   almost every pair (the benchmark reports the recall). Measured here, BLAS products within cells
   were ~5× faster than ``IndexIVFFlat.range_search``'s per-query scans at the same recall.
 
-Vectors are read from a (memory-mapped) array block by block and L2-normalised on the fly, so
-the working set is the faiss index (n·d·4 bytes) plus one block. Pairs are folded into connected
+Vectors are read from a (memory-mapped) array block by block and L2-normalised on the fly; the
+exact engine holds its flat index (n·d·4 bytes, n <= ``exact_max_rows``) plus one block, the IVF
+engine keeps its cell-sorted copy in a temporary file and holds one cell at a time. Pairs are folded into connected
 components (union-find semantics, single linkage) as they arrive, so a dense group of g copies
 never holds its g² pairs in memory at once.
 
@@ -28,6 +29,7 @@ import contextlib
 import math
 import mmap
 import re
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -44,7 +46,7 @@ def normalized(block: np.ndarray) -> np.ndarray:
     return l2_normalize(block)
 
 
-def _drop_pages(vectors: np.ndarray) -> None:
+def drop_pages(vectors: np.ndarray) -> None:
     """Unmap the pages of a memmap already read (they stay in the page cache), so the stage's RSS
     does not grow by the size of the vectors."""
     mm = getattr(vectors, "_mmap", None)
@@ -56,7 +58,7 @@ def _drop_pages(vectors: np.ndarray) -> None:
 def _blocks(vectors: np.ndarray, rows: np.ndarray, block: int) -> Iterator[tuple[int, np.ndarray]]:
     for start in range(0, len(rows), block):
         x = normalized(vectors[rows[start : start + block]])
-        _drop_pages(vectors)
+        drop_pages(vectors)
         yield start, x
 
 
@@ -92,11 +94,20 @@ def _exact_pairs(vectors: np.ndarray, idx: np.ndarray, radius: float, block: int
         yield q[keep], j[keep]
 
 
+def ivf_shape(n: int, nlist: int | None, nprobe: int) -> tuple[int, int]:
+    """(cells, probes) of the IVF cell join over ``n`` rows."""
+    probes = max(1, nprobe)
+    cells = int(nlist or round(math.sqrt(probes * n)))  # balances assignment and join cost
+    cells = max(1, min(cells, n // 16 or 1))
+    return cells, min(probes, cells)
+
+
 class _CellJoin:
     """IVF partition (faiss spherical k-means, ``nlist`` cells) + exact blocked products within the
     ``nprobe`` cells nearest each row. Every row lives in its nearest cell; a row is compared with
     the members of its ``nprobe`` nearest cells, so a pair is found when one of them lies in a cell
-    the other probes. Only the normalised vectors (n·d·4 bytes, sorted by cell) stay in memory."""
+    the other probes. The normalised vectors (n·d·4 bytes, sorted by cell) live in a temporary
+    file, read cell by cell."""
 
     QUERY_BLOCK = 2048
     DB_BLOCK = 8192
@@ -106,17 +117,15 @@ class _CellJoin:
         import faiss
 
         n, d = len(idx), int(vectors.shape[1])
-        probes = max(1, nprobe)
-        cells = int(nlist or round(math.sqrt(probes * n)))  # balances assignment and join cost
-        cells = max(1, min(cells, n // 16 or 1))
-        self.nlist, self.nprobe = cells, min(probes, cells)
+        cells, self.nprobe = ivf_shape(n, nlist, nprobe)
+        self.nlist = cells
         rng = np.random.default_rng(seed)
         n_train = min(n, max(cells * 24, 10_000))
         sample = np.sort(rng.choice(n, size=n_train, replace=False))
         km = faiss.Kmeans(d, cells, niter=8, seed=seed, spherical=True, max_points_per_centroid=24,
                           min_points_per_centroid=1, verbose=False)
         km.train(normalized(vectors[idx[sample]]))
-        _drop_pages(vectors)
+        drop_pages(vectors)
         quantizer = faiss.IndexFlatIP(d)
         quantizer.add(np.asarray(km.centroids, dtype=np.float32))
         assign = np.empty((n, self.nprobe), dtype=np.int64)
@@ -129,9 +138,15 @@ class _CellJoin:
         self.pos = np.empty(n, dtype=np.int64)
         self.pos[self.order] = np.arange(n, dtype=np.int64)
         self.starts = np.searchsorted(primary[self.order], np.arange(cells + 1))
-        self.xs = np.empty((n, d), dtype=np.float32)  # normalised vectors, sorted by primary cell
+        # normalised vectors sorted by primary cell, in a temporary file mapped read/write: the
+        # join reads one cell (+ its queries) at a time and unmaps what it read, so the RSS does
+        # not hold the n·d·4 bytes (1 M x 384 dims = 1.5 GB); the page cache does
+        self._file = tempfile.TemporaryFile(prefix="embedline-ivf-")  # noqa: SIM115 (closed by pairs())
+        self._file.truncate(max(1, n * d * 4))
+        self.xs = np.memmap(self._file, dtype=np.float32, mode="r+", shape=(n, d))
         for start, x in _blocks(vectors, idx, big):
             self.xs[self.pos[start : start + len(x)]] = x
+            drop_pages(self.xs)
         cell_of_query = assign.reshape(-1)
         query_node = np.repeat(np.arange(n, dtype=np.int64), self.nprobe)
         qo = np.argsort(cell_of_query, kind="stable")
@@ -139,8 +154,16 @@ class _CellJoin:
         self.qstarts = np.searchsorted(cell_of_query[qo], np.arange(cells + 1))
 
     def pairs(self, radius: float) -> Iterator[Pairs]:
+        try:
+            yield from self._pairs(radius)
+        finally:
+            self._file.close()
+
+    def _pairs(self, radius: float) -> Iterator[Pairs]:
         for c in range(self.nlist):
             d0, d1 = int(self.starts[c]), int(self.starts[c + 1])
+            if c % 32 == 31:
+                drop_pages(self.xs)
             if d1 == d0:
                 continue
             nodes = self.query_node[self.qstarts[c] : self.qstarts[c + 1]]

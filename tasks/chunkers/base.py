@@ -16,6 +16,7 @@ import re
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
+from operator import attrgetter
 from typing import Any
 
 from embedline.tasks.chunkers.context import context_budget, render
@@ -25,6 +26,7 @@ from embedline.tasks.records import Chunk, Document, chunk_id_for, content_hash
 from embedline.tasks.tokenize import TokenCounter
 
 _DASHES = re.compile(r"-{4,}")
+_TOKENS = attrgetter("tokens")
 # whitespace every ``whitespace_split`` tokenizer splits at (BERT's normaliser drops \f, \v, \x1c..)
 _SPLIT_WS = frozenset(" \t\n\r")
 
@@ -318,7 +320,7 @@ class Packer:
         return len(self._cur) > self._carried
 
     def _cur_tokens(self) -> int:
-        return sum(u.tokens for u in self._cur)
+        return sum(map(_TOKENS, self._cur))
 
     def _span(self, units: Sequence[Unit]) -> tuple[int, int]:
         """The units' span without blank lines before it or whitespace after it."""

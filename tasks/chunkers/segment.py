@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from embedline.tasks import resources
 from embedline.tasks.chunkers.base import ChunkBuilder, Item, Table
@@ -56,16 +56,65 @@ def _punkt() -> Any:
     return resources.get("punkt", "abbreviations", _build_punkt)
 
 
-def _build_punkt() -> Any:
-    from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer
+# a candidate break "word. Next" after a plain ASCII word of 2+ letters: punkt's word tokens are
+# "word." and "Next"; its first pass marks "word." a break unless "word" is an abbreviation, and
+# its second pass only revisits abbreviations, ellipses, initials and numbers (the collocation,
+# sentence-starter and orthographic tables are empty here): the answer needs no tokenising
+_PLAIN_BREAK = re.compile(r"([A-Za-z]{2,})\.\s+\S+")
 
-    params = PunktParameters()
+
+def _build_punkt() -> Any:
+    punkt = _punkt_module()
+    params = punkt.PunktParameters()
     params.abbrev_types = set(ABBREVIATIONS)
-    tok = PunktSentenceTokenizer(params)
+    tok = punkt.PunktSentenceTokenizer(params)
     # a pure function of the context around a candidate break ("word. Next") and the fixed
     # params; the same contexts recur across paragraphs and documents
-    tok.text_contains_sentbreak = lru_cache(maxsize=1 << 16)(tok.text_contains_sentbreak)
+    slow = lru_cache(maxsize=1 << 16)(tok.text_contains_sentbreak)
+    abbreviations = params.abbrev_types
+
+    def text_contains_sentbreak(context: str) -> bool:
+        plain = _PLAIN_BREAK.fullmatch(context)
+        return plain.group(1).lower() not in abbreviations if plain else bool(slow(context))
+
+    tok.text_contains_sentbreak = text_contains_sentbreak
     return tok
+
+
+def _punkt_module() -> Any:
+    """``nltk.tokenize.punkt`` without running ``nltk/__init__.py``, which imports all of NLTK
+    (scipy.stats, sklearn wrappers: ~3 CPU seconds) although punkt needs only a few small
+    modules. If NLTK is not imported yet, empty stand-ins for the ``nltk`` and ``nltk.tokenize``
+    packages (their real search paths, no ``__init__`` run) are in ``sys.modules`` while punkt is
+    imported, under the import lock, then every ``nltk`` entry is taken out again: a later
+    ``import nltk`` anywhere gets the whole real package, and this private copy of punkt lives on
+    in the tokenizer that uses it."""
+    import _imp
+    import importlib
+    import importlib.util
+    import sys
+    import types
+
+    _imp.acquire_lock()  # no other thread imports while the stand-ins are in place
+    try:
+        if "nltk" in sys.modules:  # already imported for real: nothing to save
+            return importlib.import_module("nltk.tokenize.punkt")
+        spec = importlib.util.find_spec("nltk")
+        if spec is None or not spec.submodule_search_locations:
+            return importlib.import_module("nltk.tokenize.punkt")  # raises the usual ImportError
+        before = {k for k in sys.modules if k == "nltk" or k.startswith("nltk.")}
+        for name, path in (("nltk", list(spec.submodule_search_locations)),
+                           ("nltk.tokenize", [f"{p}/tokenize" for p in spec.submodule_search_locations])):
+            stand_in = types.ModuleType(name)
+            stand_in.__path__ = path
+            sys.modules[name] = stand_in
+        try:
+            return importlib.import_module("nltk.tokenize.punkt")
+        finally:
+            for k in [k for k in sys.modules if (k == "nltk" or k.startswith("nltk.")) and k not in before]:
+                del sys.modules[k]
+    finally:
+        _imp.release_lock()
 
 
 def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
@@ -89,8 +138,7 @@ def sentence_spans(text: str, start: int = 0, end: int | None = None) -> list[tu
     return out
 
 
-@dataclass(frozen=True)
-class Line:
+class Line(NamedTuple):  # a tuple: made once per line of every document, cheaper than a dataclass
     start: int
     end: int  # excluding the newline
     text: str

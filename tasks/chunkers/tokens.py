@@ -52,7 +52,7 @@ class TokenIndex:
 
     def count(self, start: int, end: int) -> int:
         """Tokens starting inside [start, end) (exact for word-piece tokenizers at word boundaries)."""
-        starts = self._build()
+        starts = self._starts if self._starts is not None else self._build()
         return bisect_left(starts, end) - bisect_left(starts, start)
 
     def spans(self, start: int, end: int) -> list[tuple[int, int]]:

@@ -138,9 +138,21 @@ class EmbeddingCache:
                 self.misses += len(wanted) - len(out)
         return out
 
+    def have(self, ns: str, hashes: Sequence[str]) -> set[str]:
+        """The ``hashes`` that have a cached vector (keys only: no vector is read or decoded)."""
+        out: set[str] = set()
+        wanted = list(dict.fromkeys(hashes))
+        c = self._conn()
+        for i in range(0, len(wanted), _IN_CHUNK):
+            part = wanted[i : i + _IN_CHUNK]
+            marks = ",".join("?" * len(part))
+            out.update(h for (h,) in c.execute(
+                f"SELECT text_hash FROM vectors WHERE ns = ? AND text_hash IN ({marks})", (ns, *part)))
+        return out
+
     def missing(self, ns: str, hashes: Sequence[str]) -> list[str]:
         """Hashes (unique, in order) with no cached vector; does not touch hit/miss counts."""
-        have = self.get_many(ns, hashes, count=False)
+        have = self.have(ns, hashes)
         return [h for h in dict.fromkeys(hashes) if h not in have]
 
     def put_many(self, ns: str, items: Iterable[tuple[str, np.ndarray]]) -> int:

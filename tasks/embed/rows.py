@@ -13,17 +13,22 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from embedline.tasks.shards import shard_files
+from embedline.tasks.shards import shard_files, shard_index
 
 
 class ChunkRows:
     """Random access by row range to the chunks, one row group at a time."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, shards: tuple[int, ...] | None = None):
+        """``shards``: only these chunk shards (by index), rows numbered across them; None: all."""
         self.path = Path(path)
         if not self.path.exists():
             raise FileNotFoundError(f"{self.path} is missing: run the chunk stage first")
-        self.files = [pq.ParquetFile(f) for f in shard_files(self.path)]
+        files = shard_files(self.path)
+        if shards is not None:
+            keep = set(shards)
+            files = [f for f in files if (shard_index(f) if self.path.is_dir() else 0) in keep]
+        self.files = [pq.ParquetFile(f) for f in files]
         self.groups: list[tuple[int, int]] = []  # (file, row group) in row order
         self.starts = [0]
         for fi, f in enumerate(self.files):

@@ -61,11 +61,13 @@ _COLS = ["chunk_id", "source", "text_hash", "embed_text"]
 
 @dataclass(frozen=True)
 class Shard:
-    """Rows ``[row_start, row_stop)`` of chunks.parquet, embedded as one unit of the fan-out."""
+    """Rows ``[row_start, row_stop)`` of the chunks, embedded as one unit of the fan-out; rows are
+    numbered across the chunk shards ``sources`` (None: all of them)."""
 
     index: int
     row_start: int
     row_stop: int
+    sources: tuple[int, ...] | None = None
 
 
 # ---- shared helpers --------------------------------------------------------------------------------
@@ -86,11 +88,53 @@ def _namespace(params: EmbedParams) -> tuple[str, str]:
 
 
 # ---- plan ------------------------------------------------------------------------------------------
+_DIGESTS: dict[tuple[str, int, int, int], str] = {}  # (path, inode, size, mtime_ns) -> SHA-256 of the bytes
+
+
+def _chunk_digest(f: Path) -> str:
+    """SHA-256 of a chunk shard's bytes, hashed once per process and file version."""
+    from embedline.tasks.vector_shards import file_digest
+
+    st = f.stat()
+    key = (str(f), st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = file_digest(f)
+    return _DIGESTS[key]
+
+
+def _up_to_date(target: Path, chunk_shard: Path, ns: str) -> bool:
+    """Whether vector shard ``target`` records this chunk shard's bytes and the namespace."""
+    from embedline.tasks.vector_shards import shard_meta
+
+    if not target.exists():
+        return False
+    meta = shard_meta(target)
+    return "dims" in meta and meta.get("namespace") == ns and meta.get("chunks") == _chunk_digest(chunk_shard)
+
+
+def stale_chunk_shards(cfg: Config, art: Artifacts) -> list[int]:
+    """Chunk shards whose vector shard is missing or was built from other bytes or another
+    namespace: the only ones the embed stage reads texts of. Found by hashing the chunk shard
+    files and reading the vector shards' schema metadata (no texts, no cache, no model)."""
+    from embedline.tasks.vector_shards import source_shards
+
+    sources = source_shards(art.chunks)
+    if cfg.run.full_rebuild:
+        return [i for i, _ in sources]
+    ns, _ = _namespace(cfg.embed)
+    return [i for i, f in sources if not _up_to_date(art.vectors / shard_name(i), f, ns)]
+
+
 def plan_shards(cfg: Config, art: Artifacts) -> list[Shard]:
-    """Deterministic row ranges of ``embed.shard_rows`` chunks each."""
-    n = ChunkRows(art.chunks).num_rows
+    """Deterministic row ranges of ``embed.shard_rows`` chunks each, over the chunk shards whose
+    vector shard is not up to date (:func:`stale_chunk_shards`): none when nothing changed."""
+    from embedline.tasks.vector_shards import source_shards
+
+    stale = stale_chunk_shards(cfg, art)
+    sources = None if len(stale) == len(source_shards(art.chunks)) else tuple(stale)
+    n = ChunkRows(art.chunks, sources).num_rows
     size = cfg.embed.shard_rows
-    return [Shard(i, start, min(start + size, n)) for i, start in enumerate(range(0, n, size))]
+    return [Shard(i, start, min(start + size, n), sources) for i, start in enumerate(range(0, n, size))]
 
 
 def plan_embed(cfg: Config, art: Artifacts) -> dict[str, Any]:
@@ -155,13 +199,13 @@ def embed_shard(
     """Embed the uncached texts first seen in ``shard`` into the cache. Writes nothing else."""
     t0 = time.time()
     params = cfg.embed
-    rows = ChunkRows(art.chunks)
+    rows = ChunkRows(art.chunks, shard.sources)
     owned = _owned_texts(rows, shard)
     ns, revision = _namespace(params)
     embedded = 0
     with EmbeddingCache(cache_path(cfg, art)) as cache:
         cache.register(ns, namespace_spec(params, revision))
-        cached = cache.get_many(ns, list(owned))
+        cached = cache.have(ns, list(owned))  # keys only: the vectors are read when shards are written
         todo = [h for h in owned if h not in cached]
         if todo:
             report = (lambda done: progress(done, rows.num_rows)) if progress else None
@@ -193,7 +237,7 @@ def _embed_into_cache(
     # longest first, as sentence-transformers orders one call: per-batch groups pad little
     todo = sorted(todo, key=lambda h: (-len(owned[h]), h))
     texts = with_prompt([owned[h] for h in todo], params.passage_prompt)
-    groups = request_groups(emb, params, texts, params.batch_size)  # local: one batch per commit
+    groups = request_groups(emb, params, texts, params.batch_size)  # local: batch_size x the backend's group_batches per commit
     workers = request_workers(params)
     width = cache.dims(ns)
     done = 0
@@ -318,20 +362,21 @@ def plan_vector_shards(art: Artifacts) -> list[int]:
 
 def write_vector_shard_for(cfg: Config, art: Artifacts, index: int) -> dict[str, Any]:
     """Write the vector shard of chunk shard ``index`` from the cache, unless the shard on disk
-    records this chunk shard and namespace already (then it is left byte-identical). A pure
-    function of the chunk shard and the cache: the same bytes on a thread or a Dask worker."""
-    from embedline.tasks.vector_shards import file_digest, shard_meta, source_shards
+    records this chunk shard and namespace already (then it is left byte-identical, and neither
+    the cache nor the chunk texts are read). A pure function of the chunk shard and the cache:
+    the same bytes on a thread or a Dask worker."""
+    from embedline.tasks.vector_shards import source_shards
 
     f = dict(source_shards(art.chunks))[index]
     ns, _ = _namespace(cfg.embed)
+    target = art.vectors / shard_name(index)
+    if _up_to_date(target, f, ns):
+        return {"shard": index, "written": False, "rows": pq.ParquetFile(f).metadata.num_rows}
     path = cache_path(cfg, art)
     table = pq.ParquetFile(f).read(columns=["chunk_id", "source", "text_hash"])
-    meta = {"chunks": file_digest(f), "namespace": ns}
+    meta = {"chunks": _chunk_digest(f), "namespace": ns}
     with EmbeddingCache(path) as cache:
         dims = _dims(cfg, cache, ns, table.num_rows, path)
-        target = art.vectors / shard_name(index)
-        if target.exists() and shard_meta(target) == {**meta, "dims": dims}:
-            return {"shard": index, "written": False, "rows": table.num_rows}
         _fill_vector_shard(cache, ns, table, art.vectors, index, meta, dims)
     return {"shard": index, "written": True, "rows": table.num_rows}
 
@@ -435,7 +480,18 @@ def run_embed(cfg: Config, art: Artifacts, progress: Progress | None = None) -> 
             stats.append(embed_shard(cfg, art, s, report))
     result = finalize_embed(cfg, art, stats, started_at=t0)
     result["shards"] = len(shards)
+    result["chunk_shards_read"] = chunk_shards_read(art, shards)
     return result
+
+
+def chunk_shards_read(art: Artifacts, shards: list[Shard]) -> int:
+    """How many chunk shards the planned ``shards`` read texts of (0 when nothing changed)."""
+    from embedline.tasks.vector_shards import source_shards
+
+    if not shards:
+        return 0
+    sources = shards[0].sources
+    return len(source_shards(art.chunks)) if sources is None else len(sources)
 
 
 __all__ = [
@@ -449,6 +505,7 @@ __all__ = [
     "plan_shards",
     "plan_vector_shards",
     "run_embed",
+    "stale_chunk_shards",
     "write_vector_shard_for",
     "write_vector_shards",
 ]

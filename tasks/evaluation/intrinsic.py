@@ -12,7 +12,7 @@ import csv
 import hashlib
 import heapq
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -257,6 +257,11 @@ def intrinsic_checks(
 ) -> dict[str, Any]:
     """duplicate_rate, silhouette (+ the sampled point count) and, if ``map_path``, the PNG map."""
     vectors, labels = sample_vectors(store, collection, sample)
+    return checks_of_sample(vectors, labels, art, map_path)
+
+
+def checks_of_sample(vectors: np.ndarray, labels: Sequence[str], art: Artifacts, map_path: Path | None) -> dict[str, Any]:
+    """:func:`intrinsic_checks` on an already drawn sample (reads no store: may run in a thread)."""
     out: dict[str, Any] = {
         "duplicate_rate": duplicate_rate(art),
         "silhouette": silhouette(vectors, labels) if len(labels) else None,
@@ -295,6 +300,16 @@ def cached_intrinsic_checks(
 ) -> dict[str, Any]:
     """:func:`intrinsic_checks`, recomputed only when the vector set changed (t-SNE, silhouette and
     the PNG cost seconds to minutes; a run that changed nothing reuses the previous result)."""
+    return intrinsic_job(store, collection, art, sample=sample, map_path=map_path)()
+
+
+def intrinsic_job(
+    store: Any, collection: str, art: Artifacts, *, sample: int, map_path: Path | None
+) -> Callable[[], dict[str, Any]]:
+    """:func:`cached_intrinsic_checks` in two steps: what reads the store (the vector-set key, the
+    memo, the sample) runs now, in the caller's thread; the returned function does the rest (t-SNE,
+    silhouette, the PNG, the memo file) and touches no store, so the evaluate stage runs it in a
+    thread while the retrieval methods embed and search (ONNX Runtime releases the GIL)."""
     import json
 
     memo = art.root / "data" / "cache" / "eval-intrinsic.json"
@@ -305,10 +320,16 @@ def cached_intrinsic_checks(
         except (OSError, ValueError):
             saved = {}
         if saved.get("key") == key:
-            return dict(saved["result"])
-    result = intrinsic_checks(store, collection, art, sample=sample, map_path=map_path)
-    if key is not None:
-        from embedline.tasks.artifacts import atomic_write_text
+            result = dict(saved["result"])
+            return lambda: result
+    vectors, labels = sample_vectors(store, collection, sample)
 
-        atomic_write_text(memo, json.dumps({"key": key, "result": result}, sort_keys=True))
-    return result
+    def finish() -> dict[str, Any]:
+        result = checks_of_sample(vectors, labels, art, map_path)
+        if key is not None:
+            from embedline.tasks.artifacts import atomic_write_text
+
+            atomic_write_text(memo, json.dumps({"key": key, "result": result}, sort_keys=True))
+        return result
+
+    return finish

@@ -94,7 +94,7 @@ class HybridRetriever(DenseRetriever):
         from embedline.tasks.vectorsets.fusion import CANDIDATES_FACTOR, fuse_rankings
 
         qids = list(queries)
-        vecs = embed_queries(self.ctx.embed_params, [queries[q] for q in qids])
+        vecs = embed_queries(self.ctx.embed_params, [queries[q] for q in qids], self.ctx.cache_path)
         depth = max(k * CANDIDATES_FACTOR, k)
         coll = self.ctx.collection
         run: RunDict = {}

@@ -18,6 +18,7 @@ import re
 import shutil
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from embedline.tasks.artifacts import Artifacts, atomic_path
 from embedline.tasks.config import Config, apply_overrides, validate
 from embedline.tasks.evaluation.beir import BeirDataset, is_beir_dir, load_beir
 from embedline.tasks.evaluation.gate import collection_embed_params
-from embedline.tasks.evaluation.intrinsic import cached_intrinsic_checks, write_curve
+from embedline.tasks.evaluation.intrinsic import intrinsic_job, write_curve
 from embedline.tasks.evaluation.metrics import DocKey, evaluate_run, jsonl_record_key, recall_curve
 from embedline.tasks.evaluation.retrieval import EvalContext, get_retriever
 from embedline.tasks.records import read_json, write_json
@@ -117,11 +118,15 @@ def run_evaluate(cfg: Config, art: Artifacts, *, collection: str | None = None) 
         log.warning(skip)
         return {"queries": 0, "skipped": skip, "collection": name,
                 "seconds": round(time.perf_counter() - t0, 3)}
-    results, curves = score_methods(ctx, dataset, methods_for(cfg, store, name))
-    write_curve(art.metrics / CURVE_FILE, curves)
-    intrinsic = cached_intrinsic_checks(  # only when the vector set changed (bounded sample)
-        store, name, art, sample=cfg.eval.map_sample, map_path=art.metrics / MAP_FILE
-    )
+    # only when the vector set changed (bounded sample): the store is read here, t-SNE, silhouette
+    # and the map PNG (matplotlib's import included) run in a thread while the methods embed and
+    # search: ONNX Runtime and BLAS release the GIL, and a first evaluate is mostly inference
+    finish_intrinsic = intrinsic_job(store, name, art, sample=cfg.eval.map_sample, map_path=art.metrics / MAP_FILE)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="eval-intrinsic") as pool:
+        intrinsic_future = pool.submit(finish_intrinsic)
+        results, curves = score_methods(ctx, dataset, methods_for(cfg, store, name))
+        write_curve(art.metrics / CURVE_FILE, curves)
+        intrinsic = intrinsic_future.result()
     out: dict[str, Any] = {}
     for method, metrics in results.items():
         prefix = "" if method == "dense" else f"{method}_"

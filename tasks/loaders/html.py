@@ -180,18 +180,22 @@ class _Simple:
 
 
 class Selector:
-    """A selector group (``a, b.c, [d=e]``) matched in one pass over a tree, in document order.
+    """Selector groups (``a, b.c, [d=e]``) matched in one pass over a tree, in document order.
 
     libxml2's XPath for a class test (``contains(concat(' ', @class, ' '), ' x ')``) walks the
     whole tree once per selector; with ~70 chrome selectors that was most of an HTML page's cost.
     Here every element is looked at once: its classes, id and attributes pick the few candidate
-    selectors, which are then checked in full."""
+    selectors, which are then checked in full. Several named groups (:meth:`of`) share that one
+    pass (:meth:`match`); ``Selector(css)`` is a single group, called for its list of matches."""
 
-    def __init__(self, css: str):
-        self.by_class: dict[str, list[_Simple]] = {}
-        self.by_attr: dict[tuple[str, str], list[_Simple]] = {}
-        self.by_tag: dict[str, list[_Simple]] = {}
-        for text in (t.strip() for t in css.split(",")):
+    def __init__(self, css: str | dict[str, str]):
+        groups = css if isinstance(css, dict) else {"": css}
+        self.names = list(groups)
+        Keyed = list[tuple[str, _Simple]]
+        self.by_class: dict[str, Keyed] = {}
+        self.by_attr: dict[tuple[str, str], Keyed] = {}
+        self.by_tag: dict[str, Keyed] = {}
+        for group, text in ((g, t.strip()) for g, css_ in groups.items() for t in css_.split(",")):
             m = _SIMPLE.match(text)
             if m is None or not text:
                 raise ValueError(f"unsupported selector {text!r}")
@@ -203,7 +207,7 @@ class Selector:
                     attrs.append(("id", name))
                 else:
                     attrs.append((attr, quoted or bare))
-            simple = _Simple(m.group(1), frozenset(classes), tuple(attrs))
+            simple = (group, _Simple(m.group(1), frozenset(classes), tuple(attrs)))
             if classes:
                 self.by_class.setdefault(classes[0], []).append(simple)
             elif attrs:
@@ -211,37 +215,79 @@ class Selector:
             else:
                 self.by_tag.setdefault(m.group(1), []).append(simple)
         self.attr_names = {k for k, _ in self.by_attr}
+        self._by_value: dict[str, tuple[set[str], Keyed]] = {}
+
+    @classmethod
+    def of(cls, **groups: str) -> Selector:
+        return cls(groups)
+
+    def _for_class(self, value: str) -> tuple[set[str], list[tuple[str, _Simple]]]:
+        """(classes, the selectors keyed by one of them) of a class attribute value (memoised:
+        a page repeats a few dozen distinct values thousands of times)."""
+        hit = self._by_value.get(value)
+        if hit is None:
+            if len(self._by_value) > 4096:  # bounded on a corpus of ever-new class names
+                self._by_value.clear()
+            classes = set(value.split())
+            hit = self._by_value[value] = (classes, [s for c in classes for s in self.by_class.get(c, ())])
+        return hit
+
+    def match(self, top: Any) -> dict[str, list[Any]]:
+        """group name -> every element of ``top`` (itself included) matching it, in document order."""
+        from lxml import etree
+
+        found: dict[str, list[Any]] = {name: [] for name in self.names}
+        by_attr, by_tag, attr_names = self.by_attr, self.by_tag, self.attr_names
+        for el in top.iter(etree.Element):  # elements only (no comments, processing instructions)
+            items = el.items()  # one call for all attributes (most elements have none or a class)
+            cands: list[tuple[str, _Simple]] = by_tag.get(el.tag, [])
+            if not items and not cands:
+                continue
+            classes = _NO_CLASSES
+            for name, value in items:
+                if name == "class":
+                    classes, keyed = self._for_class(value)
+                    cands = [*cands, *keyed] if keyed else cands
+                elif name in attr_names and (name, value) in by_attr:
+                    cands = [*cands, *by_attr[(name, value)]]
+            if not cands:
+                continue
+            hit: set[str] = set()
+            for group, simple in cands:
+                if group not in hit and simple.matches(el, classes):
+                    hit.add(group)
+                    found[group].append(el)
+        return found
 
     def __call__(self, top: Any) -> list[Any]:
-        """Every element of ``top`` (itself included) matching the group, in document order."""
-        found = []
-        by_class, by_attr, by_tag, attr_names = self.by_class, self.by_attr, self.by_tag, self.attr_names
-        for el in top.iter():
-            tag = el.tag
-            if not isinstance(tag, str):
-                continue
-            cls = el.get("class")
-            classes = set(cls.split()) if cls else _NO_CLASSES
-            cands = [s for c in classes for s in by_class.get(c, ())] if cls else []
-            for name in attr_names:
-                value = el.get(name)
-                if value is not None:
-                    cands.extend(by_attr.get((name, value), ()))
-            cands.extend(by_tag.get(tag, ()))
-            if cands and any(s.matches(el, classes) for s in cands):
-                found.append(el)
-        return found
+        """Every element of ``top`` (itself included) matching the (first) group, in document order."""
+        return self.match(top)[self.names[0]]
 
 
 @lru_cache(maxsize=1)
 def _selectors() -> dict[str, Selector]:
     return {
-        "root": Selector("main, [role=main], article"),
-        "nav_free": Selector(_DROP_SELECTORS + ", div.navheader, div.navfooter, .top-nav, .bottom-nav"),
-        "chrome": Selector(_DROP_SELECTORS + ", " + _CHROME),
-        "search": Selector("#search-results, #search-documentation, .search-results"),
-        "toc": Selector("div.toc, .toctree-wrapper"),
+        # matched on the whole page in one pass
+        "page": Selector.of(
+            root="main, [role=main], article",
+            nav_free=_DROP_SELECTORS + ", div.navheader, div.navfooter, .top-nav, .bottom-nav",
+            chrome=_DROP_SELECTORS + ", " + _CHROME,
+        ),
+        # matched on the main content without its navigation, to judge the page kind
+        "kind": Selector.of(
+            search="#search-results, #search-documentation, .search-results",
+            toc="div.toc, .toctree-wrapper",
+        ),
     }
+
+
+def _in_copy(top: Any, copied: Any, elements: list[Any]) -> list[Any]:
+    """The elements of ``copied`` (a deep copy of ``top``) at the places of ``elements`` (those
+    under ``top``; others are skipped), in the same order."""
+    originals = list(top.iter())  # held: lxml keeps one proxy per node while it is referenced
+    place = {id(el): i for i, el in enumerate(originals)}
+    copies = list(copied.iter())
+    return [copies[place[id(el)]] for el in elements if id(el) in place]
 
 
 def _drop(el: Any) -> None:
@@ -282,11 +328,17 @@ def _first(el: Any, *tags: str) -> Any:
     return next(el.iterdescendants(*tags), None)
 
 
+def _visible_len(text: str) -> int:
+    """Characters of ``text`` that are not whitespace (``len(_WS.sub("", text))``: ``str.split``
+    and ``\\s`` both split at exactly the characters ``str.isspace`` names)."""
+    return sum(map(len, text.split()))
+
+
 def _link_ratio(el: Any) -> tuple[float, int]:
     """(share of the element's text inside links, number of links)."""
-    text = len(_WS.sub("", _text(el)))
+    text = _visible_len(_text(el))
     links = list(el.iterdescendants("a"))
-    linked = sum(len(_WS.sub("", _text(a))) for a in links)
+    linked = sum(_visible_len(_text(a)) for a in links)
     return (linked / text if text else 0.0), len(links)
 
 
@@ -311,13 +363,13 @@ def _kind_by_name(rel: str) -> tuple[str, str] | None:
 def _page_kind(rel: str, root: Any, density: float) -> tuple[str, str]:
     if (named := _kind_by_name(rel)) is not None:
         return named
-    sel = _selectors()
-    if sel["search"](root):
+    found = _selectors()["kind"].match(root)
+    if found["search"]:
         return "search", "search page (a search-results area)"
     ratio, n = _link_ratio(root)
     if n >= 20 and ratio >= density:
         return "index", f"{n} links make {ratio:.0%} of the text: a list of links"
-    if tocs := sel["toc"](root):
+    if tocs := found["toc"]:
         body = _text(root, " ", strip=True)
         toc = " ".join(_text(t, " ", strip=True) for t in tocs)
         rest = len(body) - len(toc)
@@ -354,15 +406,15 @@ def extract_page(html: str, rel: str = "", link_density: float = 0.8) -> Page:
     head = next(doc.iter("head"), None)
     if head is not None:
         _drop(head)
-    sel = _selectors()
-    found = sel["root"](doc)
+    on_page = _selectors()["page"].match(doc)  # root, nav_free and chrome in one pass
+    found = on_page["root"]
     root = found[0] if found else next(doc.iter("body"), doc)
     nav_free = copy.deepcopy(root)  # page kind is judged without the page chrome
     nav_free.tail = None
-    for el in sel["nav_free"](nav_free):
+    for el in _in_copy(root, nav_free, on_page["nav_free"]):
         _drop(el)
     kind, why = _page_kind(rel, nav_free, link_density)
-    for el in sel["chrome"](doc):
+    for el in on_page["chrome"]:  # matched before any drop, as the copy was
         _drop(el)
     if not _attached(root, doc):  # the main content itself was chrome: nothing is left of it
         return Page("", title, kind, why)

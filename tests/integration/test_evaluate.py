@@ -234,14 +234,15 @@ def test_mismatched_query_set_is_skipped_with_a_warning_and_never_gates(
     assert gate.last["gate"].startswith("skipped") and "does not match" in gate.last["gate"]
 
 
+@pytest.mark.parametrize("overrides", [(), ("qdrant.sparse=true",)])  # with sparse: the hybrid method too
 def test_a_rerun_embeds_nothing_and_reuses_the_intrinsic_checks(
-    project: Path, monkeypatch: pytest.MonkeyPatch
+    project: Path, monkeypatch: pytest.MonkeyPatch, overrides: tuple[str, ...]
 ) -> None:
     from embedline.tasks.embed import clear_embedders, peek_embedder
     from embedline.tasks.evaluate import run_evaluate
     from embedline.tasks.evaluation import intrinsic
 
-    cfg, art = config(project), Artifacts(project)
+    cfg, art = config(project, *overrides), Artifacts(project)
     ingest(cfg, art)
     first = run_evaluate(cfg, art)
     clear_embedders()
@@ -249,10 +250,12 @@ def test_a_rerun_embeds_nothing_and_reuses_the_intrinsic_checks(
     def no_recompute(*_a: object, **_k: object) -> None:
         raise AssertionError("intrinsic checks recomputed although the vector set did not change")
 
-    monkeypatch.setattr(intrinsic, "intrinsic_checks", no_recompute)
+    for step in ("intrinsic_checks", "sample_vectors", "checks_of_sample", "save_map"):
+        monkeypatch.setattr(intrinsic, step, no_recompute)
     second = run_evaluate(cfg, art)
     assert peek_embedder(cfg.embed) is None  # queries and whole documents all came from the cache
-    for key in ("ndcg@10", "wholedoc_ndcg@10", "bm25_ndcg@10", "silhouette", "map_points"):
+    keys = ["ndcg@10", "wholedoc_ndcg@10", "bm25_ndcg@10", "silhouette", "map_points"]
+    for key in keys + (["hybrid_ndcg@10"] if overrides else []):
         assert second[key] == first[key], key
 def test_evaluate_stage_writes_the_headline_metrics_and_the_recall_chart(project: Path) -> None:
     """The one DVC metrics file: nDCG@10 and recall@k per method and the counts, no timings; the

@@ -190,3 +190,48 @@ def test_shard_count_change_and_damaged_outputs_rebuild(tmp_path: Path) -> None:
     assert pre["files_loaded"] == len(CORPUS) and len(shard_files(art.documents)) == 3
     run_stage("chunk", cfg4, art)
     assert {f.name for f in shard_files(art.chunks)} == {shard_name(i) for i in range(3)}
+
+
+def test_unchanged_embed_reads_no_chunk_texts_and_loads_no_embedder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The embed stage compares each chunk shard's digest with the one its vector shard records:
+    with nothing changed it plans no row ranges, never opens the cache, reads no chunk text and
+    never asks for the embedder; after a one-document edit it reads that document's shard only."""
+    from embedline.tasks.embed import rows as rows_module
+    from embedline.tasks.embed import stage as embed_stage
+
+    cfg, art = _project(tmp_path / "p", CORPUS)
+    for name in ("preprocess", "chunk", "embed"):
+        first = run_stage(name, cfg, art)
+    assert first["chunk_shards_read"] == len(shard_files(art.chunks)) > 1 and first["texts_embedded"] > 0
+    vec_bytes = _bytes(art.vectors)
+
+    def refuse(*_a: Any, **_k: Any) -> Any:
+        raise AssertionError("an unchanged embed must not touch this")
+
+    with monkeypatch.context() as m:
+        m.setattr(embed_stage, "get_embedder", refuse)
+        m.setattr(embed_stage, "EmbeddingCache", refuse)
+        m.setattr(rows_module.ChunkRows, "read", refuse)
+        again = run_stage("embed", cfg, art)
+    assert (again["chunk_shards_read"], again["shards"], again["texts_embedded"]) == (0, 0, 0)
+    assert again["vector_shards_written"] == 0 and again["vector_shards_kept"] == len(vec_bytes)
+    assert _bytes(art.vectors) == vec_bytes
+
+    raw = art.root / "data" / "raw"
+    (raw / "d1/doc04.txt").write_text(_text("edited", 3))
+    run_stage("preprocess", cfg, art)
+    run_stage("chunk", cfg, art)
+    read: list[int] = []
+    real_read = rows_module.ChunkRows.read
+
+    def spy(self: Any, start: int, stop: int, columns: list[str]) -> Any:
+        read.append(len(self.files))
+        return real_read(self, start, stop, columns)
+
+    with monkeypatch.context() as m:
+        m.setattr(rows_module.ChunkRows, "read", spy)
+        edited = run_stage("embed", cfg, art)
+    assert edited["chunk_shards_read"] == 1 and set(read) == {1}
+    assert edited["vector_shards_written"] == 1 and edited["texts_embedded"] > 0
+    changed = {k for k, v in _bytes(art.vectors).items() if vec_bytes.get(k) != v}
+    assert changed == {shard_name(shard_of(_doc_id("d1/doc04.txt"), cfg.run.shards))}

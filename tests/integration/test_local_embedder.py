@@ -117,8 +117,19 @@ def test_onnx_backend_agrees_with_torch(tmp_path: Path) -> None:
                          [("onnx", "int8", 0.95), ("openvino", "fp32", 0.999)])
 def test_accelerated_backends(tmp_path: Path, backend: str, precision: str, floor: float) -> None:
     ref = get_embedder(st()).embed(TEXTS)
-    v = get_embedder(st(backend=backend, precision=precision, models_dir=str(tmp_path / "m"))).embed(TEXTS)
+    emb = get_embedder(st(backend=backend, precision=precision, models_dir=str(tmp_path / "m"), batch_size=4))
+    v = emb.embed(TEXTS)
     assert (v * ref).sum(axis=1).min() > floor
+    # OpenVINO gets 8 batches per call (its infer requests idle at each call's barrier), others 1
+    per_call = 4 * (8 if backend == "openvino" else 1)
+    assert [len(g) for g in emb.plan_groups(["t"] * (per_call + 3))] == [per_call, 3]
+    if backend == "openvino":  # the compiled blob is cached next to the IR for later processes
+        assert list((tmp_path / "m").glob("*/openvino-cache/*"))
+
+
+def test_torch_backend_plans_one_batch_per_request() -> None:
+    emb = get_embedder(st(batch_size=3))
+    assert emb.plan_groups(["a"] * 7) == [[0, 1, 2], [3, 4, 5], [6]]
 
 
 _CLEAN_RUN = """

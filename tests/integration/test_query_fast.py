@@ -100,3 +100,47 @@ def _model_dir(params: EmbedParams) -> str:
     path = md(params)
     assert path is not None
     return path
+
+
+def test_pre_optimised_copy_gives_the_same_vectors(models: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first session saves the optimised graph (weights in a side file); later ones load it with
+    optimisation off: bit-identical vectors. A damaged copy is ignored (same vectors again)."""
+    import shutil
+
+    import onnxruntime as ort
+
+    from embedline.tasks.embed.query import OPTIMISED_NAME, optimised_dir
+
+    params = st(models)
+    for old in models.rglob(check_file(Path(), params).name):  # a check another test falsified
+        old.unlink()
+    prepare_query_graph(params, get_embedder(params))
+    graph = graph_for(params, _model_dir(params))
+    assert graph is not None
+    saved = optimised_dir(graph)
+    shutil.rmtree(saved, ignore_errors=True)
+    opened: list[str] = []
+    real = ort.InferenceSession
+
+    def recording(path: str, *args: Any, **kwargs: Any) -> Any:
+        opened.append(Path(path).name)
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", recording)
+    clear_encoders()
+    first = _encode(params)
+    assert (saved / OPTIMISED_NAME).is_file() and (saved / f"{OPTIMISED_NAME}.data").is_file()
+    clear_encoders()
+    again = _encode(params)
+    assert opened == [graph.name, OPTIMISED_NAME]
+    np.testing.assert_array_equal(first, again)
+    (saved / OPTIMISED_NAME).write_bytes(b"not a graph")
+    clear_encoders()
+    np.testing.assert_array_equal(_encode(params), first)
+    assert opened[-2:] == [OPTIMISED_NAME, graph.name]
+
+
+def _encode(params: EmbedParams) -> np.ndarray:
+    enc = light_encoder(params)
+    assert enc is not None
+    return enc.encode(QUERIES)

@@ -5,6 +5,9 @@ findable (fake embedder, embedded Qdrant Edge)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -97,3 +100,69 @@ def test_linked_duplicate_text_is_returned_by_search(project: Path) -> None:
         hit = next(d for d in res.documents if d.best.payload["chunk_id"] == rep["chunk_id"])
         texts = [x.get("text") for x in hit.best.payload.get("duplicates") or []]
         assert dup["text"] in texts
+
+
+def _entry(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The console script's entry point in a fresh process; prints whether Typer was imported."""
+    code = ("import sys\nfrom embedline.flows.entry import main\n"
+            f"sys.argv = ['embedline', *{list(args)!r}]\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\nelse:\n    code = 0\n"
+            "print('TYPER', 'typer' in sys.modules, 'EXIT', code)")
+    return subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "120"}, timeout=300)
+
+
+@pytest.mark.parametrize("args", [
+    ["resolver root server", "-k", "3"],
+    ["-k", "3", "--json", "resolver root server"],
+    ["resolver root server", "--chunks", "-k=2"],  # "-k=2" is not a plain form: Typer's own error
+    ["resolver root server", "--chunks", "--json", "--set", "eval.gate=false", "-k", "2"],
+    ["resolver root server", "--hybrid", "--params=params.yaml"],
+    ["resolver root server", "--params", "missing.yaml"],  # a config error: exit 2, same message
+    ["resolver root server", "--set", "embed.provider=nope"],
+])
+def test_search_fast_path_prints_what_typer_prints(project: Path, args: list[str]) -> None:
+    """A plain `embedline search` runs without building the Typer app (no Typer import): output,
+    errors and exit codes are those of the Typer command; other command lines go to Typer."""
+    from embedline.tasks.vectorsets.stores import close_stores
+
+    close_stores()  # the embedded store allows one process at a time
+    fast = _entry(project, "search", *args)
+    code = ("import sys\nfrom embedline.flows.cli import main\n"
+            f"sys.argv = ['embedline', 'search', *{list(args)!r}]\n"
+            "try:\n    main()\nexcept SystemExit as e:\n    code = e.code\nelse:\n    code = 0\n"
+            "print('TYPER', 'typer' in sys.modules, 'EXIT', code)")
+    typer_run = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True,
+                               env={**os.environ, "COLUMNS": "120"}, timeout=300)
+    plain = "-k=2" not in args
+    assert fast.stdout.replace("TYPER False", "TYPER True") == typer_run.stdout
+    assert fast.stderr == typer_run.stderr
+    assert f"TYPER {not plain}" in fast.stdout
+    if "missing.yaml" in args or "embed.provider=nope" in args:
+        assert "EXIT 2" in fast.stdout and "config error" in fast.stderr
+    elif plain:
+        assert "EXIT 0" in fast.stdout and "net/dns.md" in fast.stdout
+
+
+@pytest.mark.parametrize(("argv", "parsed"), [
+    (["q"], {"query": "q"}),
+    (["q", "-k", "7", "--json"], {"query": "q", "k": 7, "as_json": True}),
+    (["--set", "a.b=1", "q", "-s", "c.d=2", "--hybrid", "--chunks"],
+     {"query": "q", "set_": ["a.b=1", "c.d=2"], "hybrid": True, "chunks": True}),
+    (["q", "--params=x/params.yaml", "--set=a.b=1"], {"query": "q", "params": Path("x/params.yaml"), "set_": ["a.b=1"]}),
+    (["q", "--help"], None),
+    (["--help"], None),
+    ([], None),
+    (["q", "r"], None),
+    (["q", "-k"], None),
+    (["q", "-k", "many"], None),
+    (["q", "-k5"], None),
+    (["q", "-k=5"], None),
+    (["q", "--unknown"], None),
+    (["--", "-q"], None),
+    (["q", "--json=yes"], None),
+])
+def test_parse_search_takes_only_the_plain_forms(argv: list[str], parsed: dict[str, object] | None) -> None:
+    from embedline.flows.lean import parse_search
+
+    assert parse_search(argv) == parsed

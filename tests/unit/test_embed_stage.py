@@ -174,7 +174,11 @@ def test_cache_disabled_uses_a_run_cache_that_is_removed(tmp_path: Path) -> None
     run_file = cache_path(cfg, art)
     assert run_file.name.startswith("run-") and not run_file.exists()
     assert not art.resolve(cfg.embed.cache_path).exists()
-    assert run_embed(cfg, art)["texts_embedded"] == len(set(SAMPLE_TEXTS))
+    # the vector shards record their chunk shards: an unchanged re-run has nothing to embed
+    assert run_embed(cfg, art)["texts_embedded"] == 0
+    # a forced rebuild embeds everything again: no cache survived the first run
+    full = cfg.model_copy(update={"run": cfg.run.model_copy(update={"full_rebuild": True})})
+    assert run_embed(full, art)["texts_embedded"] == len(set(SAMPLE_TEXTS))
 
 
 def test_progress_callback(tmp_path: Path) -> None:

@@ -82,7 +82,7 @@ def test_a_declared_capability_must_be_implemented(tmp_path: Path) -> None:
 def test_declared_capabilities_of_the_shipped_providers() -> None:
     api = provider_spec("openai")
     assert api.has(Capability.PLANS_REQUESTS) and api.has(Capability.BILLED_BY_TOKEN)
-    assert provider_spec("sentence-transformers").capabilities == frozenset({Capability.LOCAL_BACKENDS})
+    assert provider_spec("sentence-transformers").capabilities == frozenset({Capability.LOCAL_BACKENDS, Capability.PLANS_REQUESTS})
     assert {provider_spec(n).name for n in PROVIDERS.names()} == set(PROVIDERS.names())
 
 

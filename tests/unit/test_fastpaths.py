@@ -141,3 +141,50 @@ def test_indexed_chunk_count_equals_the_tokenizer_count(make_counter: Callable[[
         for s in range(len(text) + 1):
             for e in range(s, len(text) + 1):
                 assert b.measure(text[s:e], (), False, (s, e)) == b.measure(text[s:e]), (text, s, e)
+
+
+def _nltk_punkt() -> object:
+    """punkt as NLTK itself gives it (the whole package imported), with the same abbreviations."""
+    from nltk.tokenize.punkt import PunktParameters, PunktSentenceTokenizer
+
+    params = PunktParameters()
+    params.abbrev_types = set(segment.ABBREVIATIONS)
+    return PunktSentenceTokenizer(params)
+
+
+PROSE = ("Dr. Smith went home. He left, e.g. at noon, i.e. early. The U.S. Army is big. J. R. R. "
+         "Tolkien wrote books. See Fig. 3 and p. 12. Version 3.11. was released. Call f(x). Then "
+         "stop!! Why? because. The end... Or not. Mr. Brown met St. John on Jan. 5. Done. ok. OK. "
+         "Hello-world. Next. vs. them. ETC. More text follows. (Really.) Yes.")
+PIECES = ["word", "Dr", "etc", "e.g", "J", "3", "11", "Next", "next", " ", "\n", ".", ".", "?", "!",
+          "(", ")", ",", ";", "-", "é", '"', "'", "...", "Fig", "x"]
+
+
+@pytest.mark.parametrize("text", [PROSE, PROSE.replace(". ", ".\n"), PROSE.lower(), PROSE.upper()])
+def test_punkt_shortcut_equals_nltk_punkt(text: str) -> None:
+    """The plain-word shortcut of text_contains_sentbreak and the import without nltk/__init__
+    split exactly as NLTK's own punkt with the same parameters."""
+    assert list(segment._punkt().span_tokenize(text)) == list(_nltk_punkt().span_tokenize(text))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(PIECES), max_size=60).map("".join))
+def test_punkt_shortcut_equals_nltk_punkt_on_any_text(text: str) -> None:
+    assert list(segment._punkt().span_tokenize(text)) == list(_nltk_punkt().span_tokenize(text))
+
+
+def test_punkt_loads_without_importing_nltk_package() -> None:
+    """Building the sentence splitter in a fresh process imports neither the nltk package's
+    __init__ (scipy, sklearn wrappers) nor leaves an nltk module behind; a later import of nltk
+    gets the real, whole package."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from embedline.tasks.chunkers.segment import sentence_spans\n"
+            "assert sentence_spans('Dr. Smith left. He did.') == [(0, 15), (16, 23)]\n"
+            "print(sorted(k for k in sys.modules if k.split('.')[0] in ('nltk', 'scipy')))\n"
+            "import nltk\n"
+            "print(hasattr(nltk, 'word_tokenize'))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split("\n")[:2] == ["[]", "True"]

@@ -30,6 +30,7 @@ import numpy as np
 
 from embedline.tasks.config import EmbedParams
 from embedline.tasks.embed.protocol import Capability, EmbedError, ProviderSpec, truncate_dims
+from embedline.tasks.embed.requests import fixed_groups
 from embedline.tasks.tokenize import hf_counter, model_window, resolve_model
 
 log = logging.getLogger(__name__)
@@ -284,6 +285,13 @@ class SentenceTransformerEmbedder:
         window = self.backend.max_seq_length or model_window(self.model_path)
         self.max_tokens = int(params.max_seq_tokens or window or 512)
 
+    def plan_groups(self, texts: list[str]) -> list[list[int]]:
+        """Cache commits of ``batch_size`` x the backend's ``group_batches`` texts (1 unless the
+        backend says otherwise). Every ``embed`` call ends on a barrier; OpenVINO keeps its infer
+        requests busy only within a call, so it takes several batches per call (see its class)."""
+        size = self.batch_size * max(1, int(getattr(self.backend, "group_batches", 1)))
+        return fixed_groups(len(texts), size)
+
     def embed(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dims), dtype=np.float32)
@@ -379,5 +387,5 @@ SPEC = ProviderSpec(
     revision_for=revision_for,
     tokenizer_for=hf_counter,
     preflight=model_problem,
-    capabilities=frozenset({Capability.LOCAL_BACKENDS}),
+    capabilities=frozenset({Capability.LOCAL_BACKENDS, Capability.PLANS_REQUESTS}),
 )
