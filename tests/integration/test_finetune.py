@@ -55,7 +55,7 @@ def test_stage_on_a_beir_split_reports_base_and_finetuned_on_held_out_queries(
     write_beir(root / "data" / "split", train=TRAIN, test=TEST)
     cfg = load_config(root / "params.yaml", [
         f"finetune.base_model={tiny_model}", "finetune.dataset=data/split", "finetune.batch_size=2",
-        "finetune.device=cpu", "finetune.max_seq_length=32",
+        "finetune.device=cpu", "finetune.max_seq_length=32", "finetune.hard_negatives=true",
     ])
     art = Artifacts(root)
     stats = run_finetune(cfg, art, force=True, progress=False)

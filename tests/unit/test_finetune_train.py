@@ -124,3 +124,27 @@ def test_the_stage_does_not_calibrate_an_auto_backend(tmp_path: Path) -> None:
     cfg = load_config(None, ["embed.backend=auto", "embed.models_dir=models-dir"])
     assert run_stage("finetune", cfg, Artifacts(tmp_path))["enabled"] is False
     assert not (tmp_path / "models-dir").exists()  # no export, no calibration record
+
+
+def test_a_finetuned_model_runs_on_the_onnx_backend_that_auto_calibrates(tiny_model: Path, tmp_path: Path) -> None:
+    """sentence-transformers >= 6 saves ``pooling_mode``/``embedding_dimension`` (no
+    ``pooling_mode_mean_tokens``) and no ``max_seq_length`` in ``sentence_bert_config.json``: the
+    onnx/openvino pipeline reader rejected every fine-tuned model, so ``embed.backend=auto`` could
+    never pick anything but torch for it."""
+    from embedline.tasks.config import EmbedParams
+    from embedline.tasks.embed import clear_embedders
+    from embedline.tasks.embed.auto import measure
+    from embedline.tasks.embed.providers.onnx_backend import read_pipeline
+
+    ft = load_config(None, ["finetune.batch_size=3", "finetune.device=cpu", "finetune.max_seq_length=32"]).finetune
+    out = tmp_path / "tuned"
+    train_model(_pairs(), str(tiny_model), out, ft, info={}, progress=False)
+    assert read_pipeline(str(out)) == {"pooling": "mean", "normalize": True, "max_seq_length": 64, "dims": 32}
+    params = EmbedParams.model_validate({"provider": "sentence-transformers", "model": str(out), "backend": "auto",
+                                         "models_dir": str(tmp_path / "exported")})
+    try:
+        trials = measure(params, [q + " " + text for q, text in TOPICS.values()], candidates=[("onnx", "fp32")])
+    finally:
+        clear_embedders()
+    onnx = next(t for t in trials if t.backend == "onnx")
+    assert onnx.error is None and onnx.min_cosine > 0.9999

@@ -58,22 +58,41 @@ def read_pipeline(model_path: str) -> dict[str, Any]:
     if pooling_dir is None:
         raise EmbedError(f"{model_path}: no Pooling module; use embed.backend=torch")
     pcfg = json.loads((root / pooling_dir / "config.json").read_text())
-    if pcfg.get("pooling_mode_mean_tokens"):
-        mode = "mean"
-    elif pcfg.get("pooling_mode_cls_token"):
-        mode = "cls"
-    elif pcfg.get("pooling_mode_max_tokens"):
-        mode = "max"
-    else:
+    mode = _pooling_mode(pcfg)
+    if mode is None:
         raise EmbedError(f"{model_path}: pooling {pcfg} not supported by onnx/openvino; use torch")
-    sbert = root / "sentence_bert_config.json"
-    window = json.loads(sbert.read_text()).get("max_seq_length") if sbert.exists() else None
     return {
         "pooling": mode,
         "normalize": "Normalize" in kinds,
-        "max_seq_length": int(window or 512),
-        "dims": int(pcfg["word_embedding_dimension"]),
+        "max_seq_length": _window(root),
+        "dims": int(pcfg.get("embedding_dimension") or pcfg["word_embedding_dimension"]),
     }
+
+
+def _pooling_mode(pcfg: dict[str, Any]) -> str | None:
+    """mean / cls / max from a Pooling config: sentence-transformers >= 6 writes ``pooling_mode``
+    (a name, or a list of them) and ``embedding_dimension``; older folders (the hub's models)
+    carry one ``pooling_mode_*_token(s)`` flag each and ``word_embedding_dimension``."""
+    named = pcfg.get("pooling_mode")
+    if named is not None:
+        modes = [named] if isinstance(named, str) else list(named)
+        return modes[0] if len(modes) == 1 and modes[0] in ("mean", "cls", "max") else None
+    for mode, flag in (("mean", "pooling_mode_mean_tokens"), ("cls", "pooling_mode_cls_token"),
+                       ("max", "pooling_mode_max_tokens")):
+        if pcfg.get(flag):
+            return mode
+    return None
+
+
+def _window(root: Path) -> int:
+    """The model's window: ``sentence_bert_config.json``'s ``max_seq_length`` (folders written by
+    sentence-transformers < 6), else the tokenizer's ``model_max_length`` (what >= 6 saves), else 512."""
+    for name, key in (("sentence_bert_config.json", "max_seq_length"), ("tokenizer_config.json", "model_max_length")):
+        f = root / name
+        value = json.loads(f.read_text()).get(key) if f.exists() else None
+        if isinstance(value, int) and 0 < value < 1_000_000:  # HF writes a huge sentinel for "no limit"
+            return value
+    return 512
 
 
 # ---- export (once, cached, locked) -------------------------------------------------------------------
