@@ -8,6 +8,7 @@ lazily, so importing :mod:`embedline.tasks.embed` never loads torch, a model or 
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -58,8 +59,12 @@ AUTO_RESOLVER: Callable[..., Any] | None = None
 
 
 def _auto(params: EmbedParams, calibrate_now: bool) -> Any:
-    if AUTO_RESOLVER is None:  # pragma: no cover - the package import sets it
-        raise RuntimeError("embed.backend=auto: embedline.tasks.embed.auto is not loaded")
+    if AUTO_RESOLVER is None:
+        # a caller that imported only the light modules (cached, query): load the resolver now
+        # (by name: auto imports this module, so a static import here would be a cycle)
+        importlib.import_module("embedline.tasks.embed.auto")
+    if AUTO_RESOLVER is None:  # pragma: no cover - importing auto sets it
+        raise RuntimeError("embed.backend=auto: embedline.tasks.embed.auto did not register")
     return AUTO_RESOLVER(params, calibrate_now=calibrate_now)
 
 

@@ -132,3 +132,44 @@ def test_vectors_from_the_exported_graph_get_their_own_namespace(
     monkeypatch.setattr(query, "light_encoder", lambda p, bulk=False: None)
     model = cached.embed_cached(params, ["alpha", "beta"], "", path)  # the model's own namespace
     assert not np.allclose(model, first)
+
+
+def _file_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
+
+
+def test_a_vector_costs_about_its_own_bytes_on_disk(tmp_path: Path) -> None:
+    """384-d float32 rows (1,536 bytes) stay inline in the table: the old WITHOUT ROWID layout put
+    each on its own overflow page (~4 KiB on disk per vector, 4.5 GB by 1 M vectors)."""
+    path = tmp_path / "c.sqlite"
+    n, dims = 3000, 384
+    rng = np.random.default_rng(0)
+    with EmbeddingCache(path) as cache:
+        for start in range(0, n, 500):
+            cache.put_many("ns", [(f"{i:064x}", rng.standard_normal(dims)) for i in range(start, start + 500)])
+        conn = cache._conn()
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    raw = n * dims * 4
+    assert _file_bytes(path) < 1.5 * raw, (_file_bytes(path), raw)
+
+
+def test_a_cache_in_the_old_layout_is_migrated_with_its_vectors(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE vectors (ns TEXT NOT NULL, text_hash TEXT NOT NULL, dims INTEGER NOT NULL,"
+        " vec BLOB NOT NULL, PRIMARY KEY (ns, text_hash)) WITHOUT ROWID;"
+        "CREATE TABLE namespaces (ns TEXT PRIMARY KEY, spec TEXT NOT NULL);"
+    )
+    vecs = {f"h{i}": np.full(8, i, dtype=np.float32) for i in range(50)}
+    conn.executemany("INSERT INTO vectors VALUES ('ns', ?, 8, ?)", [(h, v.tobytes()) for h, v in vecs.items()])
+    conn.commit()
+    conn.close()
+    with EmbeddingCache(path) as cache:
+        got = cache.get_many("ns", list(vecs))
+        assert cache.put_many("ns", [("h0", np.zeros(8)), ("new", np.ones(8))]) == 2
+        assert cache.count("ns") == 51  # h0 kept its first vector (first writer wins), "new" added
+        assert np.array_equal(cache.get_many("ns", ["h0"])["h0"], vecs["h0"])
+    assert {h: v.tolist() for h, v in got.items()} == {h: v.tolist() for h, v in vecs.items()}
+    sql = sqlite3.connect(path).execute("SELECT sql FROM sqlite_master WHERE name = 'vectors'").fetchone()[0]
+    assert "WITHOUT ROWID" not in sql.upper()
