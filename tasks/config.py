@@ -315,7 +315,12 @@ class FinetuneParams(_Section):
     batch_size: int = Field(32, ge=2, le=4096, description="in-batch negatives per step")
     learning_rate: float = Field(2e-5, gt=0, lt=1)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    max_pairs: int = Field(2000, ge=1, description="training pairs (a seeded sample when more)")
+    pairs: Literal["auto", "labelled", "mined", "both"] = Field(
+        "auto",
+        description="auto: the train split when there is one, else mined; labelled: the train split; "
+        "mined: title/heading -> its text, from the corpus; both: the union of labelled and mined",
+    )
+    max_pairs: int = Field(3000, ge=1, description="training pairs (a seeded sample when more; counted)")
     max_seq_length: int = Field(128, ge=8, description="training truncation (the saved model keeps its own)")
     hard_negatives: bool = Field(False, description="one hard negative per pair from the vector set")
     negative_depth: int = Field(30, ge=1, description="nearest passages searched for a hard negative")

@@ -54,10 +54,15 @@ def build_tiny_model(path: Path, seed: int = 0) -> Path:
     return path
 
 
+def title_of(topic: str) -> str:
+    return f"notes on {topic.replace('_', ' ')} ."
+
+
 def write_beir(root: Path, *, train: list[str], test: list[str], corpus: bool = True,
-               doc_id: Any = None) -> Path:
+               doc_id: Any = None, titles: bool = False) -> Path:
     """A BEIR folder over :data:`TOPICS`: query id = topic, its one relevant doc = ``d-<topic>``
-    (or ``doc_id(topic)``); ``train``/``test`` name the topics of each split."""
+    (or ``doc_id(topic)``); ``train``/``test`` name the topics of each split. ``titles``: each
+    document has a title (:func:`title_of`) that its text repeats first, as Cranfield's do."""
     key = doc_id or (lambda t: f"d-{t}")
     (root / "qrels").mkdir(parents=True, exist_ok=True)
     with (root / "queries.jsonl").open("w") as f:
@@ -66,7 +71,9 @@ def write_beir(root: Path, *, train: list[str], test: list[str], corpus: bool = 
     if corpus:
         with (root / "corpus.jsonl").open("w") as f:
             for t, (_, text) in TOPICS.items():
-                f.write(json.dumps({"_id": key(t), "title": "", "text": text}) + "\n")
+                title = title_of(t) if titles else ""
+                body = f"{title} {text}" if titles else text
+                f.write(json.dumps({"_id": key(t), "title": title, "text": body}) + "\n")
     for name, topics in (("train", train), ("test", test)):
         if topics:
             lines = ["query-id\tcorpus-id\tscore", *(f"{t}\t{key(t)}\t1" for t in topics)]

@@ -118,17 +118,43 @@ def _split_file(dataset: Path, split: str) -> Path:
 def make_pairs(
     cfg: Config, dataset: Path, passages: list[Passage], stats: PairStats
 ) -> tuple[list[Pair], str]:
-    """Labelled pairs from the train split when there is one, else mined ones; (pairs, source)."""
+    """The pairs ``finetune.pairs`` asks for; (pairs, source). ``auto``: labelled pairs from the
+    train split when there is one, else mined ones; ``labelled``: the train split (an error without
+    one); ``mined``: titles/headings -> their text, from the passages (no query is read); ``both``:
+    the labelled pairs followed by the mined ones. Labelled pairs always pass the leakage check."""
     ft = cfg.finetune
     train_file = _split_file(dataset, ft.train_split)
-    if is_beir_dir(dataset) and train_file.is_file():
+    has_train = is_beir_dir(dataset) and train_file.is_file()
+    mode = ft.pairs if ft.pairs != "auto" else ("labelled" if has_train else "mined")
+    if mode in ("labelled", "both") and not has_train:
+        raise FileNotFoundError(
+            f"finetune.pairs={ft.pairs} needs a BEIR train split, and {train_file} is not one: "
+            "set finetune.pairs to auto or mined, or finetune.dataset/train_split to a folder with one"
+        )
+    pairs: list[Pair] = []
+    sources: list[str] = []
+    if mode in ("labelled", "both"):
         train = load_qrels(train_file)
         held_out = _split_file(dataset, ft.eval_split)
         if held_out.is_file():
             check_no_leakage(train, load_qrels(held_out), f"query ids of {dataset.name}")
         queries = load_queries(dataset / "queries.jsonl")
-        return beir_pairs(queries, train, document_texts(passages), stats), "train-split"
-    return mined_pairs(passages, ft.min_anchor_chars, stats), "mined"
+        pairs += beir_pairs(queries, train, document_texts(passages), stats)
+        sources.append("train-split")
+    if mode in ("mined", "both"):
+        pairs += mined_pairs(passages, ft.min_anchor_chars, stats)
+        sources.append("mined")
+    return pairs, "+".join(sources)
+
+
+def cap_pairs(pairs: list[Pair], max_pairs: int, seed: int, stats: PairStats) -> list[Pair]:
+    """A seeded sample of ``max_pairs`` when there are more, never silently: the metrics count the
+    pairs left out (``pairs_over_max_pairs``) and a warning says so."""
+    if len(pairs) > max_pairs:
+        stats.add("over_max_pairs", len(pairs) - max_pairs)
+        log.warning("finetune: %d pairs but finetune.max_pairs=%d: training on a seeded sample of %d",
+                    len(pairs), max_pairs, max_pairs)
+    return sample_pairs(pairs, max_pairs, seed)
 
 
 def _negatives(
@@ -189,8 +215,8 @@ def run_finetune(cfg: Config, art: Artifacts, *, force: bool = False, progress: 
     passages, vectors, params = load_passages(src)
     pstats = PairStats()
     pairs, source = make_pairs(cfg, dataset, passages, pstats)
-    pairs = sample_pairs(pairs, ft.max_pairs, ft.seed)
-    pairs = _negatives(pairs, passages, vectors, params, cfg, pstats, source == "train-split")
+    pairs = cap_pairs(pairs, ft.max_pairs, ft.seed, pstats)
+    pairs = _negatives(pairs, passages, vectors, params, cfg, pstats, source != "mined")
     sha = write_pairs(pairs_path(art), pairs)
     stats.update({"pair_source": source, "pairs": len(pairs), "passages": len(passages),
                   "vector_set": src.collection})

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 INFO_FILE = "embedline_finetune.json"
 # the params that decide the weights (output path, dataset path and enabled do not)
 TRAINING_KEYS = (
-    "base_model", "epochs", "batch_size", "learning_rate", "warmup_ratio", "max_pairs", "max_seq_length",
+    "base_model", "pairs", "epochs", "batch_size", "learning_rate", "warmup_ratio", "max_pairs", "max_seq_length",
     "hard_negatives", "negative_depth", "near_duplicate", "min_anchor_chars", "matryoshka_dims", "seed",
 )
 

@@ -188,3 +188,75 @@ def test_finetune_params_validate() -> None:
         load_config(None, ["finetune.eval_split=train"])
     with pytest.raises(ConfigError, match=r"valid keys here: .*epochs"):
         load_config(None, ["finetune.epoch=2"])
+
+
+# ---- finetune.pairs: labelled | mined | both ------------------------------------------------------
+def _titled_passages() -> list[Passage]:
+    """The passages a vector set of ``write_beir(titles=True)`` holds: each text repeats its title."""
+    from tests.finetunedata import title_of
+
+    return [Passage(t, (f"d-{t}",), f"{title_of(t)} {text}", title=title_of(t)) for t, (_, text) in TOPICS.items()]
+
+
+def test_pairs_mode_both_is_the_union_of_labelled_and_title_pairs_without_held_out_queries(tmp_path: Path) -> None:
+    from embedline.tasks.finetune.stage import make_pairs
+    from tests.finetunedata import title_of
+
+    train, test = ["bread", "tcp"], ["volcano", "printing"]
+    ds = write_beir(tmp_path / "ds", train=train, test=test, titles=True)
+    passages = _titled_passages()
+    labelled, src_l = make_pairs(load_config(None, ["finetune.pairs=labelled"]), ds, passages, PairStats())
+    mined, src_m = make_pairs(load_config(None, ["finetune.pairs=mined"]), ds, passages, PairStats())
+    stats = PairStats()
+    both, src_b = make_pairs(load_config(None, ["finetune.pairs=both"]), ds, passages, stats)
+    assert (src_l, src_m, src_b) == ("train-split", "mined", "train-split+mined")
+    assert both == labelled + mined
+    assert stats.counts == {"train-split": 2, "title": len(TOPICS)}
+    # title -> body: the repeated title stripped from the front of the text
+    by_anchor = {p.anchor: p for p in mined}
+    assert by_anchor[title_of("tcp")].positive == TOPICS["tcp"][1]
+    assert all(p.kind == "title" and p.query_id is None for p in mined)
+    # no held-out query, by id or by text, is ever an anchor or inside a pair
+    held_out_texts = {TOPICS[t][0] for t in test}
+    assert {p.query_id for p in both} - {None} == set(train)
+    assert not any(q in p.anchor or q in p.positive for p in both for q in held_out_texts)
+    # auto: today's behaviour (the train split when there is one)
+    auto, src_a = make_pairs(load_config(None), ds, passages, PairStats())
+    assert (auto, src_a) == (labelled, "train-split")
+
+
+def test_pairs_mode_needing_a_train_split_says_so_and_both_still_checks_leakage(tmp_path: Path) -> None:
+    from embedline.tasks.finetune.stage import make_pairs
+
+    no_train = write_beir(tmp_path / "no-train", train=[], test=["volcano"], titles=True)
+    passages = _titled_passages()
+    for mode in ("labelled", "both"):
+        with pytest.raises(FileNotFoundError, match=rf"finetune.pairs={mode} needs a BEIR train split"):
+            make_pairs(load_config(None, [f"finetune.pairs={mode}"]), no_train, passages, PairStats())
+    pairs, source = make_pairs(load_config(None), no_train, passages, PairStats())  # auto: mined
+    assert source == "mined" and len(pairs) == len(TOPICS)
+    leaky = write_beir(tmp_path / "leaky", train=["tcp"], test=["tcp"], titles=True)
+    with pytest.raises(LeakageError, match="'tcp'"):
+        make_pairs(load_config(None, ["finetune.pairs=both"]), leaky, passages, PairStats())
+
+
+def test_pairs_mode_is_validated_and_part_of_the_model_fingerprint() -> None:
+    from embedline.tasks.finetune.train import model_fingerprint
+
+    with pytest.raises(ConfigError, match=r"finetune.pairs.*'auto', 'labelled', 'mined' or 'both'"):
+        load_config(None, ["finetune.pairs=union"])
+    fps = {model_fingerprint("m", "r", "sha", load_config(None, [f"finetune.pairs={m}"]).finetune)
+           for m in ("auto", "labelled", "mined", "both")}
+    assert len(fps) == 4
+
+
+def test_max_pairs_never_cuts_silently_and_the_default_holds_a_cranfield_union() -> None:
+    from embedline.tasks.finetune.stage import cap_pairs
+
+    pairs = [Pair(f"a{i}", f"p{i}", "title", (f"d{i}",)) for i in range(5)]
+    stats = PairStats()
+    assert cap_pairs(pairs, 5, 42, stats) == sample_pairs(pairs, 5, 42) and stats.counts == {}
+    kept = cap_pairs(pairs, 3, 42, stats)
+    assert len(kept) == 3 and stats.counts == {"over_max_pairs": 2}
+    # Cranfield's 60 % train split: 991 labelled + 1,396 title pairs fit under the default
+    assert load_config(None).finetune.max_pairs >= 991 + 1396
