@@ -76,6 +76,32 @@ def test_stage_on_a_beir_split_reports_base_and_finetuned_on_held_out_queries(
     assert report["model"] == str(root / "models" / "finetuned")  # the last scored: the fine-tuned one
 
 
+def test_stage_pairs_both_adds_title_pairs_mined_from_the_beir_corpus(tmp_path: Path, tiny_model: Path) -> None:
+    from embedline.tasks.finetune.stage import pairs_path, run_finetune
+    from tests.finetunedata import title_of
+
+    root = make_project(tmp_path / "proj", docs={})
+    write_beir(root / "data" / "split", train=TRAIN, test=TEST, titles=True)
+    cfg = load_config(root / "params.yaml", [
+        f"finetune.base_model={tiny_model}", "finetune.dataset=data/split", "finetune.batch_size=2",
+        "finetune.device=cpu", "finetune.max_seq_length=32", "finetune.pairs=both", "finetune.max_pairs=8",
+    ])
+    art = Artifacts(root)
+    stats = run_finetune(cfg, art, force=True, progress=False)
+    # 3 labelled + 6 title pairs (every corpus document, held-out ones included: no query is read)
+    assert stats["pair_source"] == "train-split+mined", stats
+    assert (stats["pairs_train_split"], stats["pairs_title"], stats["pairs_over_max_pairs"]) == (3, 6, 1), stats
+    assert stats["pairs"] == 8
+    pairs = read_pairs(pairs_path(art))
+    held_out = {TOPICS[t][0] for t in TEST}
+    assert {p.query_id for p in pairs} - {None} <= set(TRAIN) and not {p.anchor for p in pairs} & held_out
+    titled = {p.anchor: p.positive for p in pairs if p.kind == "title"}
+    assert titled and all(pos == TOPICS[a.split("notes on ")[1][:-2].replace(" ", "_")][1] for a, pos in titled.items())
+    assert set(titled) <= {title_of(t) for t in TOPICS}
+    info = json.loads((root / "models" / "finetuned" / INFO_FILE).read_text())
+    assert info["params"]["pairs"] == "both" and info["fingerprint"] == stats["model_fingerprint"]
+
+
 def test_stage_without_a_train_split_mines_pairs_from_the_served_vector_set(
     tmp_path: Path, tiny_model: Path
 ) -> None:
