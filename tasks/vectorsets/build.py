@@ -145,8 +145,15 @@ def _records(ws: Workspace, everything: bool) -> Iterator[PointRecord]:
     """The records to upsert, built one deduped shard at a time (payloads only for these)."""
     ctx = ws.ctx
     enc = sparse_encoder(ctx.cfg)
+    # the store's own payload layout, built column-wise (not with sparse vectors: BM25 reads the payload)
+    packer = getattr(ctx.store, "pack_columns", None) if enc is None else None
     for shard, rows in ws.state.to_write(everything):
-        for rec in shard_points(ctx.art, shard, rows, fingerprint=ctx.fingerprint, model=ctx.model, dims=ctx.dims):
+        recs = shard_points(ctx.art, shard, rows, fingerprint=ctx.fingerprint, model=ctx.model, dims=ctx.dims,
+                            packer=packer)
+        if enc is None:
+            yield from recs
+            continue
+        for rec in recs:
             yield with_sparse(rec, enc)
 
 
