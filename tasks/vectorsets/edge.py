@@ -65,6 +65,7 @@ from embedline.tasks.vectorsets.base import (
     require_sparse,
 )
 from embedline.tasks.vectorsets.edge_schema import (
+    FLAT_FIELDS,
     edge_config,
     edge_filter,
     edge_sparse,
@@ -294,6 +295,23 @@ class EdgeStore:
             )
             for r in recs:
                 yield _unpacked(record_from(r), keep)
+            if offset is None:
+                return
+
+    def scan_field(self, collection: str, field: str, *, batch: int = 2048) -> Iterator[tuple[str, Any]]:
+        """``(id, payload[field])`` of every point, for a flat field (:data:`FLAT_FIELDS`): what the
+        sync scans (the payload hash), without building a record or unpacking a payload per point."""
+        if field not in FLAT_FIELDS:
+            yield from ((p.id, (p.payload or {}).get(field)) for p in self.scan(collection, with_payload=[field]))
+            return
+        qe = _edge()
+        shard = self._shard(collection)
+        offset = None
+        while True:
+            recs, offset = shard.scroll(
+                qe.ScrollRequest(offset=offset, limit=batch, with_payload=[field], with_vector=False)
+            )
+            yield from ((str(r.id), (r.payload or {}).get(field)) for r in recs)
             if offset is None:
                 return
 

@@ -116,8 +116,12 @@ class SyncState:
         """Spill the store's ``id -> payload hash`` (an existing point without a hash is stale)."""
         self.db.execute("DELETE FROM existing")
         if store.describe(collection) is not None:
-            self.add_existing((p.id, (p.payload or {}).get(PAYLOAD_HASH))
-                              for p in store.scan(collection, with_payload=[PAYLOAD_HASH], batch=SCAN_BATCH))
+            scan_field = getattr(store, "scan_field", None)  # a store's cheap (id, field) scan (Edge)
+            if scan_field is not None:
+                self.add_existing(scan_field(collection, PAYLOAD_HASH, batch=SCAN_BATCH))
+            else:
+                self.add_existing((p.id, (p.payload or {}).get(PAYLOAD_HASH))
+                                  for p in store.scan(collection, with_payload=[PAYLOAD_HASH], batch=SCAN_BATCH))
         self.db.commit()
 
     def _count(self, sql: str) -> int:
