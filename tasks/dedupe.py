@@ -73,6 +73,7 @@ from embedline.tasks.neardup import (
 )
 from embedline.tasks.payloads import PAYLOAD_HASH, build_payloads
 from embedline.tasks.records import point_id_for, read_json, write_json
+from embedline.tasks.rowhash import row_keys
 from embedline.tasks.vector_shards import (
     META_KEY,
     dims_of,
@@ -730,18 +731,16 @@ def _run(cfg: Config, art: Artifacts, tmp: Path) -> dict[str, Any]:
 
 def _row_keys(vectors: np.ndarray, span: ShardSpan) -> np.ndarray:
     """Per row of a chunk shard, a 64-bit key of everything its deduped row and its search read:
-    the vector bytes and every chunk column that is copied."""
-    import hashlib
-
-    cols = pq.ParquetFile(span.file).read(columns=_STREAM_COLS).to_pydict()
-    values = [cols[c] for c in _STREAM_COLS]
+    the vector bytes and every chunk column that is copied (:func:`embedline.tasks.rowhash.row_keys`:
+    column-wise numpy, one row batch at a time)."""
     out = np.empty(span.rows, dtype=np.uint64)
-    vecs = np.array(vectors[span.offset : span.offset + span.rows], dtype=np.float32)
+    at = 0
+    for batch in pq.ParquetFile(span.file).iter_batches(batch_size=shards.ROW_GROUP_ROWS, columns=_STREAM_COLS):
+        lo = span.offset + at
+        vecs = np.array(vectors[lo : lo + batch.num_rows], dtype=np.float32)
+        out[at : at + batch.num_rows] = row_keys(batch, vecs)
+        at += batch.num_rows
     drop_pages(vectors)  # the memmap pages read stay in the page cache, not in this process's RSS
-    for k, row in enumerate(zip(*values, strict=True)):
-        h = hashlib.blake2b(vecs[k].tobytes(), digest_size=8)
-        h.update(repr(row).encode("utf-8", "surrogatepass"))
-        out[k] = int.from_bytes(h.digest(), "little")
     return out
 
 
