@@ -542,20 +542,24 @@ def _shard_table(art: Artifacts, span: ShardSpan, stored: np.ndarray, payloads: 
     kept_old: list[int] = []
     local = 0
     for batch in pq.ParquetFile(span.file).iter_batches(batch_size=4096, columns=_STREAM_COLS):
-        cols = batch.to_pydict()
         base = span.offset + local
+        chunk_ids = batch.column(0).to_pylist()  # _STREAM_COLS[0]: only the ids of copied rows
+        build: list[int] = []
         for k in np.flatnonzero(stored[base : base + batch.num_rows]).tolist():
-            at = old_pos.get(cols["chunk_id"][k]) if reuse is not None and reuse.same[base + k] else None
-            if at is not None:
-                kept_local.append(local + k)
-                kept_old.append(at)
+            at = old_pos.get(chunk_ids[k]) if reuse is not None and reuse.same[base + k] else None
+            if at is None:
+                build.append(k)
                 continue
-            current = {"chunk_id": cols["chunk_id"][k], "doc_id": cols["doc_id"][k], "source": cols["source"][k]}
+            kept_local.append(local + k)
+            kept_old.append(at)
+        cols = batch.take(pa.array(build, pa.int64())).to_pydict() if build else {}  # rows built anew only
+        for j, k in enumerate(build):
+            current = {"chunk_id": cols["chunk_id"][j], "doc_id": cols["doc_id"][j], "source": cols["source"][j]}
             srcs, dups, is_dup, canonical = payloads.row(base + k, current)
             rows_out.append({
-                "point_id": point_id_for(cols["chunk_id"][k]), "row": local + k, "sources": srcs,
+                "point_id": point_id_for(cols["chunk_id"][j]), "row": local + k, "sources": srcs,
                 "duplicates": dups, "is_duplicate": is_dup, "canonical_id": canonical,
-                **{c: cols[c][k] for c in _STREAM_COLS},
+                **{c: cols[c][j] for c in _STREAM_COLS},
             })
         local += batch.num_rows
     if rows_out:

@@ -2,9 +2,10 @@
 object per value. What the incremental dedupe compares between runs to tell an unchanged row from a
 changed one (:func:`embedline.tasks.dedupe._row_keys`).
 
-Each string value is hashed from its bytes in the Arrow buffer (XXH3-64, seeded with the column's
-position), integers and booleans with splitmix64's finaliser, a vector row from its float32 bytes;
-nulls get their own constant. A row's key chains its columns' hashes in column order. Keys are a pure function of the values (the same on every run and
+A row's string values are concatenated by Arrow and hashed once (XXH3-64, read in place from the
+Arrow buffer: no Python string per value); each value's length and validity and each integer are
+mixed in column-wise (splitmix64's finaliser), so the concatenation is unambiguous; the vector row
+is hashed from its float32 bytes. Keys are a pure function of the values (the same on every run and
 machine); two different rows share a key with probability ~2^-64.
 """
 
@@ -52,30 +53,6 @@ def _binary_hash(arr: pa.Array, salt: int) -> np.ndarray:
     return out
 
 
-def _int_hash(arr: pa.Array, salt: int) -> np.ndarray:
-    values = np.asarray(pc.fill_null(arr.cast(pa.int64()), 0)).view(np.uint64)
-    with np.errstate(over="ignore"):
-        out = mix(values ^ (_GOLDEN * np.uint64(salt + 1)))
-    if arr.null_count:
-        out[~np.asarray(arr.is_valid())] = mix(np.uint64(salt) ^ _NULL)
-    return out
-
-
-def column_hash(arr: pa.Array | pa.ChunkedArray, salt: int) -> np.ndarray:
-    """Per value of a column (string, binary, integer, boolean or list of strings)."""
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    t = arr.type
-    if pa.types.is_list(t) or pa.types.is_large_list(t):
-        joined = pc.binary_join(arr, LIST_SEP)  # a null list -> null, [] -> ""
-        h = _binary_hash(joined, salt)
-        with np.errstate(over="ignore"):
-            return mix(h ^ mix(np.asarray(pc.fill_null(pc.list_value_length(arr), -1).cast(pa.int64())).view(np.uint64)))
-    if pa.types.is_integer(t) or pa.types.is_boolean(t):
-        return _int_hash(arr, salt)
-    return _binary_hash(arr, salt)
-
-
 def vector_hash(vectors: np.ndarray, salt: int = 255) -> np.ndarray:
     """Per row of a 2-d float32 array: XXH3-64 of its bytes."""
     v = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -88,13 +65,40 @@ def vector_hash(vectors: np.ndarray, salt: int = 255) -> np.ndarray:
                        dtype=np.uint64, count=len(v))
 
 
+def _int_array(arr: pa.Array) -> np.ndarray:
+    return np.asarray(pc.fill_null(arr.cast(pa.int64()), -1)).view(np.uint64)
+
+
 def row_keys(table: pa.Table | pa.RecordBatch, vectors: np.ndarray | None = None) -> np.ndarray:
-    """Per row: a 64-bit key of every column of ``table`` (in order) and of its vector row."""
-    key = np.full(table.num_rows, _GOLDEN, dtype=np.uint64)
-    parts = [column_hash(table.column(i), i) for i in range(table.num_columns)]
-    if vectors is not None:
-        parts.append(vector_hash(vectors))
+    """Per row: a 64-bit key of every column of ``table`` (in order) and of its vector row.
+
+    One XXH3 call per row: the row's string values (lists of strings joined) are concatenated
+    by Arrow, and each value's length and validity (and each integer) are mixed in column-wise,
+    so the concatenation is unambiguous."""
+    n = table.num_rows
+    strings: list[pa.Array] = []
+    ints: list[np.ndarray] = []
+    for i in range(table.num_columns):
+        col = table.column(i)
+        col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        t = col.type
+        if pa.types.is_list(t) or pa.types.is_large_list(t):
+            ints.append(_int_array(pc.list_value_length(col)))  # a null list: -1
+            col = pc.binary_join(col, LIST_SEP)
+        elif pa.types.is_integer(t) or pa.types.is_boolean(t):
+            ints.append(_int_array(col))
+            ints.append(np.asarray(col.is_valid()).astype(np.uint64))
+            continue
+        col = col.cast(pa.large_binary())
+        ints.append(_int_array(pc.binary_length(col)))  # a null value: -1
+        strings.append(col)
+    key = np.full(n, _GOLDEN, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        for h in parts:
-            key = mix(key * _M1 ^ h)
+        for salt, values in enumerate(ints):
+            key = mix(key * _M1 ^ mix(values ^ (_GOLDEN * np.uint64(salt + 1))))
+        if strings:
+            joined = pc.binary_join_element_wise(*strings, pa.scalar(b"", pa.large_binary()), null_handling="replace")
+            key = mix(key * _M1 ^ _binary_hash(joined, 0))
+        if vectors is not None:
+            key = mix(key * _M1 ^ vector_hash(vectors))
     return key

@@ -29,7 +29,12 @@ import pyarrow.parquet as pq
 from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.payloads import PAYLOAD_HASH, build_payload, build_payloads
 from embedline.tasks.shards import shard_files, shard_index
-from embedline.tasks.vector_shards import META_KEY, read_vector_shard, vector_files
+from embedline.tasks.vector_shards import (
+    META_KEY,
+    read_vector_rows,
+    row_groups_of,
+    vector_files,
+)
 from embedline.tasks.vectorsets.base import PointRecord
 from embedline.tasks.vectorsets.stores import VectorStore
 from embedline.tasks.vectorsets.sync import VECTOR_JSON_BYTES
@@ -199,6 +204,19 @@ class SyncState:
         self.close()
 
 
+def _deduped_rows(path: Path, rows: list[int] | None, columns: list[str]) -> pa.Table:
+    """``columns`` of the deduped rows whose ``row`` is in ``rows`` (None: all), decoding only the
+    row groups that hold them."""
+    pf = pq.ParquetFile(path)
+    if rows is None or len(rows) >= pf.metadata.num_rows:
+        return pf.read(columns=columns)
+    want = pa.array(rows, pa.int64())
+    at = np.flatnonzero(pc.is_in(pf.read(columns=["row"])["row"], value_set=want).to_numpy(zero_copy_only=False))
+    groups, _ = row_groups_of(pf, at)
+    table = pf.read_row_groups(groups, columns=columns)
+    return table.filter(pc.is_in(table["row"], value_set=want))
+
+
 def shard_points(
     art: Artifacts, index: int, rows: list[int] | None, *, fingerprint: str, model: str, dims: int,
     packer: Packer | None = None,
@@ -209,19 +227,17 @@ def shard_points(
     fingerprint). ``packer``: the store's own payload layout built column-wise (records ``packed``)."""
     path = dict(deduped_shards(art))[index]
     recorded = _recorded_for(path, fingerprint, model)
-    table = pq.ParquetFile(path).read(columns=[*_ROW_COLS, PAYLOAD_HASH] if recorded else _ROW_COLS)
-    if rows is not None and len(rows) < table.num_rows:
-        table = table.filter(pc.is_in(table["row"], value_set=pa.array(rows, pa.int64())))
+    table = _deduped_rows(path, rows, [*_ROW_COLS, PAYLOAD_HASH] if recorded else _ROW_COLS)
     vf = vector_files(art.vectors).get(index)
     if vf is None:
         raise FileNotFoundError(f"{art.vectors} has no shard {index}: re-run the embed stage")
-    vectors = read_vector_shard(vf, index, ids=False).vectors
+    wanted = table["row"].to_numpy()
+    vectors = read_vector_rows(vf, wanted)
     if vectors.shape[1] != dims:
         raise ValueError(f"{vf} holds {vectors.shape[1]}-d vectors; the manifest says dims={dims}")
-    wanted = table["row"].to_numpy()
     # numpy rows: the store converts a whole request at once (Edge: one ``tolist`` per batch, whose
     # float objects reuse the memory the previous batch freed; ~2x faster than one list per shard)
-    as_lists = list(vectors[wanted])
+    as_lists = list(vectors)
     # request bytes without serialising each payload: its raw text fields + the vector as JSON text
     sizes = (pc.binary_length(table["text"]).to_numpy(zero_copy_only=False)
              + pc.binary_length(table["sources"]).to_numpy(zero_copy_only=False)
@@ -252,6 +268,6 @@ def sample_vectors(art: Artifacts, state: SyncState, ids: list[str]) -> dict[str
     files = vector_files(art.vectors)
     out: dict[str, tuple[np.ndarray, str]] = {}
     for shard, picks in by_shard.items():
-        vectors = read_vector_shard(files[shard], shard, ids=False).vectors
-        out.update({pid: (np.array(vectors[row]), where[pid][0]) for pid, row in picks})
+        vectors = read_vector_rows(files[shard], np.asarray([row for _, row in picks], dtype=np.int64))
+        out.update({pid: (np.array(vectors[k]), where[pid][0]) for k, (pid, _) in enumerate(picks)})
     return {pid: out[pid] for pid in ids if pid in out}
