@@ -201,3 +201,22 @@ def test_search_returns_k_documents_when_one_page_fills_the_first_hits(long_page
         assert len(docs) == len(set(docs)) == k and docs[0] == "net/dns.md"
         if mode == "dense":
             assert docs == everything[:k]
+
+
+def test_lean_parser_knows_exactly_the_typer_search_options() -> None:
+    """flows/lean.py parses `embedline search` before Typer is built: its option table must name the
+    same options (and value/flag kinds) as the Typer command, so a new option cannot be silently
+    missed by one path."""
+    import typer.main
+
+    from embedline.flows import lean
+    from embedline.flows.cli import app
+
+    cmd = typer.main.get_command(app).commands["search"]  # type: ignore[attr-defined]
+    flags, valued = set(), set()
+    for p in cmd.params:
+        if p.param_type_name == "option" and "--help" not in p.opts:
+            (flags if p.is_flag else valued).update(p.opts)
+    assert flags == set(lean._FLAGS)
+    assert valued == set(lean._VALUED)
+    assert [p.name for p in cmd.params if p.param_type_name == "argument"] == ["query"]
