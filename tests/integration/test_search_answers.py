@@ -213,7 +213,8 @@ def test_lean_parser_knows_exactly_the_typer_search_options() -> None:
     from embedline.flows.cli import app
 
     cmd = typer.main.get_command(app).commands["search"]  # type: ignore[attr-defined]
-    flags, valued = set(), set()
+    flags: set[str] = set()
+    valued: set[str] = set()
     for p in cmd.params:
         if p.param_type_name == "option" and "--help" not in p.opts:
             (flags if p.is_flag else valued).update(p.opts)
