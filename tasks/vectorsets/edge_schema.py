@@ -152,7 +152,8 @@ def pack_columns(
                 "canonical_id": canonical}
         if meta:
             rest["metadata"] = meta
-        out.append({"source": source, "doc_id": doc_id, "chunk_id": chunk_id, "is_duplicate": bool(is_dup),
+        # is_duplicate: one of BOOL_FIELDS, stored as 0/1 (as pack_payload does)
+        out.append({"source": source, "doc_id": doc_id, "chunk_id": chunk_id, "is_duplicate": int(bool(is_dup)),
                     "payload_hash": known, PACKED_KEY: _dumps(rest)})
     return out
 
