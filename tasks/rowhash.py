@@ -25,7 +25,7 @@ _NULL = np.uint64(0x6A09E667F3BCC909)
 LIST_SEP = "\x1f"  # joins a list of strings into one value (ASCII unit separator)
 
 
-def mix(x: np.ndarray) -> np.ndarray:
+def mix(x: np.ndarray | np.uint64) -> np.ndarray:
     """splitmix64's finaliser, element-wise on uint64 (wrapping arithmetic)."""
     x = np.asarray(x, dtype=np.uint64).copy()
     with np.errstate(over="ignore"):
@@ -58,7 +58,7 @@ def vector_hash(vectors: np.ndarray, salt: int = 255) -> np.ndarray:
     v = np.ascontiguousarray(vectors, dtype=np.float32)
     if not v.size:
         return np.zeros(len(v), dtype=np.uint64)
-    data = memoryview(v).cast("B")
+    data = memoryview(v.data).cast("B")
     step = v.shape[1] * 4
     digest = xxhash.xxh3_64_intdigest
     return np.fromiter((digest(data[k : k + step], seed=salt) for k in range(0, len(data), step)),
