@@ -23,6 +23,7 @@ _M2 = np.uint64(0x94D049BB133111EB)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _NULL = np.uint64(0x6A09E667F3BCC909)
 LIST_SEP = "\x1f"  # joins a list of strings into one value (ASCII unit separator)
+NULL_ITEM = "\x00\x1enull\x1e\x00"  # stands for a null element of such a list
 
 
 def mix(x: np.ndarray | np.uint64) -> np.ndarray:
@@ -84,6 +85,8 @@ def row_keys(table: pa.Table | pa.RecordBatch, vectors: np.ndarray | None = None
         t = col.type
         if pa.types.is_list(t) or pa.types.is_large_list(t):
             ints.append(_int_array(pc.list_value_length(col)))  # a null list: -1
+            if col.values.null_count:  # binary_join makes a list holding a null element null
+                col = pa.ListArray.from_arrays(col.offsets, pc.fill_null(col.values, NULL_ITEM), mask=pc.is_null(col))
             col = pc.binary_join(col, LIST_SEP)
         elif pa.types.is_integer(t) or pa.types.is_boolean(t):
             ints.append(_int_array(col))

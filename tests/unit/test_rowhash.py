@@ -59,3 +59,8 @@ def test_bytes_moving_between_columns_change_the_key() -> None:
     b = pa.table({"x": ["a"], "y": ["bc"]})
     c = pa.table({"x": ["ba"], "y": ["c"]})
     assert len({int(row_keys(a)[0]), int(row_keys(b)[0]), int(row_keys(c)[0])}) == 3
+
+
+def test_lists_with_null_elements_keep_their_other_elements() -> None:
+    t = pa.table({"h": pa.array([[None, "a"], [None, "b"], [None], []], pa.list_(pa.string()))})
+    assert len(set(row_keys(t).tolist())) == 4
