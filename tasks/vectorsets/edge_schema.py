@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from embedline.tasks.payloads import build_payloads, json_column
 from embedline.tasks.vectorsets.base import (
     SPARSE_VECTOR,
     PayloadFilter,
@@ -33,6 +34,9 @@ from embedline.tasks.vectorsets.base import (
 
 PACKED_KEY = "_packed"  # JSON text of the payload's other keys
 FLAT_FIELDS = frozenset({"payload_hash", "doc_id", "source", "chunk_id", "is_duplicate"})
+# flat booleans are stored as 0/1: qdrant-edge-py 0.9 turns a Python bool in ``MatchValue`` into an
+# integer match, which never matches a stored JSON boolean (a filter on them matched nothing)
+BOOL_FIELDS = frozenset({"is_duplicate"})
 _json_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
@@ -97,7 +101,9 @@ def edge_filter(flt: PayloadFilter | None) -> Any:
         if key not in FLAT_FIELDS:
             raise StoreError(f"payload filter on {key!r}: the embedded store filters on {sorted(FLAT_FIELDS)} "
                              f"only (the rest of a payload is stored packed under {PACKED_KEY!r})")
-        if isinstance(value, str | int | bool):
+        if isinstance(value, bool):
+            conds.append(qe.FieldCondition(key, match=qe.MatchValue(int(value))))  # see BOOL_FIELDS
+        elif isinstance(value, str | int):
             conds.append(qe.FieldCondition(key, match=qe.MatchValue(value)))
         else:
             conds.append(qe.FieldCondition(key, match=qe.MatchAny(list(value))))
@@ -111,10 +117,50 @@ def pack_payload(payload: Mapping[str, Any] | None) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     rest: dict[str, Any] = {}
     for k, v in payload.items():
+        if k in BOOL_FIELDS and isinstance(v, bool):
+            v = int(v)
         (flat if k in FLAT_FIELDS else rest)[k] = v
     if rest:
         flat[PACKED_KEY] = _dumps(rest)
     return flat
+
+
+def pack_columns(
+    cols: Mapping[str, list[Any]], *, fingerprint: str, model: str, known_hashes: Sequence[str | None]
+) -> list[dict[str, Any]]:
+    """``[pack_payload(p) for p in build_payloads(cols, ...)]`` in one pass over the columns (the
+    upsert's write path): no intermediate 17-key payload and no per-key split, the same dicts and
+    the same packed JSON text (key order included). A row without a recorded payload hash takes the
+    general path (its hash is computed over the full payload)."""
+    sources = json_column(cols["sources"], "[]")
+    duplicates = json_column(cols["duplicates"], "[]")
+    metas = json_column(cols["metadata"], "{}")
+    out: list[dict[str, Any]] = []
+    rows = zip(cols["text"], cols["source"], sources, cols["doc_id"], cols["chunk_id"], cols["chunk_index"],
+               cols["title"], cols["heading_path"], cols["char_start"], cols["char_end"], cols["token_count"],
+               cols["text_hash"], duplicates, cols["is_duplicate"], cols["canonical_id"], metas, known_hashes,
+               strict=True)
+    for k, (text, source, srcs, doc_id, chunk_id, index, title, heading, start, end, tokens, text_hash, dups,
+            is_dup, canonical, meta, known) in enumerate(rows):
+        if not known:
+            one = {c: [cols[c][k]] for c in _PAYLOAD_COLUMNS}
+            out.append(pack_payload(build_payloads(one, fingerprint=fingerprint, model=model)[0]))
+            continue
+        rest = {"text": text, "sources": srcs, "chunk_index": index, "title": title,
+                "heading_path": list(heading or ()), "char_start": start, "char_end": end, "token_count": tokens,
+                "text_hash": text_hash, "fingerprint": fingerprint, "model": model, "duplicates": dups,
+                "canonical_id": canonical}
+        if meta:
+            rest["metadata"] = meta
+        # is_duplicate: one of BOOL_FIELDS, stored as 0/1 (as pack_payload does)
+        out.append({"source": source, "doc_id": doc_id, "chunk_id": chunk_id, "is_duplicate": int(bool(is_dup)),
+                    "payload_hash": known, PACKED_KEY: _dumps(rest)})
+    return out
+
+
+_PAYLOAD_COLUMNS = ("text", "source", "sources", "doc_id", "chunk_id", "chunk_index", "title", "heading_path",
+                    "char_start", "char_end", "token_count", "text_hash", "duplicates", "is_duplicate",
+                    "canonical_id", "metadata")
 
 
 def unpack_payload(payload: Mapping[str, Any] | None, fields: Sequence[str] | None = None) -> dict[str, Any]:
@@ -126,6 +172,9 @@ def unpack_payload(payload: Mapping[str, Any] | None, fields: Sequence[str] | No
     packed = out.pop(PACKED_KEY, None)
     if packed is not None:
         out.update(_loads(packed))
+    for k in BOOL_FIELDS & out.keys():
+        if type(out[k]) is int:
+            out[k] = bool(out[k])
     if fields is not None:
         out = {k: out[k] for k in fields if k in out}
     return out

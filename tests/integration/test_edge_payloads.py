@@ -69,6 +69,16 @@ def test_every_read_returns_the_payload_as_written(edge: EdgeStore) -> None:
     assert some[0].payload == {k: want[pts[2].id][k] for k in ("source", "sources", "metadata")}  # type: ignore[index]
 
 
+def test_scan_field_is_the_scan_of_one_key(edge: EdgeStore) -> None:
+    """The sync's lean scan (id, payload hash) gives what the record scan gives, flat or packed key."""
+    pts = _points(5)
+    edge.upsert("c", pts)
+    for key in ("payload_hash", "sources"):
+        want = sorted((r.id, (r.payload or {}).get(key)) for r in edge.scan("c", with_payload=[key]))
+        assert sorted(edge.scan_field("c", key, batch=2)) == want
+        assert len(want) == 5 and all(v is not None for _, v in want)
+
+
 def test_the_shard_holds_flat_keys_and_one_packed_string(edge: EdgeStore) -> None:
     pts = _points(2)
     edge.upsert("c", pts)
@@ -94,6 +104,18 @@ def test_filters_match_flat_keys_and_refuse_packed_ones(edge: EdgeStore) -> None
     assert [h.id for h in got] == [pts[3].id]
     with pytest.raises(StoreError, match="chunk_index"):
         edge.search("c", pts[0].vector, k=4, filter={"chunk_index": 1})  # type: ignore[arg-type]
+
+
+def test_boolean_filters_match(edge: EdgeStore) -> None:
+    """``is_duplicate`` filters matched nothing (qdrant-edge-py makes a bool match an integer one);
+    the flag reads back as a bool."""
+    pts = _points(4)  # point 3 is the duplicate
+    edge.upsert("c", pts)
+    dup = edge.search("c", pts[0].vector, k=4, filter={"is_duplicate": True})  # type: ignore[arg-type]
+    assert [h.id for h in dup] == [pts[3].id] and dup[0].payload["is_duplicate"] is True
+    rest = edge.search("c", pts[0].vector, k=4, filter={"is_duplicate": False})  # type: ignore[arg-type]
+    assert {h.id for h in rest} == {p.id for p in pts[:3]}
+    assert all(h.payload["is_duplicate"] is False for h in rest)
 
 
 def test_pack_falls_back_to_json_for_what_orjson_refuses() -> None:
