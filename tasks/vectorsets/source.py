@@ -8,8 +8,8 @@ points:
   ``point id -> payload hash`` (two columns of each deduped shard; the dedupe stage stored the hash)
   and the store's ``id -> payload hash`` (one scan). The diff (adds, updates, deletes) is a join
   that SQLite runs on disk; points to write come back grouped by shard.
-- :func:`shard_points` builds the records of one shard (payloads only for the points written,
-  vectors from the shard's vector file).
+- :func:`shard_points` builds the records of one slice of a shard (payloads only for the points
+  written, vectors from the shard's vector file): at most ``WRITE_SLICE`` rows, however big a shard.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from embedline.tasks.vectorsets.stores import VectorStore
 from embedline.tasks.vectorsets.sync import VECTOR_JSON_BYTES
 
 SCAN_BATCH = 2048
+# rows of one shard turned into records at once (bounded memory: see SyncState.to_write)
+WRITE_SLICE = 2048
 _ROW_COLS = ["point_id", "row", "chunk_id", "doc_id", "source", "sources", "duplicates", "is_duplicate",
              "canonical_id", "text", "title", "chunk_index", "heading_path", "char_start", "char_end",
              "token_count", "text_hash", "metadata"]
@@ -141,15 +143,17 @@ class SyncState:
         for (pid,) in self.db.execute(sql):
             yield pid
 
-    def to_write(self, everything: bool = False) -> Iterator[tuple[int, list[int]]]:
-        """``(shard, rows)`` of the points to upsert (adds + updates, or all with ``everything``)."""
+    def to_write(self, everything: bool = False, max_rows: int = WRITE_SLICE) -> Iterator[tuple[int, list[int]]]:
+        """``(shard, rows)`` of the points to upsert (adds + updates, or all with ``everything``), at
+        most ``max_rows`` rows at a time: the records of one slice are what the upsert holds in
+        Python (~16 KB per point), so a slice, not a shard (which grows with the corpus), bounds it."""
         where = "" if everything else "WHERE e.id IS NULL OR e.hash IS NOT d.hash"
         sql = (f"SELECT d.shard, d.row FROM desired d LEFT JOIN existing e ON e.id = d.id {where} "
                "ORDER BY d.shard, d.row")
         current = -1
         rows: list[int] = []
         for shard, row in self.db.execute(sql):
-            if shard != current and rows:
+            if rows and (shard != current or len(rows) >= max_rows):
                 yield current, rows
                 rows = []
             current = int(shard)
