@@ -163,7 +163,7 @@ def sync(ws: Workspace, sp: SyncPlan, *, everything: bool = False, timings: dict
     if todo:
         with progress.track("upsert", total=todo, unit="point") as bar:
             written = write_points(store, ctx.collection, progress.counted(_records(ws, everything), bar),
-                                   params=q, dims=ctx.dims)
+                                   params=q, dims=ctx.dims, settle=getattr(store, "release_pages", None))
     deleted = delete_points(store, ctx.collection, ws.state.ids("deletes")) if counts["deletes"] else 0
     t1 = time.perf_counter()
     if written or deleted:
