@@ -155,15 +155,20 @@ def row_reporter(tracker: Tracker, start: int) -> Callable[[int, int], None]:
 
 class LogReporter:
     """Non-terminal output: one line at start, at most every ``every_s`` seconds, and at the end,
-    with counts, rate and ETA (for CI logs, `nohup`, Prefect workers)."""
+    with counts, rate and ETA (for CI logs, `nohup`, Prefect workers). A heartbeat thread (daemon,
+    alive only while a stage is open) writes the line when ``every_s`` passed without an update,
+    so a log gets a line at least every ``every_s`` seconds even while one long batch runs."""
 
     def __init__(self, write: Callable[[str], None] | None = None, every_s: float = LOG_EVERY_S,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, *, heartbeat: bool = True):
         self.write = write or log.info
         self.every_s = every_s
         self.clock = clock
+        self.heartbeat = heartbeat
         self._state: dict[str, tuple[float, float, str]] = {}  # stage -> (started, last line, unit)
+        self._counts: dict[str, tuple[int, int | None]] = {}  # stage -> (done, total) last reported
         self._lock = threading.Lock()
+        self._beating: threading.Thread | None = None
 
     def _now(self) -> float:
         return float(self.clock())
@@ -172,21 +177,46 @@ class LogReporter:
         now = self._now()
         with self._lock:
             self._state[stage] = (now, now, unit)
+            self._counts[stage] = (0, total)
+            if self.heartbeat and self._beating is None:
+                self._beating = threading.Thread(target=self._beat, name="progress-heartbeat", daemon=True)
+                self._beating.start()
         self.write(f"{stage}: started" + (f" ({total} {unit}s)" if total else ""))
 
     def update(self, stage: str, done: int, total: int | None) -> None:
+        with self._lock:
+            self._counts[stage] = (done, total)
+        self._maybe_write(stage)
+
+    def _maybe_write(self, stage: str) -> None:
         now = self._now()
         with self._lock:
-            started, last, unit = self._state.get(stage, (now, now, "item"))
+            if stage not in self._state:
+                return
+            started, last, unit = self._state[stage]
             if now - last < self.every_s:
                 return
             self._state[stage] = (started, now, unit)
+            done, total = self._counts.get(stage, (0, None))
         self.write(line(stage, done, total, now - started, unit))
+
+    def _beat(self) -> None:
+        step = min(max(self.every_s / 4, 0.01), 5.0)
+        while True:
+            time.sleep(step)
+            with self._lock:
+                stages = list(self._state)
+                if not stages:
+                    self._beating = None
+                    return
+            for stage in stages:
+                self._maybe_write(stage)
 
     def finish(self, stage: str, done: int, total: int | None) -> None:
         now = self._now()
         with self._lock:
             started, _, unit = self._state.pop(stage, (now, now, "item"))
+            self._counts.pop(stage, None)
         self.write(f"{stage}: done, {done} {unit}s in {now - started:.1f} s")
 
 

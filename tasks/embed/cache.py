@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -154,20 +154,20 @@ class EmbeddingCache:
             (ns, json.dumps(spec, sort_keys=True)),
         )
 
-    def get_many(self, ns: str, hashes: Sequence[str], *, count: bool = True) -> dict[str, np.ndarray]:
-        """Cached vectors for ``hashes`` (missing ones absent). Updates hit/miss counts."""
-        out: dict[str, np.ndarray] = {}
-        wanted = list(dict.fromkeys(hashes))
+    def _select(self, ns: str, columns: str, wanted: Sequence[str]) -> Iterator[tuple[Any, ...]]:
+        """Rows ``columns`` of ``ns`` whose text hash is in ``wanted`` (SQLite caps the ``IN`` list:
+        asked :data:`_IN_CHUNK` at a time)."""
         c = self._conn()
         for i in range(0, len(wanted), _IN_CHUNK):
             part = wanted[i : i + _IN_CHUNK]
             marks = ",".join("?" * len(part))
-            rows = c.execute(
-                f"SELECT text_hash, vec FROM vectors WHERE ns = ? AND text_hash IN ({marks})",
-                (ns, *part),
-            ).fetchall()
-            for h, blob in rows:
-                out[h] = np.frombuffer(blob, dtype=np.float32)
+            yield from c.execute(f"SELECT {columns} FROM vectors WHERE ns = ? AND text_hash IN ({marks})",
+                                 (ns, *part))
+
+    def get_many(self, ns: str, hashes: Sequence[str], *, count: bool = True) -> dict[str, np.ndarray]:
+        """Cached vectors for ``hashes`` (missing ones absent). Updates hit/miss counts."""
+        wanted = list(dict.fromkeys(hashes))
+        out = {h: np.frombuffer(blob, dtype=np.float32) for h, blob in self._select(ns, "text_hash, vec", wanted)}
         if count:
             with self._lock:
                 self.hits += len(out)
@@ -176,15 +176,7 @@ class EmbeddingCache:
 
     def have(self, ns: str, hashes: Sequence[str]) -> set[str]:
         """The ``hashes`` that have a cached vector (keys only: no vector is read or decoded)."""
-        out: set[str] = set()
-        wanted = list(dict.fromkeys(hashes))
-        c = self._conn()
-        for i in range(0, len(wanted), _IN_CHUNK):
-            part = wanted[i : i + _IN_CHUNK]
-            marks = ",".join("?" * len(part))
-            out.update(h for (h,) in c.execute(
-                f"SELECT text_hash FROM vectors WHERE ns = ? AND text_hash IN ({marks})", (ns, *part)))
-        return out
+        return {h for (h,) in self._select(ns, "text_hash", list(dict.fromkeys(hashes)))}
 
     def missing(self, ns: str, hashes: Sequence[str]) -> list[str]:
         """Hashes (unique, in order) with no cached vector; does not touch hit/miss counts."""

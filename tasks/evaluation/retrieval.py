@@ -14,7 +14,7 @@ A :class:`Retriever` answers a batch of queries with a document-level run ``{qid
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -30,6 +30,7 @@ from embedline.tasks.evaluation.interface import (
     embed_texts,
 )
 from embedline.tasks.evaluation.metrics import docs_from_hits
+from embedline.tasks.vectorsets.fusion import deepen
 
 if TYPE_CHECKING:
     from embedline.tasks.vectorsets.stores import Hit
@@ -64,10 +65,14 @@ class DenseRetriever:
         chunk_k = max(k * self.hits_factor, k)
         run: RunDict = {}
         for qid, vec in zip(qids, vecs, strict=True):
-            hits = self.chunk_hits(queries[qid], vec, chunk_k)
+            hits = deepen(lambda d, q=qid, v=vec: self.chunk_hits(queries[q], v, d), self.names(k), chunk_k)
             docs = docs_from_hits(((h.score, h.payload) for h in hits), self.ctx.key)
             run[qid] = dict(sorted(docs.items(), key=lambda kv: (-kv[1], kv[0]))[:k])
         return run
+
+    def names(self, k: int) -> Callable[[Sequence[Hit]], bool]:
+        """Whether chunk hits name ``k`` documents (the depth of every method's run)."""
+        return lambda hits: len(docs_from_hits(((h.score, h.payload) for h in hits), self.ctx.key)) >= k
 
     def chunk_hits(self, text: str, vec: np.ndarray, k: int) -> list[Hit]:
         return self.store.search(self.ctx.collection, vec, k=k, with_payload=SOURCE_KEYS)
@@ -98,9 +103,12 @@ class HybridRetriever(DenseRetriever):
         depth = max(k * CANDIDATES_FACTOR, k)
         coll = self.ctx.collection
         run: RunDict = {}
+        enough = self.names(k)
         for qid, vec in zip(qids, vecs, strict=True):
-            dense = self.store.search(coll, vec, k=depth, with_payload=SOURCE_KEYS)
-            sparse = self.store.search_sparse(coll, self.encoder.query(queries[qid]), k=depth, with_payload=SOURCE_KEYS)
+            sq = self.encoder.query(queries[qid])
+            dense = deepen(lambda d, v=vec: self.store.search(coll, v, k=d, with_payload=SOURCE_KEYS), enough, depth)
+            sparse = deepen(lambda d, s=sq: self.store.search_sparse(coll, s, k=d, with_payload=SOURCE_KEYS),
+                            enough, depth)
             d = docs_from_hits(((h.score, h.payload) for h in dense), self.ctx.key)
             s = docs_from_hits(((h.score, h.payload) for h in sparse), self.ctx.key)
             run[qid] = fuse_rankings(d, s, k)

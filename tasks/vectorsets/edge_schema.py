@@ -33,6 +33,9 @@ from embedline.tasks.vectorsets.base import (
 
 PACKED_KEY = "_packed"  # JSON text of the payload's other keys
 FLAT_FIELDS = frozenset({"payload_hash", "doc_id", "source", "chunk_id", "is_duplicate"})
+# flat booleans are stored as 0/1: qdrant-edge-py 0.9 turns a Python bool in ``MatchValue`` into an
+# integer match, which never matches a stored JSON boolean (a filter on them matched nothing)
+BOOL_FIELDS = frozenset({"is_duplicate"})
 _json_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
@@ -97,7 +100,9 @@ def edge_filter(flt: PayloadFilter | None) -> Any:
         if key not in FLAT_FIELDS:
             raise StoreError(f"payload filter on {key!r}: the embedded store filters on {sorted(FLAT_FIELDS)} "
                              f"only (the rest of a payload is stored packed under {PACKED_KEY!r})")
-        if isinstance(value, str | int | bool):
+        if isinstance(value, bool):
+            conds.append(qe.FieldCondition(key, match=qe.MatchValue(int(value))))  # see BOOL_FIELDS
+        elif isinstance(value, str | int):
             conds.append(qe.FieldCondition(key, match=qe.MatchValue(value)))
         else:
             conds.append(qe.FieldCondition(key, match=qe.MatchAny(list(value))))
@@ -111,6 +116,8 @@ def pack_payload(payload: Mapping[str, Any] | None) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     rest: dict[str, Any] = {}
     for k, v in payload.items():
+        if k in BOOL_FIELDS and isinstance(v, bool):
+            v = int(v)
         (flat if k in FLAT_FIELDS else rest)[k] = v
     if rest:
         flat[PACKED_KEY] = _dumps(rest)
@@ -126,6 +133,9 @@ def unpack_payload(payload: Mapping[str, Any] | None, fields: Sequence[str] | No
     packed = out.pop(PACKED_KEY, None)
     if packed is not None:
         out.update(_loads(packed))
+    for k in BOOL_FIELDS & out.keys():
+        if type(out[k]) is int:
+            out[k] = bool(out[k])
     if fields is not None:
         out = {k: out[k] for k in fields if k in out}
     return out

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from embedline.tasks.vectorsets.base import Hit
 
@@ -26,7 +26,24 @@ from embedline.tasks.vectorsets.base import Hit
 # (Cranfield: a flat optimum, nDCG@10 0.404-0.411 for k in 5..100 and sparse weight 0.7..1.3;
 # k = 10 sits in the middle of it: benchmarks/results/fusion_cranfield.json)
 FUSION_DEFAULTS: dict[str, float] = {"dense": 1.0, "sparse": 1.0, "k": 10.0}
-CANDIDATES_FACTOR = 5  # chunk hits fetched per wanted document from each list
+CANDIDATES_FACTOR = 5  # chunk hits fetched per wanted document from each list (a first guess:
+DEEPEN = 4  # :func:`deepen` asks for DEEPEN x more hits while they name too few documents)
+
+
+T = TypeVar("T")
+
+
+def deepen(fetch: Callable[[int], Sequence[T]], enough: Callable[[Sequence[T]], bool], depth: int) -> Sequence[T]:
+    """``fetch(depth)``, asked again for :data:`DEEPEN` x more hits while ``enough`` says the hits
+    name too few documents and the set has more (a full answer). One long page can fill the first
+    ``k x`` :data:`CANDIDATES_FACTOR` chunk hits, so a fixed depth could answer fewer than ``k``
+    documents."""
+    depth = max(1, depth)
+    while True:
+        hits = fetch(depth)
+        if len(hits) < depth or enough(hits):
+            return hits
+        depth *= DEEPEN
 
 
 def _source(hit: Hit) -> str | None:

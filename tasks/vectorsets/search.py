@@ -6,7 +6,8 @@ collection and fingerprint behind the alias (what answered).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -37,13 +38,20 @@ def _dense_search(store: VectorStore, spec: VectorSetSpec, alias: str, query: st
 
 def _hybrid_lists(store: VectorStore, spec: VectorSetSpec, alias: str, query: str,
                   dense: Callable[[], np.ndarray], depth: int,
-                  filter: PayloadFilter | None) -> tuple[list[Hit], list[Hit]]:
-    """The dense and the BM25 sparse chunk lists that hybrid search fuses."""
+                  filter: PayloadFilter | None, documents: int = 0) -> tuple[list[Hit], list[Hit]]:
+    """The dense and the BM25 sparse chunk lists that hybrid search fuses; with ``documents``, each
+    list is deepened until it names that many documents (or holds the whole set)."""
+    from embedline.tasks.vectorsets.fusion import deepen, group_by_document
     from embedline.tasks.vectorsets.sparse import encoder_for
 
     sparse = encoder_for(spec).query(query)  # a dense-only set fails here, before the model loads
-    return (store.search(alias, dense(), k=depth, filter=filter),
-            store.search_sparse(alias, sparse, k=depth, filter=filter))
+
+    def enough(hits: Sequence[Hit]) -> bool:
+        return len(group_by_document(hits)) >= documents
+
+    vec = dense()
+    return (list(deepen(lambda d: store.search(alias, vec, k=d, filter=filter), enough, depth)),
+            list(deepen(lambda d: store.search_sparse(alias, sparse, k=d, filter=filter), enough, depth)))
 
 
 def _hybrid_search(store: VectorStore, spec: VectorSetSpec, alias: str, query: str,
@@ -73,14 +81,16 @@ def search_documents(
 ) -> DocumentResults:
     """Like :func:`search`, grouped by document (best chunk per document, client-side: Qdrant Edge
     has no grouping API); ``hybrid`` fuses the dense and sparse *document* ranks by weighted RRF."""
-    from embedline.tasks.vectorsets.fusion import CANDIDATES_FACTOR, fuse, group_by_document
+    from embedline.tasks.vectorsets.fusion import CANDIDATES_FACTOR, deepen, fuse, group_by_document
 
     depth = k * CANDIDATES_FACTOR
     store, spec, alias, dense = _search_setup(cfg, art, query, mode)
     if mode == "hybrid":
-        docs = fuse(*_hybrid_lists(store, spec, alias, query, dense, depth, filter), k)
+        docs = fuse(*_hybrid_lists(store, spec, alias, query, dense, depth, filter, documents=k), k)
     else:
-        docs = group_by_document(_dense_search(store, spec, alias, query, dense, depth, filter), k)
+        hits = deepen(lambda d: _dense_search(store, spec, alias, query, dense, d, filter),
+                      lambda h: len(group_by_document(h)) >= k, depth)
+        docs = group_by_document(hits, k)
     return DocumentResults(spec.name, str(spec.metadata.get("fingerprint", "")), docs)
 
 
@@ -120,6 +130,7 @@ def _search_setup(
         raise StoreError(f"no live collection behind {alias!r}: run `embedline ingest` first")
     live = spec
 
+    @functools.cache  # embedded once, however often a deepened search asks again
     def dense() -> np.ndarray:
         from embedline.tasks.embed import embed_query
 

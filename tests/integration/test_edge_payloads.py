@@ -96,6 +96,18 @@ def test_filters_match_flat_keys_and_refuse_packed_ones(edge: EdgeStore) -> None
         edge.search("c", pts[0].vector, k=4, filter={"chunk_index": 1})  # type: ignore[arg-type]
 
 
+def test_boolean_filters_match(edge: EdgeStore) -> None:
+    """``is_duplicate`` filters matched nothing (qdrant-edge-py makes a bool match an integer one);
+    the flag reads back as a bool."""
+    pts = _points(4)  # point 3 is the duplicate
+    edge.upsert("c", pts)
+    dup = edge.search("c", pts[0].vector, k=4, filter={"is_duplicate": True})  # type: ignore[arg-type]
+    assert [h.id for h in dup] == [pts[3].id] and dup[0].payload["is_duplicate"] is True
+    rest = edge.search("c", pts[0].vector, k=4, filter={"is_duplicate": False})  # type: ignore[arg-type]
+    assert {h.id for h in rest} == {p.id for p in pts[:3]}
+    assert all(h.payload["is_duplicate"] is False for h in rest)
+
+
 def test_pack_falls_back_to_json_for_what_orjson_refuses() -> None:
     payload = {"doc_id": "d", "big": 2**70, "nested": {"1": [1.5, None]}}
     assert unpack_payload(pack_payload(payload)) == payload

@@ -63,6 +63,11 @@ def test_exported_graph_matches_torch_within_1e5(models: Path) -> None:
         ref = torch_emb.embed([q])[0]
         got = fast.encode([q])[0]
         assert float(ref @ got) >= 1 - 1e-5, q
+    # the bulk encoder (evaluation: texts in parallel, one thread each) gives the same bits
+    bulk = light_encoder(params, bulk=True)
+    assert bulk is not None and bulk.workers >= 1
+    bulk.workers = 2  # parallel even on a one-core runner
+    assert np.array_equal(bulk.encode(QUERIES), np.stack([fast.encode([q])[0] for q in QUERIES]))
     # embed_query takes the fast path when no embedder is loaded in the process
     clear_embedders()
     v = embed_query(params, QUERIES[0])

@@ -166,3 +166,58 @@ def test_parse_search_takes_only_the_plain_forms(argv: list[str], parsed: dict[s
     from embedline.flows.lean import parse_search
 
     assert parse_search(argv) == parsed
+
+
+
+@pytest.fixture
+def long_page(tmp_path: Path) -> Iterator[Path]:
+    """DOCS with the DNS page three times as long: its chunks alone fill the first 20 hits."""
+    from embedline.tasks.pipeline import INGEST_STAGES, run_stage
+    from embedline.tasks.vectorsets.stores import close_stores
+
+    docs = {**DOCS, "net/dns.md": "# DNS resolution\n\n" + "".join(
+        f"## Step {i}\n\n" + _SECTION * 4 + "\n\n" for i in range(1, 13))}
+    root = make_project(tmp_path / "proj", {**FAKE, "qdrant.sparse": True, "chunk.max_tokens": 64}, docs=docs)
+    cfg, art = load_config(root / "params.yaml"), Artifacts(root)
+    for stage in INGEST_STAGES:
+        run_stage(stage, cfg, art)
+    yield root
+    close_stores()
+
+
+@pytest.mark.parametrize("mode", ["dense", "hybrid"])
+def test_search_returns_k_documents_when_one_page_fills_the_first_hits(long_page: Path, mode: str) -> None:
+    """A page with more matching chunks than ``k`` x the fetch factor must not crowd out the other
+    documents: ``-k 2`` answers two documents (it answered one), in the same order as a deep search."""
+    from embedline.tasks.vectorsets.fusion import group_by_document
+    from embedline.tasks.vectorsets.search import search, search_documents
+
+    cfg, art = load_config(long_page / "params.yaml"), Artifacts(long_page)
+    query = "resolver referral root server time to live"
+    assert {h.source for h in search(cfg, art, query, k=20)} == {"net/dns.md"}  # one page fills them
+    everything = [d.doc for d in group_by_document(search(cfg, art, query, k=1000))]
+    for k in (1, 2, 4):
+        docs = [d.doc for d in search_documents(cfg, art, query, k=k, mode=mode).documents]  # type: ignore[arg-type]
+        assert len(docs) == len(set(docs)) == k and docs[0] == "net/dns.md"
+        if mode == "dense":
+            assert docs == everything[:k]
+
+
+def test_lean_parser_knows_exactly_the_typer_search_options() -> None:
+    """flows/lean.py parses `embedline search` before Typer is built: its option table must name the
+    same options (and value/flag kinds) as the Typer command, so a new option cannot be silently
+    missed by one path."""
+    import typer.main
+
+    from embedline.flows import lean
+    from embedline.flows.cli import app
+
+    cmd = typer.main.get_command(app).commands["search"]  # type: ignore[attr-defined]
+    flags: set[str] = set()
+    valued: set[str] = set()
+    for p in cmd.params:
+        if p.param_type_name == "option" and "--help" not in p.opts:
+            (flags if p.is_flag else valued).update(p.opts)
+    assert flags == set(lean._FLAGS)
+    assert valued == set(lean._VALUED)
+    assert [p.name for p in cmd.params if p.param_type_name == "argument"] == ["query"]

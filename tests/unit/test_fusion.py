@@ -20,3 +20,20 @@ def test_snippet_drops_full_path_prefix_and_keeps_body_lines() -> None:
 
 def test_snippet_of_a_heading_only_text_is_the_text() -> None:
     assert snippet("## Only a heading", ("Only a heading",)) == "## Only a heading"
+
+
+def test_deepen_asks_again_until_enough_or_exhausted() -> None:
+    from embedline.tasks.vectorsets.fusion import deepen
+
+    pool = list(range(50))
+    asked: list[int] = []
+
+    def fetch(depth: int) -> list[int]:
+        asked.append(depth)
+        return pool[:depth]
+
+    assert deepen(fetch, lambda h: len(h) >= 30, 5) == pool and asked == [5, 20, 80]
+    asked.clear()
+    assert deepen(fetch, lambda h: True, 5) == pool[:5] and asked == [5]
+    asked.clear()
+    assert deepen(fetch, lambda h: False, 0) == pool and asked == [1, 4, 16, 64]

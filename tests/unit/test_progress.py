@@ -112,3 +112,23 @@ def test_prefect_progress_artifact_is_updated_per_batch(monkeypatch: pytest.Monk
     values = [u[1] for u in updates]
     assert all(u[0] == "artifact-1" for u in updates)
     assert values == sorted(values) and values[-1] == 100.0
+
+
+def test_log_reporter_writes_while_one_long_batch_runs() -> None:
+    """No update for longer than ``every_s`` (one slow batch): the heartbeat still writes the
+    line, with the last reported count; it stops with the stage."""
+    import time
+
+    lines: list[str] = []
+    reporter = progress.LogReporter(write=lines.append, every_s=0.05)
+    with progress.reporting(reporter), progress.track("embed", total=64, unit="text") as bar:
+        bar.advance(32)
+        deadline = time.monotonic() + 10
+        while not any(line.startswith("embed: 32/64 texts") for line in lines) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert any(line.startswith("embed: 32/64 texts (50 %)") for line in lines), lines
+    assert lines[-1].startswith("embed: done, 32 texts")
+    deadline = time.monotonic() + 10
+    while reporter._beating is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert reporter._beating is None  # the heartbeat thread ended with the last open stage
