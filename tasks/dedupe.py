@@ -73,6 +73,7 @@ from embedline.tasks.neardup import (
 )
 from embedline.tasks.payloads import PAYLOAD_HASH, build_payloads
 from embedline.tasks.records import point_id_for, read_json, write_json
+from embedline.tasks.rowhash import row_keys
 from embedline.tasks.vector_shards import (
     META_KEY,
     dims_of,
@@ -541,20 +542,24 @@ def _shard_table(art: Artifacts, span: ShardSpan, stored: np.ndarray, payloads: 
     kept_old: list[int] = []
     local = 0
     for batch in pq.ParquetFile(span.file).iter_batches(batch_size=4096, columns=_STREAM_COLS):
-        cols = batch.to_pydict()
         base = span.offset + local
+        chunk_ids = batch.column(0).to_pylist()  # _STREAM_COLS[0]: only the ids of copied rows
+        build: list[int] = []
         for k in np.flatnonzero(stored[base : base + batch.num_rows]).tolist():
-            at = old_pos.get(cols["chunk_id"][k]) if reuse is not None and reuse.same[base + k] else None
-            if at is not None:
-                kept_local.append(local + k)
-                kept_old.append(at)
+            at = old_pos.get(chunk_ids[k]) if reuse is not None and reuse.same[base + k] else None
+            if at is None:
+                build.append(k)
                 continue
-            current = {"chunk_id": cols["chunk_id"][k], "doc_id": cols["doc_id"][k], "source": cols["source"][k]}
+            kept_local.append(local + k)
+            kept_old.append(at)
+        cols = batch.take(pa.array(build, pa.int64())).to_pydict() if build else {}  # rows built anew only
+        for j, k in enumerate(build):
+            current = {"chunk_id": cols["chunk_id"][j], "doc_id": cols["doc_id"][j], "source": cols["source"][j]}
             srcs, dups, is_dup, canonical = payloads.row(base + k, current)
             rows_out.append({
-                "point_id": point_id_for(cols["chunk_id"][k]), "row": local + k, "sources": srcs,
+                "point_id": point_id_for(cols["chunk_id"][j]), "row": local + k, "sources": srcs,
                 "duplicates": dups, "is_duplicate": is_dup, "canonical_id": canonical,
-                **{c: cols[c][k] for c in _STREAM_COLS},
+                **{c: cols[c][j] for c in _STREAM_COLS},
             })
         local += batch.num_rows
     if rows_out:
@@ -730,18 +735,16 @@ def _run(cfg: Config, art: Artifacts, tmp: Path) -> dict[str, Any]:
 
 def _row_keys(vectors: np.ndarray, span: ShardSpan) -> np.ndarray:
     """Per row of a chunk shard, a 64-bit key of everything its deduped row and its search read:
-    the vector bytes and every chunk column that is copied."""
-    import hashlib
-
-    cols = pq.ParquetFile(span.file).read(columns=_STREAM_COLS).to_pydict()
-    values = [cols[c] for c in _STREAM_COLS]
+    the vector bytes and every chunk column that is copied (:func:`embedline.tasks.rowhash.row_keys`:
+    column-wise numpy, one row batch at a time)."""
     out = np.empty(span.rows, dtype=np.uint64)
-    vecs = np.array(vectors[span.offset : span.offset + span.rows], dtype=np.float32)
+    at = 0
+    for batch in pq.ParquetFile(span.file).iter_batches(batch_size=shards.ROW_GROUP_ROWS, columns=_STREAM_COLS):
+        lo = span.offset + at
+        vecs = np.array(vectors[lo : lo + batch.num_rows], dtype=np.float32)
+        out[at : at + batch.num_rows] = row_keys(batch, vecs)
+        at += batch.num_rows
     drop_pages(vectors)  # the memmap pages read stay in the page cache, not in this process's RSS
-    for k, row in enumerate(zip(*values, strict=True)):
-        h = hashlib.blake2b(vecs[k].tobytes(), digest_size=8)
-        h.update(repr(row).encode("utf-8", "surrogatepass"))
-        out[k] = int.from_bytes(h.digest(), "little")
     return out
 
 

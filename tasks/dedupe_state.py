@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 
 from embedline.tasks.vector_shards import file_digest
 
-VERSION = "dedupe-state-2"  # bump when the stage's output for the same inputs changes
+VERSION = "dedupe-state-3"  # bump when the stage's output for the same inputs changes
 STATE_FILE = "_dedupe_state.json"
 PAIRS_FILE = "_dedupe_pairs.parquet"
 ROWS_FILE = "_dedupe_rows.parquet"

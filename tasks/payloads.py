@@ -36,7 +36,7 @@ _FIELDS = ("text", "source", "sources", "doc_id", "chunk_id", "chunk_index", "ti
            "char_end", "token_count", "text_hash", "duplicates", "is_duplicate", "canonical_id", "metadata")
 
 
-def _json_column(values: list[str | None], empty: str) -> list[Any]:
+def json_column(values: list[str | None], empty: str) -> list[Any]:
     """Parse a column of JSON texts in one call (one ``orjson.loads`` of the joined array: the same
     values as ``json.loads``, several times faster)."""
     text = "[" + ",".join(v or empty for v in values) + "]"
@@ -52,9 +52,9 @@ def build_payloads(
     """:func:`build_payload` for a whole column batch (``cols``: a deduped table's ``to_pydict()``);
     the JSON columns are parsed once per batch, not once per row. Same payloads, same hashes."""
     n = len(cols["chunk_id"])
-    sources = _json_column(cols["sources"], "[]")
-    duplicates = _json_column(cols["duplicates"], "[]")
-    metas = _json_column(cols["metadata"], "{}")
+    sources = json_column(cols["sources"], "[]")
+    duplicates = json_column(cols["duplicates"], "[]")
+    metas = json_column(cols["metadata"], "{}")
     out = []
     for k in range(n):
         payload: dict[str, Any] = {

@@ -110,6 +110,30 @@ def read_vector_shard(path: Path, index: int | None = None, *, ids: bool = True)
     return VectorShard(shard_index(path) if index is None else index, chunk_ids, vecs)
 
 
+def row_groups_of(pf: pq.ParquetFile, positions: np.ndarray) -> tuple[list[int], np.ndarray]:
+    """The row groups of a Parquet file that hold the given file rows, and each group's first row."""
+    md = pf.metadata
+    sizes = np.asarray([md.row_group(i).num_rows for i in range(md.num_row_groups)], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    groups = np.unique(np.searchsorted(starts, np.asarray(positions, dtype=np.int64), side="right") - 1)
+    return groups.tolist(), starts
+
+
+def read_vector_rows(path: Path, rows: np.ndarray) -> np.ndarray:
+    """The vectors of the given rows of a vector shard (in that order), decoding only the row
+    groups that hold them (a few updated points do not read a whole shard)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    pf = pq.ParquetFile(path)
+    groups, starts = row_groups_of(pf, rows)
+    if len(groups) == pf.metadata.num_row_groups:
+        return read_vector_shard(path, ids=False).vectors[rows]
+    col = pf.read_row_groups(groups, columns=["vector"]).column("vector").combine_chunks()
+    dims = col.type.list_size
+    vecs = _floats(col.values).reshape(-1, dims)
+    held = np.concatenate([np.arange(starts[g], starts[g] + pf.metadata.row_group(g).num_rows) for g in groups])
+    return vecs[np.searchsorted(held, rows)]
+
+
 def vector_files(folder: str | Path) -> dict[int, Path]:
     p = Path(folder)
     return {shard_index(f): f for f in shard_files(p)} if p.is_dir() else {}

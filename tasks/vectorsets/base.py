@@ -67,6 +67,8 @@ class PointRecord:
     payload: Mapping[str, Any] | None = None
     sparse: SparseVector | None = None  # only for collections with ``VectorSetSpec.sparse``
     size_hint: int = 0  # estimated request bytes when the producer knows them (batching), else 0
+    # the payload is already in the store's own layout (``VectorStore.pack_columns`` built it)
+    packed: bool = False
 
 
 @dataclass(frozen=True)

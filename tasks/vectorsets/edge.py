@@ -41,7 +41,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +65,11 @@ from embedline.tasks.vectorsets.base import (
     require_sparse,
 )
 from embedline.tasks.vectorsets.edge_schema import (
+    FLAT_FIELDS,
     edge_config,
     edge_filter,
     edge_sparse,
+    pack_columns,
     pack_payload,
     payload_selector,
     unpack_payload,
@@ -255,14 +257,20 @@ class EdgeStore:
         qe = _edge()
         shard = self._shard(collection)
         batch = []
-        for p in points:
-            if p.vector is None:
-                raise StoreError(f"point {p.id} has no vector")
-            vector: Any = as_vector(p.vector)
+        for p, dense in zip(points, _dense_lists(points), strict=True):
+            vector: Any = dense
             if p.sparse is not None:
                 vector = {"": vector, SPARSE_VECTOR: edge_sparse(p.sparse)}
-            batch.append(qe.Point(p.id, vector, pack_payload(p.payload)))
+            batch.append(qe.Point(p.id, vector, p.payload if p.packed else pack_payload(p.payload)))
         shard.update(qe.UpdateOperation.upsert_points(batch))
+
+    @staticmethod
+    def pack_columns(
+        cols: Mapping[str, list[Any]], *, fingerprint: str, model: str, known_hashes: Sequence[str | None]
+    ) -> list[dict[str, Any]]:
+        """The payloads of a deduped column batch, packed as :meth:`upsert` stores them (the write
+        path builds them column-wise, :func:`~embedline.tasks.vectorsets.edge_schema.pack_columns`)."""
+        return pack_columns(cols, fingerprint=fingerprint, model=model, known_hashes=known_hashes)
 
     def delete(self, collection: str, ids: Sequence[str]) -> None:
         if ids:
@@ -287,6 +295,23 @@ class EdgeStore:
             )
             for r in recs:
                 yield _unpacked(record_from(r), keep)
+            if offset is None:
+                return
+
+    def scan_field(self, collection: str, field: str, *, batch: int = 2048) -> Iterator[tuple[str, Any]]:
+        """``(id, payload[field])`` of every point, for a flat field (:data:`FLAT_FIELDS`): what the
+        sync scans (the payload hash), without building a record or unpacking a payload per point."""
+        if field not in FLAT_FIELDS:
+            yield from ((p.id, (p.payload or {}).get(field)) for p in self.scan(collection, with_payload=[field]))
+            return
+        qe = _edge()
+        shard = self._shard(collection)
+        offset = None
+        while True:
+            recs, offset = shard.scroll(
+                qe.ScrollRequest(offset=offset, limit=batch, with_payload=[field], with_vector=False)
+            )
+            yield from ((str(r.id), (r.payload or {}).get(field)) for r in recs)
             if offset is None:
                 return
 
@@ -415,6 +440,17 @@ class EdgeStore:
         with _shards_lock:
             for d in [d for d in _shards if self.root in d.parents]:
                 self._close_shard(d)
+
+
+def _dense_lists(points: Sequence[PointRecord]) -> list[list[float]]:
+    """The points' vectors as lists of floats: numpy rows of one shape in one ``tolist`` call."""
+    for p in points:
+        if p.vector is None:
+            raise StoreError(f"point {p.id} has no vector")
+    vecs = [p.vector for p in points]
+    if all(isinstance(v, np.ndarray) and v.ndim == 1 for v in vecs) and len({len(v) for v in vecs}) == 1:
+        return np.asarray(vecs, dtype=np.float32).tolist()  # type: ignore[no-any-return]
+    return [as_vector(v) for v in vecs]  # type: ignore[arg-type]
 
 
 def _unpacked(rec: PointRecord, keep: list[str] | None) -> PointRecord:

@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from embedline.tasks.payloads import build_payloads, json_column
 from embedline.tasks.vectorsets.base import (
     SPARSE_VECTOR,
     PayloadFilter,
@@ -122,6 +123,44 @@ def pack_payload(payload: Mapping[str, Any] | None) -> dict[str, Any]:
     if rest:
         flat[PACKED_KEY] = _dumps(rest)
     return flat
+
+
+def pack_columns(
+    cols: Mapping[str, list[Any]], *, fingerprint: str, model: str, known_hashes: Sequence[str | None]
+) -> list[dict[str, Any]]:
+    """``[pack_payload(p) for p in build_payloads(cols, ...)]`` in one pass over the columns (the
+    upsert's write path): no intermediate 17-key payload and no per-key split, the same dicts and
+    the same packed JSON text (key order included). A row without a recorded payload hash takes the
+    general path (its hash is computed over the full payload)."""
+    sources = json_column(cols["sources"], "[]")
+    duplicates = json_column(cols["duplicates"], "[]")
+    metas = json_column(cols["metadata"], "{}")
+    out: list[dict[str, Any]] = []
+    rows = zip(cols["text"], cols["source"], sources, cols["doc_id"], cols["chunk_id"], cols["chunk_index"],
+               cols["title"], cols["heading_path"], cols["char_start"], cols["char_end"], cols["token_count"],
+               cols["text_hash"], duplicates, cols["is_duplicate"], cols["canonical_id"], metas, known_hashes,
+               strict=True)
+    for k, (text, source, srcs, doc_id, chunk_id, index, title, heading, start, end, tokens, text_hash, dups,
+            is_dup, canonical, meta, known) in enumerate(rows):
+        if not known:
+            one = {c: [cols[c][k]] for c in _PAYLOAD_COLUMNS}
+            out.append(pack_payload(build_payloads(one, fingerprint=fingerprint, model=model)[0]))
+            continue
+        rest = {"text": text, "sources": srcs, "chunk_index": index, "title": title,
+                "heading_path": list(heading or ()), "char_start": start, "char_end": end, "token_count": tokens,
+                "text_hash": text_hash, "fingerprint": fingerprint, "model": model, "duplicates": dups,
+                "canonical_id": canonical}
+        if meta:
+            rest["metadata"] = meta
+        # is_duplicate: one of BOOL_FIELDS, stored as 0/1 (as pack_payload does)
+        out.append({"source": source, "doc_id": doc_id, "chunk_id": chunk_id, "is_duplicate": int(bool(is_dup)),
+                    "payload_hash": known, PACKED_KEY: _dumps(rest)})
+    return out
+
+
+_PAYLOAD_COLUMNS = ("text", "source", "sources", "doc_id", "chunk_id", "chunk_index", "title", "heading_path",
+                    "char_start", "char_end", "token_count", "text_hash", "duplicates", "is_duplicate",
+                    "canonical_id", "metadata")
 
 
 def unpack_payload(payload: Mapping[str, Any] | None, fields: Sequence[str] | None = None) -> dict[str, Any]:

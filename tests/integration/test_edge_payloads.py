@@ -69,6 +69,16 @@ def test_every_read_returns_the_payload_as_written(edge: EdgeStore) -> None:
     assert some[0].payload == {k: want[pts[2].id][k] for k in ("source", "sources", "metadata")}  # type: ignore[index]
 
 
+def test_scan_field_is_the_scan_of_one_key(edge: EdgeStore) -> None:
+    """The sync's lean scan (id, payload hash) gives what the record scan gives, flat or packed key."""
+    pts = _points(5)
+    edge.upsert("c", pts)
+    for key in ("payload_hash", "sources"):
+        want = sorted((r.id, (r.payload or {}).get(key)) for r in edge.scan("c", with_payload=[key]))
+        assert sorted(edge.scan_field("c", key, batch=2)) == want
+        assert len(want) == 5 and all(v is not None for _, v in want)
+
+
 def test_the_shard_holds_flat_keys_and_one_packed_string(edge: EdgeStore) -> None:
     pts = _points(2)
     edge.upsert("c", pts)

@@ -389,3 +389,21 @@ def test_unchanged_rerun_skips_the_diff_and_verify_still_sees_drift(tmp_path: Pa
     art.receipt.write_text(json.dumps(receipt))
     assert run_stage("upsert", cfg, art)["diff_skipped"] is False
     assert json.loads(art.receipt.read_text())["deduped_sha256"] == build.deduped_digest(art)
+
+
+def test_one_edited_document_reads_only_its_deduped_shard(tmp_path: Path) -> None:
+    """An incremental upsert reads only the deduped (and vector) shards that hold points to write:
+    a one-document edit reads one shard, not all of them; the collection equals a clean ingest."""
+    cfg, art = _project(tmp_path / "a", CORPUS_A, **{"run.shards": 8})
+    first = _ingest(cfg, art)["upsert"]
+    n_shards = len(list(art.deduped.glob("shard-*.parquet")))
+    assert n_shards > 2 and first["deduped_shards_read"] == n_shards
+    docs = dict(CORPUS_A)
+    docs["notes/beta.txt"] = _text("beta", 8) + " A closing sentence about walnut harbors."
+    _set_corpus(art.root, docs)
+    second = _ingest(cfg, art)["upsert"]
+    assert second["added"] + second["updated"] > 0
+    assert second["deduped_shards_read"] == 1
+    cfg2, art2 = _project(tmp_path / "clean", docs, **{"run.shards": 8})
+    _ingest(cfg2, art2)
+    assert _state(cfg2, art2) == _state(cfg, art)

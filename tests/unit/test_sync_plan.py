@@ -169,3 +169,23 @@ def test_points_to_write_come_in_bounded_slices() -> None:
                                                     (2, WRITE_SLICE)]
         assert [(s, r) for s, part in slices for r in part] == [(s, r) for _, _, s, r in rows]
         assert [len(r) for _, r in state.to_write(max_rows=4)][:3] == [4, 1, 4]
+
+
+def test_packed_columns_equal_packed_payloads() -> None:
+    """The Edge write path packs a column batch in one pass: the very dicts (key order and packed
+    JSON text included) that packing each built payload gives, and the general path for a row
+    without a recorded hash."""
+    from embedline.tasks.payloads import build_payloads
+    from embedline.tasks.vectorsets.edge_schema import pack_columns, pack_payload
+
+    rows = [_row(text="é \u2028 \ud800"),  # a lone surrogate: the packed text falls back to json
+            _row(sources='[{"source": "b.md", "match": "near", "similarity": 0.97}]', duplicates=None,
+                 metadata='{"lang": "en", "n": 3}', heading_path=None, is_duplicate=True, text="é \u2028"),
+            _row(metadata="", title=None, text="x" * 3000)]
+    cols = {k: [r.get(k) for r in rows] for k in rows[0]}
+    known = ["h1", None, "h3"]
+    want = [pack_payload(p) for p in build_payloads(cols, fingerprint="fp", model="m", known_hashes=known)]
+    got = pack_columns(cols, fingerprint="fp", model="m", known_hashes=known)
+    assert got == want
+    assert [list(g) for g in got] == [list(w) for w in want]  # key order
+    assert [g["_packed"] for g in got] == [w["_packed"] for w in want]  # byte-identical JSON text
