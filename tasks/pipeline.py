@@ -14,6 +14,7 @@ from typing import Any
 
 from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.config import Config
+from embedline.tasks.memory import release_freed
 from embedline.tasks.records import write_json
 
 StageFn = Callable[..., dict[str, Any]]
@@ -61,7 +62,10 @@ def run_stage(name: str, cfg: Config, art: Artifacts, **options: Any) -> dict[st
         from embedline.tasks.embed.auto import resolve_auto
 
         cfg = resolve_auto(cfg, art)
-    stats = dict(stage_function(name)(cfg, art, **options))
+    try:
+        stats = dict(stage_function(name)(cfg, art, **options))
+    finally:  # what the stage freed goes back to the OS: the next stage starts from the floor
+        release_freed()
     if name in UNRECORDED:
         return stats
     stats.setdefault("seconds", round(time.perf_counter() - start, 3))

@@ -174,7 +174,7 @@ def sync(ws: Workspace, sp: SyncPlan, *, everything: bool = False, timings: dict
         with progress.track("upsert", total=todo, unit="point") as bar:
             records = _records(ws, everything, timings)
             written = write_points(store, ctx.collection, progress.counted(records, bar),
-                                   params=q, dims=ctx.dims)
+                                   params=q, dims=ctx.dims, settle=getattr(store, "release_pages", None))
     deleted = delete_points(store, ctx.collection, ws.state.ids("deletes")) if counts["deletes"] else 0
     t1 = time.perf_counter()
     if written or deleted:

@@ -414,6 +414,14 @@ class EdgeStore:
             shard.optimize()
         shard.flush()
 
+    def release_pages(self) -> None:
+        """Unmap the pages this process wrote or read through the store's memory maps (they stay
+        in the OS page cache): the upsert calls it between requests, so its resident set does not
+        grow with the points written (:func:`embedline.tasks.memory.release_mapped`)."""
+        from embedline.tasks.memory import release_mapped
+
+        release_mapped(self.root)
+
     # ---- lifecycle ---------------------------------------------------------------------------
     def _close_shard(self, shard_dir: Path) -> None:
         with _shards_lock:

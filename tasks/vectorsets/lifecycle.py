@@ -14,7 +14,7 @@ import dataclasses
 import os
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 PAUSE_ENV = "EMBEDLINE_TEST_UPSERT_PAUSE_S"
 VECTOR_ATOL = 1e-6
 DELETE_BATCH = 1024
+SETTLE_POINTS = 8192  # write_points: points between two settle() calls
 
 class MassDeleteError(RuntimeError):
     """A sync would delete more of the collection than ``qdrant.max_delete_fraction`` allows."""
@@ -150,34 +151,37 @@ def _pause_for_tests() -> None:
 
 
 def write_points(
-    store: VectorStore, collection: str, points: Iterable[PointRecord], *, params: QdrantParams, dims: int
+    store: VectorStore, collection: str, points: Iterable[PointRecord], *, params: QdrantParams, dims: int,
+    settle: Callable[[], None] | None = None, settle_every: int | None = None,
 ) -> int:
-    """Upsert ``points`` in batches (points and bytes), ``store.max_parallel`` streams at once."""
+    """Upsert ``points`` in batches (points and bytes), ``store.max_parallel`` streams at once.
+    ``settle``: called after every ``settle_every`` (default ``SETTLE_POINTS``) points once no
+    request is in flight (the upsert gives the store's written pages back there:
+    :func:`embedline.tasks.memory.release_mapped`)."""
+    every = settle_every or SETTLE_POINTS
     max_bytes = int(params.batch_mb * 1024 * 1024)
     batches = batched(points, max_points=params.batch_points, max_bytes=max_bytes, dims=dims)
-    written = 0
+    written = since = 0
     first = True
     streams = max(1, min(store.max_parallel, params.parallel))
-    if streams == 1:
-        for b in batches:
-            store.upsert(collection, b)
-            written += len(b)
-            if first:
-                first = False
-                _pause_for_tests()
-        return written
     with ThreadPoolExecutor(max_workers=streams, thread_name_prefix="upsert") as pool:
         pending: set[Future[int]] = set()
         for b in batches:
-            if first:  # the first batch alone: a crash test pauses once it is acknowledged
+            if first or streams == 1:  # the first batch alone: a crash test pauses once it is acknowledged
                 written += _upsert_counted(store, collection, b)
-                first = False
-                _pause_for_tests()
-                continue
-            if len(pending) >= 2 * streams:  # bounded in-flight requests: bounded memory
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                written += sum(f.result() for f in done)
-            pending.add(pool.submit(_upsert_counted, store, collection, b))
+                if first:
+                    first = False
+                    _pause_for_tests()
+            else:
+                if len(pending) >= 2 * streams:  # bounded in-flight requests: bounded memory
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    written += sum(f.result() for f in done)
+                pending.add(pool.submit(_upsert_counted, store, collection, b))
+            since += len(b)
+            if settle is not None and since >= every:
+                written += sum(f.result() for f in pending)
+                pending, since = set(), 0
+                settle()
         written += sum(f.result() for f in pending)
     return written
 

@@ -8,8 +8,8 @@ points:
   ``point id -> payload hash`` (two columns of each deduped shard; the dedupe stage stored the hash)
   and the store's ``id -> payload hash`` (one scan). The diff (adds, updates, deletes) is a join
   that SQLite runs on disk; points to write come back grouped by shard.
-- :func:`shard_points` builds the records of one shard (payloads only for the points written,
-  vectors from the shard's vector file).
+- :func:`shard_points` builds the records of one slice of a shard (payloads only for the points
+  written, vectors from the shard's vector file): at most ``WRITE_SLICE`` rows, however big a shard.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ from embedline.tasks.vectorsets.stores import VectorStore
 from embedline.tasks.vectorsets.sync import VECTOR_JSON_BYTES
 
 SCAN_BATCH = 2048
+# rows of one shard turned into records at once on the diff path (bounded memory: SyncState.to_write)
+WRITE_SLICE = 2048
 Packer = Callable[..., list[dict[str, Any]]]  # VectorStore.pack_columns
 _ROW_COLS = ["point_id", "row", "chunk_id", "doc_id", "source", "sources", "duplicates", "is_duplicate",
              "canonical_id", "text", "title", "chunk_index", "heading_path", "char_start", "char_end",
@@ -153,10 +155,13 @@ class SyncState:
         for (pid,) in self.db.execute(sql):
             yield pid
 
-    def to_write(self, everything: bool = False) -> Iterator[tuple[int, list[int] | None]]:
+    def to_write(self, everything: bool = False, max_rows: int = WRITE_SLICE
+                 ) -> Iterator[tuple[int, list[int] | None]]:
         """``(shard, rows)`` of the points to upsert (adds + updates, or all with ``everything``);
         rows None: every row of the shard (the desired state holds whole shards and everything is
-        written, or the store holds none of these points: no join and no sort of every desired row)."""
+        written, or the store holds none of these points: no join and no sort of every desired row).
+        Otherwise at most ``max_rows`` rows at a time: the records of one slice are what the upsert
+        holds in Python, so a slice, not a shard (which grows with the corpus), bounds it."""
         if self.whole_shards and (everything or not self._count("SELECT EXISTS (SELECT 1 FROM existing)")):
             for (shard,) in self.db.execute("SELECT DISTINCT shard FROM desired ORDER BY shard").fetchall():
                 yield int(shard), None
@@ -167,7 +172,7 @@ class SyncState:
         current = -1
         rows: list[int] = []
         for shard, row in self.db.execute(sql):
-            if shard != current and rows:
+            if rows and (shard != current or len(rows) >= max_rows):
                 yield current, rows
                 rows = []
             current = int(shard)

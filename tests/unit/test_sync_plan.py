@@ -153,6 +153,24 @@ def test_columnar_payloads_equal_row_payloads() -> None:
     assert known[0][PAYLOAD_HASH] == "h1" and known[1] == build_payload(rows[1], fingerprint="fp", model="m")
 
 
+def test_points_to_write_come_in_bounded_slices() -> None:
+    """The upsert builds records (~16 KB of Python objects a point) one slice at a time: a shard
+    bigger than ``WRITE_SLICE`` rows (a shard grows with the corpus) comes in several slices, each
+    within one shard, together every row once, in shard/row order."""
+    from embedline.tasks.vectorsets.source import WRITE_SLICE, SyncState
+
+    sizes = {0: 5, 1: 2 * WRITE_SLICE + 3, 2: WRITE_SLICE}
+    rows = [(f"{s}-{r:06d}", "h", s, r) for s, n in sizes.items() for r in range(n)]
+    with SyncState() as state:
+        state.add_desired(rows)
+        slices = list(state.to_write())
+        assert max(len(r) for _, r in slices) == WRITE_SLICE
+        assert [(s, len(r)) for s, r in slices] == [(0, 5), (1, WRITE_SLICE), (1, WRITE_SLICE), (1, 3),
+                                                    (2, WRITE_SLICE)]
+        assert [(s, r) for s, part in slices for r in part] == [(s, r) for _, _, s, r in rows]
+        assert [len(r) for _, r in state.to_write(max_rows=4)][:3] == [4, 1, 4]
+
+
 def test_packed_columns_equal_packed_payloads() -> None:
     """The Edge write path packs a column batch in one pass: the very dicts (key order and packed
     JSON text included) that packing each built payload gives, and the general path for a row
