@@ -372,7 +372,6 @@ class EdgeStore:
         flt = edge_filter(filter)
         limit = prefetch_limit(k, prefetch)
         sparse = edge_sparse(sparse_query)
-        keep = None
         res = shard.query(
             qe.QueryRequest(
                 limit=k,
@@ -386,7 +385,7 @@ class EdgeStore:
                 with_payload=True,
             )
         )
-        return _hits(res, keep)
+        return _hits(res, None)
 
     def search_sparse(
         self, collection: str, sparse_query: SparseVector, k: int = 10, filter: PayloadFilter | None = None,

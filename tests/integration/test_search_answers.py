@@ -38,17 +38,22 @@ DOCS = {
 }
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Iterator[Path]:
+def _ingested(tmp_path: Path, docs: dict[str, str]) -> Iterator[Path]:
+    """A project of ``docs`` ingested with the fake embedder (sparse vector on, 64-token chunks)."""
     from embedline.tasks.pipeline import INGEST_STAGES, run_stage
     from embedline.tasks.vectorsets.stores import close_stores
 
-    root = make_project(tmp_path / "proj", {**FAKE, "qdrant.sparse": True, "chunk.max_tokens": 64}, docs=DOCS)
+    root = make_project(tmp_path / "proj", {**FAKE, "qdrant.sparse": True, "chunk.max_tokens": 64}, docs=docs)
     cfg, art = load_config(root / "params.yaml"), Artifacts(root)
     for stage in INGEST_STAGES:
         run_stage(stage, cfg, art)
     yield root
     close_stores()
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[Path]:
+    yield from _ingested(tmp_path, DOCS)
 
 
 @pytest.mark.parametrize("mode", ["dense", "hybrid"])
@@ -172,17 +177,8 @@ def test_parse_search_takes_only_the_plain_forms(argv: list[str], parsed: dict[s
 @pytest.fixture
 def long_page(tmp_path: Path) -> Iterator[Path]:
     """DOCS with the DNS page three times as long: its chunks alone fill the first 20 hits."""
-    from embedline.tasks.pipeline import INGEST_STAGES, run_stage
-    from embedline.tasks.vectorsets.stores import close_stores
-
-    docs = {**DOCS, "net/dns.md": "# DNS resolution\n\n" + "".join(
-        f"## Step {i}\n\n" + _SECTION * 4 + "\n\n" for i in range(1, 13))}
-    root = make_project(tmp_path / "proj", {**FAKE, "qdrant.sparse": True, "chunk.max_tokens": 64}, docs=docs)
-    cfg, art = load_config(root / "params.yaml"), Artifacts(root)
-    for stage in INGEST_STAGES:
-        run_stage(stage, cfg, art)
-    yield root
-    close_stores()
+    yield from _ingested(tmp_path, {**DOCS, "net/dns.md": "# DNS resolution\n\n" + "".join(
+        f"## Step {i}\n\n" + _SECTION * 4 + "\n\n" for i in range(1, 13))})
 
 
 @pytest.mark.parametrize("mode", ["dense", "hybrid"])
