@@ -56,6 +56,7 @@ from embedline.tasks import dedupe_state as dstate
 from embedline.tasks import progress, shards
 from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.config import Config, DuplicatePolicy
+from embedline.tasks.memory import release_freed
 from embedline.tasks.neardup import (
     EPS,
     Components,
@@ -63,6 +64,7 @@ from embedline.tasks.neardup import (
     SearchInfo,
     choose_method,
     drop_pages,
+    gather,
     ivf_shape,
     lexical_pairs,
     normalized,
@@ -198,8 +200,8 @@ def _similarities(vectors: np.ndarray, rows: np.ndarray, canon_rows: np.ndarray,
     todo = np.flatnonzero(rows != canon_rows)
     for s in range(0, len(todo), block):
         sel = todo[s : s + block]
-        a = normalized(vectors[rows[sel]])
-        b = normalized(vectors[canon_rows[sel]])
+        a = normalized(gather(vectors, rows[sel]))
+        b = normalized(gather(vectors, canon_rows[sel]))
         sims[sel] = np.einsum("ij,ij->i", a, b)
     return sims
 
@@ -249,7 +251,8 @@ class _TextKeys:
     file and read back per pair block through a bounded cache: the confirmation never holds every
     candidate's text at once."""
 
-    CACHE = 20_000
+    CACHE = 4096  # keys held at most (beyond one pair block's own nodes)
+    PAIR_BLOCK = 1024  # pairs confirmed per block: at most 2 x this many keys are needed at once
 
     def __init__(self, art: Artifacts, uniq: np.ndarray, nodes: np.ndarray, tmp: Path):
         import sqlite3
@@ -291,8 +294,9 @@ def _verdicts(art: Artifacts, uniq: np.ndarray, i: np.ndarray, j: np.ndarray, mi
     keys = _TextKeys(art, uniq, np.unique(np.concatenate([i, j])), tmp)
     out: list[str] = []
     try:
-        for s in range(0, len(i), 4096):
-            bi, bj = i[s : s + 4096].tolist(), j[s : s + 4096].tolist()
+        step = _TextKeys.PAIR_BLOCK
+        for s in range(0, len(i), step):
+            bi, bj = i[s : s + step].tolist(), j[s : s + step].tolist()
             got = keys.get(itertools.chain(bi, bj))
             out.extend(same_content(got[a], got[b], min_ratio) or "" for a, b in zip(bi, bj, strict=True))
     finally:
@@ -317,8 +321,8 @@ def _unique_pairs(blocks: Iterable[Pairs]) -> Pairs:
 def _cosines(vectors: np.ndarray, uniq: np.ndarray, i: np.ndarray, j: np.ndarray, block: int) -> np.ndarray:
     out = np.empty(len(i), dtype=np.float32)
     for s in range(0, len(i), block):
-        a = normalized(vectors[uniq[i[s : s + block]]])
-        b = normalized(vectors[uniq[j[s : s + block]]])
+        a = normalized(gather(vectors, uniq[i[s : s + block]]))
+        b = normalized(gather(vectors, uniq[j[s : s + block]]))
         out[s : s + block] = np.einsum("ij,ij->i", a, b)
     return out
 
@@ -354,9 +358,9 @@ def _new_vs_all(vectors: np.ndarray, uniq: np.ndarray, new_nodes: np.ndarray, ra
         return
     flat = faiss.IndexFlatIP(int(vectors.shape[1]))
     for s in range(0, len(new_nodes), block):
-        flat.add(normalized(vectors[uniq[new_nodes[s : s + block]]]))
+        flat.add(normalized(gather(vectors, uniq[new_nodes[s : s + block]])))
     for start in range(0, len(uniq), block):
-        x = normalized(vectors[uniq[start : start + block]])
+        x = normalized(gather(vectors, uniq[start : start + block]))
         drop_pages(vectors)
         lims, sims, nbrs = flat.range_search(x, radius)
         q = np.repeat(np.arange(start, start + len(x), dtype=np.int64), np.diff(lims).astype(np.int64))
@@ -588,6 +592,8 @@ def _write_deduped(art: Artifacts, stored: np.ndarray, payloads: _Payloads, iden
             table, n_copied = _shard_table(art, span, stored, payloads, ident, schema, reuse)
             written += write_if_changed(art.deduped, span.index, table)
             copied += n_copied
+            del table
+            release_freed()  # one shard's rows at a time: the next shard does not stack on this one's
     if art.deduped.is_dir():
         shards.remove_shards(art.deduped, [s.index for s in layout])
     else:
@@ -741,10 +747,9 @@ def _row_keys(vectors: np.ndarray, span: ShardSpan) -> np.ndarray:
     at = 0
     for batch in pq.ParquetFile(span.file).iter_batches(batch_size=shards.ROW_GROUP_ROWS, columns=_STREAM_COLS):
         lo = span.offset + at
-        vecs = np.array(vectors[lo : lo + batch.num_rows], dtype=np.float32)
+        vecs = np.asarray(gather(vectors, np.arange(lo, lo + batch.num_rows)), dtype=np.float32)
         out[at : at + batch.num_rows] = row_keys(batch, vecs)
         at += batch.num_rows
-    drop_pages(vectors)  # the memmap pages read stay in the page cache, not in this process's RSS
     return out
 
 
@@ -832,6 +837,7 @@ def _compute(cfg: Config, art: Artifacts, tmp: Path, key: dict[str, Any], inputs
              old: dstate.State | None, changed: set[str] | None, why_full: str, t0: float) -> dict[str, Any]:
     p = cfg.dedupe
     ids, vectors, layout = _load_inputs(art, tmp)
+    release_freed()  # the shards decoded to build the inputs: their buffers go back, not into the peak
     t_load = time.perf_counter()
     ident = key["ident"]
     n = ids.num_rows
@@ -841,9 +847,11 @@ def _compute(cfg: Config, art: Artifacts, tmp: Path, key: dict[str, Any], inputs
     ex = exact_groups(ids, rank)
     uniq = ex.uniq
     rk = _row_state(vectors, ids, layout, old.rows if old else None, changed)
+    release_freed()  # the chunk batches the row keys were computed from
     t_keys = time.perf_counter()
     prior = _prior(old, ids, uniq, rk) if old is not None and changed is not None else None
     near, cand = near_groups(cfg, art, vectors, ex, rank, tmp, prior)
+    release_freed()  # the search's blocks and the confirmation's texts
     chunk_ids = ids["chunk_id"].combine_chunks()
     node_ids = chunk_ids.take(pa.array(uniq))
     pairs = dstate.pairs_table(node_ids.take(pa.array(cand.i)).to_pylist(), node_ids.take(pa.array(cand.j)).to_pylist(),

@@ -28,7 +28,9 @@ from __future__ import annotations
 import contextlib
 import math
 import mmap
+import os
 import re
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -55,9 +57,74 @@ def drop_pages(vectors: np.ndarray) -> None:
             mm.madvise(mmap.MADV_DONTNEED)
 
 
+def _file_position(vectors: np.ndarray) -> int | None:
+    """The byte offset in its file of the first row of a C-contiguous 2-D memmap (a view too)."""
+    mm = getattr(vectors, "_mmap", None)
+    if mm is None or vectors.ndim != 2 or not vectors.flags.c_contiguous:
+        return None
+    base = np.frombuffer(mm, dtype=np.uint8)  # the mapping starts at the granularity-aligned offset
+    start = vectors.offset - vectors.offset % mmap.ALLOCATIONGRANULARITY
+    return start + int(vectors.ctypes.data - base.ctypes.data)
+
+
+def _runs(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``rows`` sorted (and the order that sorts them), cut into runs of consecutive rows."""
+    order = np.argsort(rows, kind="stable")
+    srt = rows[order]
+    cuts = np.flatnonzero(np.diff(srt) != 1) + 1
+    return order, srt, np.concatenate([[0], cuts, [len(srt)]]).astype(np.int64)
+
+
+def gather(vectors: np.ndarray, rows: np.ndarray, fd: int | None = None) -> np.ndarray:
+    """``vectors[rows]``; from a memmap, read with ``preadv`` (one call per run of consecutive
+    rows) instead of through the mapping: this kernel maps whole cached folios (up to megabytes)
+    into the process at every page fault, so rows scattered over a memmap map most of the file
+    and the RSS grows by the size of the vectors, not by the size of the block. ``fd``: the
+    file, when the memmap has no file name (a temporary file)."""
+    at = _file_position(vectors)
+    name = getattr(vectors, "filename", None)
+    if at is None or (fd is None and name is None):
+        return np.asarray(vectors[rows])
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.empty((len(rows), vectors.shape[1]), dtype=vectors.dtype)
+    if not len(rows):
+        return out
+    order, srt, bounds = _runs(rows)
+    tmp = np.empty_like(out)
+    width = out.shape[1] * out.itemsize
+    with contextlib.ExitStack() as stack:
+        if fd is None:
+            fd = stack.enter_context(open(name, "rb", buffering=0)).fileno()
+        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+            view = memoryview(tmp[a:b]).cast("B")
+            if os.preadv(fd, [view], at + int(srt[a]) * width) != len(view):
+                raise OSError(f"short read of rows {srt[a]}..{srt[b - 1]} from {name or fd}")
+    out[order] = tmp
+    return out
+
+
+def scatter(target: np.ndarray, rows: np.ndarray, values: np.ndarray, fd: int) -> None:
+    """``target[rows] = values`` for a memmap of the file ``fd``, written with ``pwritev`` (one call
+    per run of consecutive rows), not through the mapping (see :func:`gather`)."""
+    at = _file_position(target)
+    if at is None:
+        target[rows] = values
+        return
+    rows = np.asarray(rows, dtype=np.int64)
+    if not len(rows):
+        return
+    order, srt, bounds = _runs(rows)
+    src = np.ascontiguousarray(values[order], dtype=target.dtype)
+    width = target.shape[1] * target.itemsize
+    for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        view = memoryview(src[a:b]).cast("B")
+        if os.pwritev(fd, [view], at + int(srt[a]) * width) != len(view):
+            raise OSError(f"short write of rows {srt[a]}..{srt[b - 1]}")
+
+
 def _blocks(vectors: np.ndarray, rows: np.ndarray, block: int) -> Iterator[tuple[int, np.ndarray]]:
     for start in range(0, len(rows), block):
-        x = normalized(vectors[rows[start : start + block]])
+        x = normalized(gather(vectors, rows[start : start + block]))
         drop_pages(vectors)
         yield start, x
 
@@ -124,7 +191,7 @@ class _CellJoin:
         sample = np.sort(rng.choice(n, size=n_train, replace=False))
         km = faiss.Kmeans(d, cells, niter=8, seed=seed, spherical=True, max_points_per_centroid=24,
                           min_points_per_centroid=1, verbose=False)
-        km.train(normalized(vectors[idx[sample]]))
+        km.train(normalized(gather(vectors, idx[sample])))
         drop_pages(vectors)
         quantizer = faiss.IndexFlatIP(d)
         quantizer.add(np.asarray(km.centroids, dtype=np.float32))
@@ -145,8 +212,7 @@ class _CellJoin:
         self._file.truncate(max(1, n * d * 4))
         self.xs = np.memmap(self._file, dtype=np.float32, mode="r+", shape=(n, d))
         for start, x in _blocks(vectors, idx, big):
-            self.xs[self.pos[start : start + len(x)]] = x
-            drop_pages(self.xs)
+            scatter(self.xs, self.pos[start : start + len(x)], x, self._file.fileno())
         cell_of_query = assign.reshape(-1)
         query_node = np.repeat(np.arange(n, dtype=np.int64), self.nprobe)
         qo = np.argsort(cell_of_query, kind="stable")
@@ -162,17 +228,16 @@ class _CellJoin:
     def _pairs(self, radius: float) -> Iterator[Pairs]:
         for c in range(self.nlist):
             d0, d1 = int(self.starts[c]), int(self.starts[c + 1])
-            if c % 32 == 31:
-                drop_pages(self.xs)
             if d1 == d0:
                 continue
             nodes = self.query_node[self.qstarts[c] : self.qstarts[c + 1]]
             for qb in range(0, len(nodes), self.QUERY_BLOCK):
                 qn = nodes[qb : qb + self.QUERY_BLOCK]
-                q = self.xs[self.pos[qn]]
+                q = gather(self.xs, self.pos[qn], self._file.fileno())
                 for db in range(d0, d1, self.DB_BLOCK):
                     de = min(d1, db + self.DB_BLOCK)
-                    a, b = np.nonzero(q @ self.xs[db:de].T >= radius)
+                    members = gather(self.xs, np.arange(db, de), self._file.fileno())
+                    a, b = np.nonzero(q @ members.T >= radius)
                     i, j = qn[a], self.order[db + b]
                     keep = i != j  # asymmetric: a pair may come from either side (or both)
                     i, j = i[keep], j[keep]
@@ -352,7 +417,10 @@ class TextKey:
 
 def text_key(text: str, heading_path: Sequence[str] = ()) -> TextKey:
     leaf = " ".join(heading_path[-1].split()).casefold() if heading_path else ""
-    return TextKey(tuple(w.casefold() for w in _WORDS.findall(text)), leaf, frozenset(_IDENT.findall(text)))
+    # interned: a key is a tuple of pointers to one shared copy of each word (~8 bytes a word, not
+    # ~55), so the keys the confirmation holds cost what their word count does, not their text
+    words = tuple(sys.intern(w.casefold()) for w in _WORDS.findall(text))
+    return TextKey(words, leaf, frozenset(_IDENT.findall(text)))
 
 
 def edit_ratio(a: Sequence[str], b: Sequence[str], floor: float = 0.0) -> float:

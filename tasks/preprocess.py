@@ -231,6 +231,7 @@ FileBatch = list[tuple[str, str]]  # (relative path, absolute path) of files to 
 LoadMany = Callable[[PreprocessParams, list[FileBatch]], list[list[list[Document | Rejection]]]]
 LOAD_WINDOW_FILES = 512  # files walked before their loads are fanned out (bounds driver memory)
 LOAD_BATCH_FILES = 32  # files per fan-out task
+SPILL_CHARS = 1 << 20  # characters of document text buffered per spill shard before a row group is written
 
 
 def load_files(params: PreprocessParams, batch: FileBatch) -> list[list[Document | Rejection]]:
@@ -334,7 +335,10 @@ class _Pass:
 
     def _sink(self, shard: int) -> ParquetSink:
         if shard not in self.spill:
-            self.spill[shard] = ParquetSink(self.staging / shard_name(shard), Document, batch_rows=256)
+            # bounded by characters too: one buffer per shard, so rows alone would let the buffers
+            # hold most of a corpus of large documents (shards x 256 documents) until the merge
+            self.spill[shard] = ParquetSink(self.staging / shard_name(shard), Document, batch_rows=256,
+                                            batch_chars=SPILL_CHARS)
         return self.spill[shard]
 
     def finish_deletions(self, visited: set[str]) -> None:

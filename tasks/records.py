@@ -174,7 +174,10 @@ def _from_row(cls: type[T], row: dict[str, Any]) -> T:
 class ParquetSink:
     """Write records to a Parquet file in row batches (atomically: tmp file + rename on close)."""
 
-    def __init__(self, path: str | Path, cls: type[Document] | type[Chunk], batch_rows: int = BATCH_ROWS):
+    def __init__(self, path: str | Path, cls: type[Document] | type[Chunk], batch_rows: int = BATCH_ROWS,
+                 batch_chars: int | None = None):
+        """``batch_chars``: also flush once the buffered records' texts reach this many characters
+        (a few large documents do not fill memory before ``batch_rows`` is reached)."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.schema = _SCHEMAS[cls]
@@ -182,12 +185,15 @@ class ParquetSink:
         self._writer = pq.ParquetWriter(self._tmp, self.schema, compression="zstd")
         self._buf: list[dict[str, Any]] = []
         self.batch_rows = batch_rows
+        self.batch_chars = batch_chars
+        self._chars = 0
         self.count = 0
 
     def write(self, rec: Document | Chunk) -> None:
         self._buf.append(_to_row(rec))
         self.count += 1
-        if len(self._buf) >= self.batch_rows:
+        self._chars += len(rec.text)
+        if len(self._buf) >= self.batch_rows or (self.batch_chars is not None and self._chars >= self.batch_chars):
             self._flush()
 
     def write_all(self, recs: Iterable[Document | Chunk]) -> None:
@@ -198,6 +204,7 @@ class ParquetSink:
         if self._buf:
             self._writer.write_table(pa.Table.from_pylist(self._buf, schema=self.schema))
             self._buf = []
+        self._chars = 0
 
     def close(self) -> None:
         self._flush()
