@@ -54,6 +54,7 @@ from embedline.tasks.vectorsets.source import (
     require_rows,
     sample_vectors,
     shard_points,
+    shard_slices,
 )
 from embedline.tasks.vectorsets.stores import PointRecord
 from embedline.tasks.vectorsets.sync import SyncPlan
@@ -150,13 +151,14 @@ def _records(ws: Workspace, everything: bool, timings: dict[str, float]) -> Iter
     packer = getattr(ctx.store, "pack_columns", None) if enc is None else None
     for shard, rows in ws.state.to_write(everything):
         timings["deduped_shards_read"] = timings.get("deduped_shards_read", 0) + 1
-        recs = shard_points(ctx.art, shard, rows, fingerprint=ctx.fingerprint, model=ctx.model, dims=ctx.dims,
-                            packer=packer)
-        if enc is None:
-            yield from recs
-            continue
-        for rec in recs:
-            yield with_sparse(rec, enc)
+        for part in shard_slices(ctx.art, shard, rows):  # a whole shard (first ingest) in slices too
+            recs = shard_points(ctx.art, shard, part, fingerprint=ctx.fingerprint, model=ctx.model,
+                                dims=ctx.dims, packer=packer)
+            if enc is None:
+                yield from recs
+                continue
+            for rec in recs:
+                yield with_sparse(rec, enc)
 
 
 def sync(ws: Workspace, sp: SyncPlan, *, everything: bool = False, timings: dict[str, float] | None = None

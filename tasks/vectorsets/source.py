@@ -222,6 +222,18 @@ def _deduped_rows(path: Path, rows: list[int] | None, columns: list[str]) -> pa.
     return table.filter(pc.is_in(table["row"], value_set=want))
 
 
+def shard_slices(art: Artifacts, index: int, rows: list[int] | None, max_rows: int = WRITE_SLICE
+                 ) -> Iterator[list[int]]:
+    """``rows`` of deduped shard ``index`` (None: all of them, in file order) in slices of at most
+    ``max_rows``: the records of one slice, not of a whole shard (which grows with the corpus),
+    are what the upsert holds in Python."""
+    if rows is None:
+        path = dict(deduped_shards(art))[index]
+        rows = pq.ParquetFile(path).read(columns=["row"]).column("row").to_pylist()
+    for s in range(0, len(rows), max_rows):
+        yield rows[s : s + max_rows]
+
+
 def shard_points(
     art: Artifacts, index: int, rows: list[int] | None, *, fingerprint: str, model: str, dims: int,
     packer: Packer | None = None,
