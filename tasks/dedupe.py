@@ -182,17 +182,20 @@ def _load_inputs(art: Artifacts, tmp: Path) -> tuple[pa.Table, np.ndarray, list[
 
 
 def _take_rows(art: Artifacts, rows: np.ndarray, columns: list[str]) -> Iterator[tuple[np.ndarray, pa.Table]]:
-    """The ``columns`` of the given global rows, streamed one chunk shard at a time:
-    ``(global rows, table)`` per shard that holds any of them."""
+    """The ``columns`` of the given global rows, streamed one row group of a chunk shard at a time
+    (a shard grows with the corpus, a row group does not): ``(global rows, table)`` per row group
+    that holds any of them."""
     rows = np.sort(np.asarray(rows, dtype=np.int64))
     start = 0
     for _, f in source_shards(art.chunks):
-        n = int(pq.ParquetFile(f).metadata.num_rows)
-        lo, hi = np.searchsorted(rows, [start, start + n])
-        if hi > lo:
-            sel = rows[lo:hi]
-            yield sel, pq.ParquetFile(f).read(columns=columns).take(pa.array(sel - start))
-        start += n
+        pf = pq.ParquetFile(f)
+        for g in range(pf.metadata.num_row_groups):
+            n = int(pf.metadata.row_group(g).num_rows)
+            lo, hi = np.searchsorted(rows, [start, start + n])
+            if hi > lo:
+                sel = rows[lo:hi]
+                yield sel, pf.read_row_group(g, columns=columns).take(pa.array(sel - start))
+            start += n
 
 
 def _similarities(vectors: np.ndarray, rows: np.ndarray, canon_rows: np.ndarray, block: int) -> np.ndarray:
