@@ -222,7 +222,7 @@ def _deduped_rows(path: Path, rows: list[int] | None, columns: list[str]) -> pa.
     return table.filter(pc.is_in(table["row"], value_set=want))
 
 
-def shard_slices(art: Artifacts, index: int, rows: list[int] | None, max_rows: int = WRITE_SLICE
+def shard_slices(art: Artifacts, index: int, rows: list[int] | None, max_rows: int | None = None
                  ) -> Iterator[list[int]]:
     """``rows`` of deduped shard ``index`` (None: all of them, in file order) in slices of at most
     ``max_rows``: the records of one slice, not of a whole shard (which grows with the corpus),
@@ -230,6 +230,7 @@ def shard_slices(art: Artifacts, index: int, rows: list[int] | None, max_rows: i
     if rows is None:
         path = dict(deduped_shards(art))[index]
         rows = pq.ParquetFile(path).read(columns=["row"]).column("row").to_pylist()
+    max_rows = max_rows or WRITE_SLICE
     for s in range(0, len(rows), max_rows):
         yield rows[s : s + max_rows]
 

@@ -54,3 +54,27 @@ def test_upsert_gives_the_store_pages_back_between_requests(tmp_path: Path, monk
     cfg2, art2 = _project(tmp_path / "b", CORPUS_A)  # the default: no release before 8,192 points
     _ingest(cfg2, art2)
     assert _state(cfg2, art2) == _state(cfg, art)
+
+
+def test_first_ingest_builds_records_one_slice_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first ingest writes whole shards (no diff), yet its records are built ``WRITE_SLICE`` rows
+    at a time: a shard grows with the corpus, a slice does not. Same collection as one slice a shard."""
+    from embedline.tasks.vectorsets import build, source
+
+    cfg, art = _project(tmp_path / "a", CORPUS_A)
+    asked: list[int] = []
+    real = build.shard_points
+
+    def spied(art: Any, index: int, rows: Any, **kw: Any) -> Any:
+        asked.append(len(rows))  # never None: never a whole shard at once
+        return real(art, index, rows, **kw)
+
+    monkeypatch.setattr(source, "WRITE_SLICE", 3)
+    monkeypatch.setattr(build, "shard_points", spied)
+    up = _ingest(cfg, art)["upsert"]
+    assert up["added"] > 6 and max(asked) <= 3 and sum(asked) == up["added"]
+
+    monkeypatch.undo()
+    cfg2, art2 = _project(tmp_path / "b", CORPUS_A)
+    _ingest(cfg2, art2)
+    assert _state(cfg2, art2) == _state(cfg, art)
