@@ -63,7 +63,8 @@ def _file_position(vectors: np.ndarray) -> int | None:
     if mm is None or vectors.ndim != 2 or not vectors.flags.c_contiguous:
         return None
     base = np.frombuffer(mm, dtype=np.uint8)  # the mapping starts at the granularity-aligned offset
-    start = vectors.offset - vectors.offset % mmap.ALLOCATIONGRANULARITY
+    offset = int(getattr(vectors, "offset", 0))
+    start = offset - offset % mmap.ALLOCATIONGRANULARITY
     return start + int(vectors.ctypes.data - base.ctypes.data)
 
 
@@ -94,9 +95,9 @@ def gather(vectors: np.ndarray, rows: np.ndarray, fd: int | None = None) -> np.n
     width = out.shape[1] * out.itemsize
     with contextlib.ExitStack() as stack:
         if fd is None:
-            fd = stack.enter_context(open(name, "rb", buffering=0)).fileno()
+            fd = stack.enter_context(open(str(name), "rb", buffering=0)).fileno()
         for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
-            view = memoryview(tmp[a:b]).cast("B")
+            view = tmp[a:b].data.cast("B")
             if os.preadv(fd, [view], at + int(srt[a]) * width) != len(view):
                 raise OSError(f"short read of rows {srt[a]}..{srt[b - 1]} from {name or fd}")
     out[order] = tmp
@@ -117,7 +118,7 @@ def scatter(target: np.ndarray, rows: np.ndarray, values: np.ndarray, fd: int) -
     src = np.ascontiguousarray(values[order], dtype=target.dtype)
     width = target.shape[1] * target.itemsize
     for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
-        view = memoryview(src[a:b]).cast("B")
+        view = src[a:b].data.cast("B")
         if os.pwritev(fd, [view], at + int(srt[a]) * width) != len(view):
             raise OSError(f"short write of rows {srt[a]}..{srt[b - 1]}")
 
