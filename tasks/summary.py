@@ -117,32 +117,14 @@ def headline(stages: dict[str, dict[str, Any]], recall_at: int) -> dict[str, Any
 def save_curve_png(csv_path: Any, png_path: Any) -> None:
     """The recall@k chart (one line per method) as a PNG: renders offline, unlike DVC's Vega HTML."""
     import csv
-    import os
 
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from embedline.tasks.charts import line_chart
 
     with open(csv_path, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
-    fig = Figure(figsize=(6, 4), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
     methods = [c for c in (rows[0] if rows else {}) if c != "k"]
-    for m in methods:
-        pts = [(int(r["k"]), float(r[m])) for r in rows if r.get(m)]
-        ax.plot([k for k, _ in pts], [v for _, v in pts], label=m)
-    ax.set_xscale("log")
-    ax.set_xlabel("k")
-    ax.set_ylabel("recall@k")
-    ax.set_ylim(0, 1.02)
-    ax.grid(True, alpha=0.3)
-    if methods:
-        ax.legend(loc="lower right")
-    ax.set_title("recall@k per retrieval method", fontsize=10)
-    fig.tight_layout()
-    tmp = f"{png_path}.tmp"
-    fig.savefig(tmp, format="png", metadata={"Software": None})
-    os.replace(tmp, png_path)
+    series = {m: [(float(r["k"]), float(r[m])) for r in rows if r.get(m)] for m in methods}
+    line_chart(png_path, series, title="recall@k per retrieval method", xlabel="k", ylabel="recall@k")
 
 
 def write_headline(cfg: Config, art: Any, evaluate: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,7 @@ Public API::
 
 Modules: beir (loader), metrics, retrieval (interface + dense), baselines (BM25, whole-document),
 intrinsic (duplicate rate, silhouette, 2-D map, curve file), gate, stage. Heavy pieces (models,
-stores, bm25s, scikit-learn, matplotlib) load on first use.
+stores, bm25s, scikit-learn, Pillow) load on first use.
 """
 
 from embedline.tasks.evaluation.beir import BeirDataset, BeirFormatError, load_beir

@@ -204,40 +204,21 @@ def project_2d(vectors: np.ndarray) -> np.ndarray:
 
 
 def save_map(vectors: np.ndarray, labels: Sequence[str], path: Path, title: str = "") -> Path:
-    """A scatter PNG of the 2-D projection, coloured by label (matplotlib, Agg, no global state)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    """A scatter PNG of the 2-D projection, coloured by label (:func:`embedline.tasks.charts.scatter_chart`)."""
+    from embedline.tasks.charts import scatter_chart
 
-    fig = Figure(figsize=(7, 6), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
     keep = map_subset(vectors.shape[0])
     vectors, labels = vectors[keep], [labels[i] for i in keep]
+    groups: dict[str, np.ndarray] = {}
+    note = ""
     if vectors.shape[0] >= 4:
         xy = project_2d(vectors)
-        groups = sorted(set(labels))
-        import matplotlib
-
-        palette = "tab10" if len(groups) <= 10 else "tab20"
-        cmap = matplotlib.colormaps[palette]
-        size = 8 if len(labels) > 500 else 24
         lab = np.asarray(labels)
-        for i, g in enumerate(groups):
-            sel = lab == g
-            ax.scatter(
-                xy[sel, 0], xy[sel, 1], s=size, alpha=0.8, color=cmap(i % cmap.N), label=f"{g} ({int(sel.sum())})"
-            )
-        if len(groups) <= 20:
-            ax.legend(loc="best", fontsize=7, markerscale=1.5)
+        groups = {g: xy[lab == g] for g in sorted(set(labels))}
     else:
-        ax.text(0.5, 0.5, f"too few points to map ({vectors.shape[0]})", ha="center", va="center")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title(title or f"t-SNE of {vectors.shape[0]} chunk vectors by top-level folder", fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    return path
+        note = f"too few points to map ({vectors.shape[0]})"
+    title = title or f"t-SNE of {vectors.shape[0]} chunk vectors by top-level folder"
+    return scatter_chart(path, groups, title=title, note=note)
 
 
 def write_curve(path: Path, curves: Mapping[str, Sequence[float]]) -> Path:

@@ -58,6 +58,7 @@ class DenseRetriever:
         self.ctx = ctx
         self.store = open_store(ctx.cfg.qdrant, ctx.art.root)
         self.hits_factor = hits_factor
+        self._sources: dict[str, Mapping[str, object]] = {}  # point id -> its source keys
 
     def search(self, queries: Mapping[str, str], k: int) -> RunDict:
         qids = list(queries)
@@ -75,7 +76,18 @@ class DenseRetriever:
         return lambda hits: len(docs_from_hits(((h.score, h.payload) for h in hits), self.ctx.key)) >= k
 
     def chunk_hits(self, text: str, vec: np.ndarray, k: int) -> list[Hit]:
-        return self.store.search(self.ctx.collection, vec, k=k, with_payload=SOURCE_KEYS)
+        return self.with_sources(self.store.search(self.ctx.collection, vec, k=k, with_payload=False))
+
+    def with_sources(self, hits: Sequence[Hit]) -> list[Hit]:
+        """``hits`` (searched without payloads) with their source keys, each point's read from the
+        store once per run: every query of a set mostly hits the same chunks, and payloads were
+        most of a search's cost."""
+        from embedline.tasks.vectorsets.base import Hit
+
+        missing = list(dict.fromkeys(h.id for h in hits if h.id not in self._sources))
+        for rec in self.store.retrieve(self.ctx.collection, missing) if missing else ():
+            self._sources[rec.id] = {k: rec.payload[k] for k in SOURCE_KEYS if k in (rec.payload or {})}
+        return [Hit(h.id, h.score, self._sources.get(h.id, {})) for h in hits]
 
 
 class HybridRetriever(DenseRetriever):
@@ -106,9 +118,11 @@ class HybridRetriever(DenseRetriever):
         enough = self.names(k)
         for qid, vec in zip(qids, vecs, strict=True):
             sq = self.encoder.query(queries[qid])
-            dense = deepen(lambda d, v=vec: self.store.search(coll, v, k=d, with_payload=SOURCE_KEYS), enough, depth)
-            sparse = deepen(lambda d, s=sq: self.store.search_sparse(coll, s, k=d, with_payload=SOURCE_KEYS),
-                            enough, depth)
+            dense = deepen(lambda d, v=vec: self.with_sources(self.store.search(coll, v, k=d, with_payload=False)),
+                           enough, depth)
+            sparse = deepen(
+                lambda d, s=sq: self.with_sources(self.store.search_sparse(coll, s, k=d, with_payload=False)),
+                enough, depth)
             d = docs_from_hits(((h.score, h.payload) for h in dense), self.ctx.key)
             s = docs_from_hits(((h.score, h.payload) for h in sparse), self.ctx.key)
             run[qid] = fuse_rankings(d, s, k)

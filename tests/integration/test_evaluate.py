@@ -281,3 +281,72 @@ def test_evaluate_stage_writes_the_headline_metrics_and_the_recall_chart(project
 
     save_curve_png(art.metrics / "recall_curve.csv", png)
     assert png.read_bytes() == first  # deterministic: a DVC output
+
+
+def test_whole_document_vectors_are_made_while_the_dense_queries_run(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The whole-document baseline's set-up (its inference) starts with the run, not after the
+    dense and BM25 methods: dense's search here waits until the baseline's set-up has begun, which
+    never happens when the methods are set up one after another."""
+    import threading
+
+    from embedline.tasks.evaluate import run_evaluate
+    from embedline.tasks.evaluation import retrieval
+
+    cfg, art = config(project), Artifacts(project)
+    ingest(cfg, art)
+    started = threading.Event()
+    overlapped: list[bool] = []
+    wholedoc, dense_search = retrieval.RETRIEVERS["wholedoc"], retrieval.DenseRetriever.search
+
+    def wholedoc_started(ctx: retrieval.EvalContext) -> retrieval.Retriever:
+        started.set()
+        return wholedoc(ctx)
+
+    def search_after_start(self: retrieval.DenseRetriever, queries: dict[str, str], k: int) -> retrieval.RunDict:
+        if type(self) is retrieval.DenseRetriever:
+            overlapped.append(started.wait(timeout=15))
+        return dense_search(self, queries, k)
+
+    monkeypatch.setitem(retrieval.RETRIEVERS, "wholedoc", wholedoc_started)
+    monkeypatch.setattr(retrieval.DenseRetriever, "search", search_after_start)
+    m = run_evaluate(cfg, art)
+    assert overlapped == [True]
+    assert m["wholedoc_ndcg@10"] > 0.7 and m["wholedoc_seconds"] > 0
+
+
+def test_dense_reads_each_point_source_once_and_answers_as_a_payload_search(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dense evaluation searches without payloads and reads each hit point's source keys from the
+    store once per run; its run equals the one built from searches that return the payloads."""
+    from embedline.tasks.evaluation.metrics import docs_from_hits
+    from embedline.tasks.evaluation.retrieval import SOURCE_KEYS, DenseRetriever, EvalContext
+    from embedline.tasks.vectorsets.stores import open_store
+
+    cfg, art = config(project), Artifacts(project)
+    ingest(cfg, art)
+    store = open_store(cfg.qdrant, art.root)
+    retrieved: list[str] = []
+    original = type(store).retrieve
+
+    def counting(self: object, collection: str, ids: list[str], **kw: object) -> object:
+        retrieved.extend(ids)
+        return original(self, collection, ids, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(type(store), "retrieve", counting)
+    ctx = EvalContext(cfg=cfg, art=art, collection=cfg.qdrant.collection, query_embed=cfg.embed)
+    retriever = DenseRetriever(ctx)
+    queries = {q: t for q, (t, _) in QUERIES.items()}
+    run = retriever.search(queries, 5)
+    assert len(retrieved) == len(set(retrieved)) > 0  # each point read once across all queries
+
+    vecs = retriever.ctx.embed_params
+    from embedline.tasks.evaluation.interface import embed_queries
+
+    qv = embed_queries(vecs, list(queries.values()), ctx.cache_path)
+    for (qid, _), v in zip(queries.items(), qv, strict=True):
+        hits = store.search(cfg.qdrant.collection, v, k=5 * 3, with_payload=SOURCE_KEYS)
+        docs = docs_from_hits((h.score, h.payload) for h in hits)
+        assert run[qid] == dict(sorted(docs.items(), key=lambda kv: (-kv[1], kv[0]))[:5]), qid

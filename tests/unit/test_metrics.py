@@ -260,8 +260,9 @@ def test_embedding_map_is_bounded_and_byte_stable(tmp_path: Path) -> None:
 
 
 def test_intrinsic_checks_import_no_scikit_learn(tmp_path: Path) -> None:
-    """Silhouette and map run without importing scikit-learn (its import pulls scipy.stats and
-    pandas: seconds of CPU in every first evaluate)."""
+    """Silhouette, map and recall chart run without importing scikit-learn (its import pulls
+    scipy.stats and pandas: seconds of CPU in every first evaluate) or matplotlib (its import and
+    layout were ~1.2 CPU s of a first evaluate for two fixed charts)."""
     import subprocess
     import sys
 
@@ -273,7 +274,10 @@ def test_intrinsic_checks_import_no_scikit_learn(tmp_path: Path) -> None:
         "lab = ['a'] * 15 + ['b'] * 15\n"
         "assert i.silhouette(x, lab) is not None\n"
         f"i.save_map(x, lab, Path({str(tmp_path / 'm.png')!r}))\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'pandas', 'torch')))\n"
+        f"i.write_curve(Path({str(tmp_path / 'c.csv')!r}), {{'dense': [0.5, 1.0]}})\n"
+        "from embedline.tasks.summary import save_curve_png\n"
+        f"save_curve_png({str(tmp_path / 'c.csv')!r}, {str(tmp_path / 'c.png')!r})\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'pandas', 'torch', 'matplotlib')))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
