@@ -108,8 +108,8 @@ def _write_json_atomic(path: Path, obj: Any) -> None:
 
 class EdgeStore:
     backend = "edge"
-    # the engine releases the GIL while it writes a batch: a second stream converts the next batch
-    # (payloads, Points: Python) meanwhile (16 k points: ~35 % less wall time than one stream)
+    # the engine releases the GIL while it writes a batch: the streams write while the caller's
+    # thread builds the next requests (``prepare``: payloads, Points, all Python; write_points)
     max_parallel = 2
 
     def __init__(self, path: str | Path, index_threshold: int = EXACT_SEARCH_MAX):
