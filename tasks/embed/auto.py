@@ -44,6 +44,9 @@ MAX_NDCG_LOSS = 0.005
 LABELLED_MAX_DOCS = 1500  # bounded: the labelled check embeds this many documents per backend
 LABELLED_MAX_QUERIES = 300
 SAMPLE_TEXTS = 64
+# how the candidates run (part of the machine key: a change re-calibrates): "onnx-per-text" since
+# ONNX Runtime on the CPU runs texts one per call in parallel (providers/onnx_backend.py)
+RUNNERS = "onnx-per-text"
 MIN_SPEEDUP = 1.05  # a candidate must beat torch by more than timing noise
 CANDIDATES: tuple[tuple[str, str], ...] = (("onnx", "fp32"), ("onnx", "int8"), ("openvino", "fp32"))
 FALLBACK_TEXTS = [
@@ -105,7 +108,7 @@ def machine_key() -> str:
             versions.append(f"{mod}={version(mod)}")
         except Exception:  # noqa: BLE001 not installed: not a candidate on this machine
             versions.append(f"{mod}=none")
-    raw = f"{platform.machine()}|{model}|{os.cpu_count()}|{flags}|{'|'.join(versions)}"
+    raw = f"{platform.machine()}|{model}|{os.cpu_count()}|{flags}|{'|'.join(versions)}|{RUNNERS}"
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 

@@ -112,6 +112,25 @@ def test_onnx_backend_agrees_with_torch(tmp_path: Path) -> None:
     assert len(exported) == 1
 
 
+def test_onnx_on_the_cpu_gives_a_text_the_same_bits_in_any_company(tmp_path: Path) -> None:
+    """On the CPU, ONNX Runtime embeds one text per call (no padding, texts in parallel): a text's
+    vector is the same bits alone or among others, and the same as the search path's (the
+    exported graph without the embedder); calls take 8 batches (each ends on a barrier)."""
+    from embedline.tasks.embed.protocol import truncate_dims
+    from embedline.tasks.embed.query import clear_encoders, light_encoder
+
+    params = st(backend="onnx", models_dir=str(tmp_path / "models"), batch_size=4)
+    onnx = get_embedder(params)
+    together = onnx.embed(TEXTS)
+    alone = np.stack([onnx.embed([t])[0] for t in TEXTS])
+    assert np.array_equal(together, alone)
+    assert [len(g) for g in onnx.plan_groups(["t"] * 35)] == [32, 3]
+    clear_encoders()
+    light = light_encoder(params, bulk=True)
+    assert light is not None  # what search and evaluation embed with (dimensions, normalisation applied)
+    assert np.array_equal(truncate_dims(light.encode(TEXTS), params.dimensions, params.normalize), together)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("backend", "precision", "floor"),
                          [("onnx", "int8", 0.95), ("openvino", "fp32", 0.999)])
@@ -120,8 +139,8 @@ def test_accelerated_backends(tmp_path: Path, backend: str, precision: str, floo
     emb = get_embedder(st(backend=backend, precision=precision, models_dir=str(tmp_path / "m"), batch_size=4))
     v = emb.embed(TEXTS)
     assert (v * ref).sum(axis=1).min() > floor
-    # OpenVINO gets 8 batches per call (its infer requests idle at each call's barrier), others 1
-    per_call = 4 * (8 if backend == "openvino" else 1)
+    # 8 batches per call (OpenVINO's infer requests and ONNX's per-text workers idle at each call's barrier)
+    per_call = 4 * 8
     assert [len(g) for g in emb.plan_groups(["t"] * (per_call + 3))] == [per_call, 3]
     if backend == "openvino":  # the compiled blob is cached next to the IR for later processes
         assert list((tmp_path / "m").glob("*/openvino-cache/*"))

@@ -114,7 +114,7 @@ def test_pre_optimised_copy_gives_the_same_vectors(models: Path, monkeypatch: py
 
     import onnxruntime as ort
 
-    from embedline.tasks.embed.query import OPTIMISED_NAME, optimised_dir
+    from embedline.tasks.embed.providers.onnx_backend import OPTIMISED_NAME, optimised_dir
 
     params = st(models)
     for old in models.rglob(check_file(Path(), params).name):  # a check another test falsified
