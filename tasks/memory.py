@@ -19,10 +19,13 @@ needs it any more (``benchmarks/bench_scale.py``, docs/scaling.md):
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
+import gc
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,3 +114,26 @@ def release_mapped(under: Path) -> Released:
             done.mappings += 1
             done.bytes += end - start
     return done
+
+
+# gen-0 threshold while a bulk writer runs (quiet_gc): Python's default, 700, ran ~1,100 collections
+# and 9 full ones (~0.16 s each, traversing every object the imports left) for 88 k points
+QUIET_GC_THRESHOLD = 20_000
+
+
+@contextlib.contextmanager
+def quiet_gc(threshold: int = QUIET_GC_THRESHOLD) -> Iterator[None]:
+    """Fewer garbage collections while a loop allocates many short-lived containers (the upsert:
+    records, payload dicts, engine points): every object alive on entry is frozen
+    (``gc.freeze``: the collections that still run do not traverse it again) and the gen-0
+    threshold is raised to ``threshold``. Cycles are still collected (every ``threshold``
+    allocations); the previous thresholds and the unfrozen heap come back on exit. Measured on
+    the full Debian corpus (88,649 points): GC time 2.1 s -> 0.5 s."""
+    before = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(max(threshold, before[0]), *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()

@@ -31,6 +31,7 @@ is replayed when the shard is loaded again.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import dataclasses
 import fcntl
@@ -107,8 +108,8 @@ def _write_json_atomic(path: Path, obj: Any) -> None:
 
 class EdgeStore:
     backend = "edge"
-    # the engine releases the GIL while it writes a batch: a second stream converts the next batch
-    # (payloads, Points: Python) meanwhile (16 k points: ~35 % less wall time than one stream)
+    # the engine releases the GIL while it writes a batch: the streams write while the caller's
+    # thread builds the next requests (``prepare``: payloads, Points, all Python; write_points)
     max_parallel = 2
 
     def __init__(self, path: str | Path, index_threshold: int = EXACT_SEARCH_MAX):
@@ -252,17 +253,28 @@ class EdgeStore:
 
     # ---- points ------------------------------------------------------------------------------
     def upsert(self, collection: str, points: Sequence[PointRecord]) -> None:
-        if not points:
-            return
+        if points:
+            self.write_prepared(collection, self.prepare(points))
+
+    def prepare(self, points: Sequence[PointRecord]) -> Any:
+        """The engine's upsert request for ``points`` (Python work: it holds the GIL). The write
+        path builds it in the thread that reads the records and hands it to a writer thread
+        (:meth:`write_prepared`, which runs without the GIL): qdrant-edge-py gives the GIL up and
+        takes it back on every payload value it fails to convert (pyo3 error normalisation), so
+        two threads converting at once wait on each other at every string (module doc of
+        :mod:`~embedline.tasks.vectorsets.edge_schema`)."""
         qe = _edge()
-        shard = self._shard(collection)
         batch = []
-        for p, dense in zip(points, _dense_lists(points), strict=True):
+        for p, dense in zip(points, _dense_vectors(points), strict=True):
             vector: Any = dense
             if p.sparse is not None:
-                vector = {"": vector, SPARSE_VECTOR: edge_sparse(p.sparse)}
+                vector = {"": as_vector(dense), SPARSE_VECTOR: edge_sparse(p.sparse)}
             batch.append(qe.Point(p.id, vector, p.payload if p.packed else pack_payload(p.payload)))
-        shard.update(qe.UpdateOperation.upsert_points(batch))
+        return qe.UpdateOperation.upsert_points(batch)
+
+    def write_prepared(self, collection: str, prepared: Any) -> None:
+        """Write a request :meth:`prepare` built (the engine releases the GIL meanwhile)."""
+        self._shard(collection).update(prepared)
 
     @staticmethod
     def pack_columns(
@@ -441,15 +453,21 @@ class EdgeStore:
                 self._close_shard(d)
 
 
-def _dense_lists(points: Sequence[PointRecord]) -> list[list[float]]:
-    """The points' vectors as lists of floats: numpy rows of one shape in one ``tolist`` call."""
+def _dense_vectors(points: Sequence[PointRecord]) -> list[Any]:
+    """The points' dense vectors as qdrant-edge-py converts them fastest: a float32 numpy row as an
+    ``array.array('f')`` of its bytes (pyo3 reads it as a sequence of Python floats created one at
+    a time: about half the time of ``tolist()`` + list, and the same float32 values), anything else
+    as a list of floats."""
+    out: list[Any] = []
     for p in points:
-        if p.vector is None:
+        v = p.vector
+        if v is None:
             raise StoreError(f"point {p.id} has no vector")
-    vecs = [p.vector for p in points]
-    if all(isinstance(v, np.ndarray) and v.ndim == 1 for v in vecs) and len({len(v) for v in vecs}) == 1:
-        return np.asarray(vecs, dtype=np.float32).tolist()  # type: ignore[no-any-return]
-    return [as_vector(v) for v in vecs]  # type: ignore[arg-type]
+        if isinstance(v, np.ndarray) and v.dtype == np.float32 and v.ndim == 1 and v.flags.c_contiguous:
+            out.append(array.array("f", v.tobytes()))
+        else:
+            out.append(as_vector(v))
+    return out
 
 
 def _unpacked(rec: PointRecord, keep: list[str] | None) -> PointRecord:

@@ -24,6 +24,7 @@ import numpy as np
 
 from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.config import Config, QdrantParams
+from embedline.tasks.memory import quiet_gc
 from embedline.tasks.vectors import unit
 from embedline.tasks.vectorsets.stores import PointRecord, VectorSetSpec, VectorStore, open_store
 from embedline.tasks.vectorsets.sync import PAYLOAD_HASH, SPARSE_ENTRY_BYTES, batched
@@ -157,18 +158,25 @@ def write_points(
     """Upsert ``points`` in batches (points and bytes), ``store.max_parallel`` streams at once.
     ``settle``: called after every ``settle_every`` (default ``SETTLE_POINTS``) points once no
     request is in flight (the upsert gives the store's written pages back there:
-    :func:`embedline.tasks.memory.release_mapped`)."""
+    :func:`embedline.tasks.memory.release_mapped`).
+
+    A store with ``prepare`` / ``write_prepared`` (Edge) has its requests built here, in the thread
+    that reads the records, and only written by the streams: the Python work stays on one thread
+    (no two threads take the GIL from each other at every payload value) while the engine writes
+    the previous request without it. Garbage collection runs rarely meanwhile (:func:`quiet_gc`)."""
     every = settle_every or SETTLE_POINTS
     max_bytes = int(params.batch_mb * 1024 * 1024)
     batches = batched(points, max_points=params.batch_points, max_bytes=max_bytes, dims=dims)
+    send = _sender(store, collection)
     written = since = 0
     first = True
     streams = max(1, min(store.max_parallel, params.parallel))
-    with ThreadPoolExecutor(max_workers=streams, thread_name_prefix="upsert") as pool:
+    with quiet_gc(), ThreadPoolExecutor(max_workers=streams, thread_name_prefix="upsert") as pool:
         pending: set[Future[int]] = set()
         for b in batches:
+            job = send(b)
             if first or streams == 1:  # the first batch alone: a crash test pauses once it is acknowledged
-                written += _upsert_counted(store, collection, b)
+                written += job()
                 if first:
                     first = False
                     _pause_for_tests()
@@ -176,7 +184,7 @@ def write_points(
                 if len(pending) >= 2 * streams:  # bounded in-flight requests: bounded memory
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     written += sum(f.result() for f in done)
-                pending.add(pool.submit(_upsert_counted, store, collection, b))
+                pending.add(pool.submit(job))
             since += len(b)
             if settle is not None and since >= every:
                 written += sum(f.result() for f in pending)
@@ -184,6 +192,26 @@ def write_points(
                 settle()
         written += sum(f.result() for f in pending)
     return written
+
+
+def _sender(store: VectorStore, collection: str) -> Callable[[list[PointRecord]], Callable[[], int]]:
+    """``send(batch)`` -> a job that writes the batch and returns its size. With ``prepare`` the
+    request is built by ``send`` itself (the caller's thread), else by the job (write_points doc)."""
+    prepare = getattr(store, "prepare", None)
+    write = getattr(store, "write_prepared", None)
+    if prepare is None or write is None:
+        return lambda batch: lambda: _upsert_counted(store, collection, batch)
+
+    def send(batch: list[PointRecord]) -> Callable[[], int]:
+        request, n = prepare(batch), len(batch)
+
+        def job() -> int:
+            write(collection, request)
+            return n
+
+        return job
+
+    return send
 
 
 def _upsert_counted(store: VectorStore, collection: str, batch: list[PointRecord]) -> int:

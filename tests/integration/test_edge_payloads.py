@@ -122,3 +122,44 @@ def test_pack_falls_back_to_json_for_what_orjson_refuses() -> None:
     payload = {"doc_id": "d", "big": 2**70, "nested": {"1": [1.5, None]}}
     assert unpack_payload(pack_payload(payload)) == payload
     assert pack_payload({}) == {} and unpack_payload(None) == {}
+
+
+def test_the_write_path_stores_what_the_list_path_stored(edge: EdgeStore) -> None:
+    """Requests built from float32 rows as ``array('f')`` (the write path), from other dtypes,
+    non-contiguous views and lists: every collection holds the very points (ids, vectors to the
+    last bit, payloads) that writing the old way (one ``tolist()`` per batch) gave."""
+    import array
+
+    from embedline.tasks.vectorsets.edge import _dense_vectors
+
+    rng = np.random.default_rng(7)
+    base = rng.standard_normal((6, 2 * DIMS)).astype(np.float32)
+    rows = [base[i, :DIMS].copy() for i in range(6)]
+    wide = np.zeros((6, 2 * DIMS), dtype=np.float32)
+    wide[:, ::2] = np.asarray(rows)
+    ids = [str(uuid.uuid5(uuid.NAMESPACE_OID, f"w{i}")) for i in range(6)]
+    variants = {
+        "old": [np.asarray(rows, dtype=np.float32).tolist()[i] for i in range(6)],  # main's path
+        "f32": rows,
+        "f64": [r.astype(np.float64) for r in rows],
+        "view": [base[i, :DIMS] for i in range(6)],  # contiguous slices of a wider array
+        "strided": [wide[i, ::2] for i in range(6)],  # not contiguous: the list fallback
+    }
+    kinds = {k: [type(v).__name__ for v in _dense_vectors(
+        [PointRecord(id=i, vector=v) for i, v in zip(ids, vs, strict=True)])] for k, vs in variants.items()}
+    assert kinds["f32"] == kinds["view"] == [array.array.__name__] * 6 and kinds["old"] == ["list"] * 6
+    assert kinds["f64"] == kinds["strided"] == ["list"] * 6
+    for name, vecs in variants.items():
+        edge.ensure(VectorSetSpec(name=name, dims=DIMS, distance="Dot"))  # Dot: stored as given
+        edge.upsert(name, [PointRecord(id=i, vector=v, payload=_payload(k))  # type: ignore[arg-type]
+                           for k, (i, v) in enumerate(zip(ids, vecs, strict=True))])
+    got = {name: {r.id: (r.vector.tobytes(), r.payload)  # type: ignore[union-attr]
+                  for r in edge.retrieve(name, ids, with_vectors=True)} for name in variants}
+    assert len(got["old"]) == 6
+    assert all(got[name] == got["old"] for name in variants)
+    assert {i: v for i, (v, _) in got["f32"].items()} == {i: r.tobytes() for i, r in zip(ids, rows, strict=True)}
+
+
+def test_a_point_without_a_vector_is_a_clear_error(edge: EdgeStore) -> None:
+    with pytest.raises(StoreError, match="has no vector"):
+        edge.upsert("c", [PointRecord(id=str(uuid.uuid4()), vector=None)])  # type: ignore[arg-type]

@@ -23,14 +23,15 @@ pytestmark = [pytest.mark.integration,
 
 def test_upsert_gives_the_store_pages_back_between_requests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg, art = _project(tmp_path / "a", CORPUS_A, **{"qdrant.batch_points": 2, "qdrant.parallel": 2})
-    in_flight, lock, seen = [0], threading.Lock(), []
-    upsert, release = EdgeStore.upsert, EdgeStore.release_pages
+    in_flight, writes, lock, seen = [0], [0], threading.Lock(), []
+    write, release = EdgeStore.write_prepared, EdgeStore.release_pages
 
-    def counted_upsert(self: EdgeStore, collection: str, points: Any) -> None:
+    def counted_write(self: EdgeStore, collection: str, request: Any) -> None:  # what the streams run
         with lock:
             in_flight[0] += 1
+            writes[0] += 1
         try:
-            upsert(self, collection, points)
+            write(self, collection, request)
         finally:
             with lock:
                 in_flight[0] -= 1
@@ -42,10 +43,11 @@ def test_upsert_gives_the_store_pages_back_between_requests(tmp_path: Path, monk
         seen.append((before, resident_mapped(self.root)))
 
     monkeypatch.setattr(lifecycle, "SETTLE_POINTS", 4)
-    monkeypatch.setattr(EdgeStore, "upsert", counted_upsert)
+    monkeypatch.setattr(EdgeStore, "write_prepared", counted_write)
     monkeypatch.setattr(EdgeStore, "release_pages", spied_release)
     up = _ingest(cfg, art)["upsert"]
     assert up["added"] > 12 and len(seen) >= up["added"] // 4 - 1
+    assert writes[0] >= up["added"] // 2  # every request went through the spied write
     assert all(before > 0 for before, _ in seen)  # the writes had mapped pages in...
     assert all(after == 0 for _, after in seen)  # ...and none stayed resident after the release
     assert verify(cfg, art).ok
