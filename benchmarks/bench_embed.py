@@ -122,7 +122,7 @@ class Pipeline:
 
         self.art = Artifacts(WORK / "pipeline")
         shutil.rmtree(self.art.root, ignore_errors=True)
-        write_chunks(self.art.chunks, texts, batch_rows=2048)
+        self.chunk_ids = [c.chunk_id for c in write_chunks(self.art.chunks, texts, batch_rows=2048)]
         self.params = {"batch_size": batch_size, "shard_rows": 4096}
         self.n, self.round = len(texts), 0
         get_embedder(EmbedParams.model_validate(self.params)).embed(texts[:16])
@@ -137,7 +137,12 @@ class Pipeline:
         self.cfg = self._cfg()
         stats = run_embed(self.cfg, self.art)
         assert stats["texts_embedded"] == self.n
-        return np.load(self.art.vectors)
+        # the vector shards are in shard order (a hash of the document): back to the texts' order
+        from embedline.tasks.vector_shards import iter_vector_shards
+
+        by_id = {cid: vec for shard in iter_vector_shards(self.art.vectors)
+                 for cid, vec in zip(shard.chunk_ids, shard.vectors, strict=True)}
+        return np.stack([by_id[c] for c in self.chunk_ids])
 
     def rerun_seconds(self) -> float:
         st_provider._hash_files.cache_clear()  # a re-run in a fresh process hashes the model files again

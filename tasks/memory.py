@@ -68,20 +68,28 @@ def release_freed() -> None:
         lib.malloc_trim(0)
 
 
+def _proc_lines(name: str) -> list[str]:
+    try:
+        return Path("/proc/self", name).read_text().splitlines()
+    except OSError:  # not Linux / no procfs: no mappings to report or release
+        return []
+
+
+def _shared_under(head: list[str], root: str) -> bool:
+    """Whether a maps/smaps header line (split in at most 6 fields) is a shared (``s``) mapping
+    of a file under ``root``."""
+    return len(head) == 6 and head[5].startswith(root) and head[1][3] == "s"
+
+
 def shared_mappings(under: Path) -> list[tuple[int, int]]:
     """``(start, end)`` of this process's shared (``s``) file mappings of files under ``under``."""
     root = str(Path(under).resolve()) + os.sep
     out: list[tuple[int, int]] = []
-    try:
-        lines = Path("/proc/self/maps").read_text().splitlines()
-    except OSError:  # not Linux / no procfs: nothing to release
-        return out
-    for line in lines:
-        parts = line.split(maxsplit=5)
-        if len(parts) < 6 or not parts[5].startswith(root) or parts[1][3] != "s":
-            continue
-        start, end = (int(x, 16) for x in parts[0].split("-"))
-        out.append((start, end))
+    for line in _proc_lines("maps"):
+        head = line.split(maxsplit=5)
+        if _shared_under(head, root):
+            start, end = (int(x, 16) for x in head[0].split("-"))
+            out.append((start, end))
     return out
 
 
@@ -89,14 +97,10 @@ def resident_mapped(under: Path) -> int:
     """Bytes of the files under ``under`` resident in this process's shared mappings (smaps Rss)."""
     root = str(Path(under).resolve()) + os.sep
     total, inside = 0, False
-    try:
-        lines = Path("/proc/self/smaps").read_text().splitlines()
-    except OSError:  # not Linux / no procfs
-        return 0
-    for line in lines:
+    for line in _proc_lines("smaps"):
         head = line.split(maxsplit=5)
         if head and "-" in head[0] and len(head) >= 5 and ":" not in head[0]:  # a mapping's header line
-            inside = len(head) == 6 and head[5].startswith(root) and head[1][3] == "s"
+            inside = _shared_under(head, root)
         elif inside and line.startswith("Rss:"):
             total += int(line.split()[1]) * 1024
     return total

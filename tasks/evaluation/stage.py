@@ -137,8 +137,8 @@ def run_evaluate(cfg: Config, art: Artifacts, *, collection: str | None = None) 
         return {"queries": 0, "skipped": skip, "collection": name,
                 "seconds": round(time.perf_counter() - t0, 3)}
     # only when the vector set changed (bounded sample): the store is read here, t-SNE, silhouette
-    # and the map PNG run in a thread while the methods embed and
-    # search: ONNX Runtime and BLAS release the GIL, and a first evaluate is mostly inference
+    # and the map PNG run in a thread while the methods embed and search: ONNX Runtime and BLAS
+    # release the GIL, and a first evaluate is mostly inference
     finish_intrinsic = intrinsic_job(store, name, art, sample=cfg.eval.map_sample, map_path=art.metrics / MAP_FILE)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="eval-intrinsic") as pool:
         intrinsic_future = pool.submit(finish_intrinsic)

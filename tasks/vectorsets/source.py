@@ -240,7 +240,7 @@ def shard_points(
     packer: Packer | None = None,
 ) -> list[PointRecord]:
     """The records (id, vector, payload) of ``rows`` (None: all) of deduped shard ``index``.
-    Vectorised where it can be: one row filter, one list conversion of the shard's vectors, the
+    Vectorised where it can be: one row filter, the vectors read row group by row group, the
     payload hash the dedupe stage recorded (rebuilt only when the shard was written for another
     fingerprint). ``packer``: the store's own payload layout built column-wise (records ``packed``)."""
     path = dict(deduped_shards(art))[index]
@@ -253,9 +253,8 @@ def shard_points(
     vectors = read_vector_rows(vf, wanted)
     if vectors.shape[1] != dims:
         raise ValueError(f"{vf} holds {vectors.shape[1]}-d vectors; the manifest says dims={dims}")
-    # numpy rows: the store converts a whole request at once (Edge: one ``tolist`` per batch, whose
-    # float objects reuse the memory the previous batch freed; ~2x faster than one list per shard)
-    as_lists = list(vectors)
+    # numpy rows: the store converts them when it builds a request (Edge: an ``array('f')`` per row)
+    rows_out = list(vectors)
     # request bytes without serialising each payload: its raw text fields + the vector as JSON text
     sizes = (pc.binary_length(table["text"]).to_numpy(zero_copy_only=False)
              + pc.binary_length(table["sources"]).to_numpy(zero_copy_only=False)
@@ -268,12 +267,12 @@ def shard_points(
         packed = packer(cols, fingerprint=fingerprint, model=model, known_hashes=known)
         return [
             PointRecord(id=pid, vector=vec, payload=payload, size_hint=size, packed=True)  # type: ignore[arg-type]
-            for pid, vec, payload, size in zip(cols["point_id"], as_lists, packed, sizes, strict=True)
+            for pid, vec, payload, size in zip(cols["point_id"], rows_out, packed, sizes, strict=True)
         ]
     payloads = build_payloads(cols, fingerprint=fingerprint, model=model, known_hashes=known)
     return [
         PointRecord(id=pid, vector=vec, payload=payload, size_hint=size)  # type: ignore[arg-type]
-        for pid, vec, payload, size in zip(cols["point_id"], as_lists, payloads, sizes, strict=True)
+        for pid, vec, payload, size in zip(cols["point_id"], rows_out, payloads, sizes, strict=True)
     ]
 
 

@@ -271,14 +271,7 @@ class _ExportedBackend:
         return list(_INPUTS)
 
     def _pool(self, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        mode = self.pipeline["pooling"]
-        if mode == "cls":
-            return hidden[:, 0, :]
-        m = mask[..., None].astype(np.float32)
-        if mode == "max":
-            return np.where(m > 0, hidden, -1e9).max(axis=1)
-        summed = (hidden * m).sum(axis=1)
-        return summed / np.clip(m.sum(axis=1), 1e-9, None)
+        return pool(hidden, mask, self.pipeline["pooling"])
 
 
 # ---- one text per run, texts in parallel (CPU) ----------------------------------------------------
@@ -291,12 +284,10 @@ class PerTextEncoder:
     hand-offs cost more than they gain at these sizes, and the session starts faster."""
 
     def __init__(self, model_path: str, graph: Path, workers: int = 1):
-        from tokenizers import Tokenizer
-
         self.pipeline = read_pipeline(model_path)
-        self.tokenizer = Tokenizer.from_file(str(Path(model_path) / "tokenizer.json"))
-        self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(max_length=self.pipeline["max_seq_length"])
+        self.tokenizer = _rust_tokenizer(model_path, self.pipeline["max_seq_length"])
+        if self.tokenizer is None:
+            raise FileNotFoundError(f"{model_path} has no tokenizer.json")
         self.session = session_for(graph, 1)
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.graph = graph
@@ -423,7 +414,6 @@ def pool(hidden: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
     return (hidden * m).sum(axis=1) / np.clip(m.sum(axis=1), 1e-9, None)
 
 
-
 def cores() -> int:
     """CPU cores this process may run on."""
     try:
@@ -432,13 +422,12 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
-
 class OnnxRuntimeBackend(_ExportedBackend):
     """ONNX Runtime. On the CPU (with the model's ``tokenizer.json``) texts run one per session
     call, :func:`cores` at once on one intra-op thread each (:class:`PerTextEncoder`): no padding,
     so a text's vector does not depend on the texts batched with it, and on 2 cores without
-    AVX512 it cost ~20 % less CPU than OpenVINO's throughput mode or padded ORT batches for the
-    sample corpus' 294 chunks (``docs/backends.md``). On CUDA: length-sorted padded batches."""
+    AVX512 it cost ~13 % less CPU than OpenVINO's throughput mode (and less than padded ORT
+    batches) for the sample corpus' 294 chunks (``docs/backends.md``). On CUDA: length-sorted padded batches."""
 
     name = "onnx"
     group_batches = 1  # batches per encode call: 8 when texts run one per call (see OpenVinoBackend)
