@@ -135,6 +135,7 @@ class Pipeline:
     def run(self) -> np.ndarray:
         self.round += 1
         self.cfg = self._cfg()
+        shutil.rmtree(self.art.vectors, ignore_errors=True)  # up-to-date vector shards are kept, not re-embedded
         stats = run_embed(self.cfg, self.art)
         assert stats["texts_embedded"] == self.n
         # the vector shards are in shard order (a hash of the document): back to the texts' order
