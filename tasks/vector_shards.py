@@ -1,8 +1,9 @@
 """Sharded vectors: ``data/embeddings/vectors/shard-NNNNN.parquet``, one file per chunk shard.
 
 A vector shard holds the vectors of one chunk shard, row-aligned with it (row ``i`` is the vector
-of the chunk shard's row ``i``), with the chunk ids they belong to: columns ``chunk_id`` and
-``vector`` (a fixed-size list of float32). Its schema metadata records what it was built from
+of the chunk shard's row ``i``), with the chunk ids they belong to: columns ``chunk_id``,
+``text_hash`` (the embedded text's key, so the next build of the shard takes the vectors of
+unchanged texts from here instead of the cache) and ``vector`` (a fixed-size list of float32). Its schema metadata records what it was built from
 (the SHA-256 of the chunk shard's bytes and the embedding namespace), so a run rewrites only the
 shards whose chunk shard changed; the others stay byte-identical (and DVC does not re-hash them).
 Files are written atomically and deterministically (no compression: float32 does not compress;
@@ -52,7 +53,12 @@ def source_shards(path: str | Path) -> list[tuple[int, Path]]:
 
 
 def write_vector_shard(
-    folder: Path, index: int, chunk_ids: pa.Array | list[str], vectors: np.ndarray, meta: dict[str, str]
+    folder: Path,
+    index: int,
+    chunk_ids: pa.Array | list[str],
+    vectors: np.ndarray,
+    meta: dict[str, str],
+    text_hashes: pa.Array | list[str] | None = None,
 ) -> Path | None:
     """Write one vector shard atomically; an empty shard removes the file. Returns the path."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -66,13 +72,49 @@ def write_vector_shard(
         raise ValueError(f"vector shard {index}: {arr.shape} vectors for {n} chunk ids")
     dims = int(arr.shape[1])
     flat = pa.array(arr.reshape(-1), type=pa.float32())
-    table = pa.table(
-        {"chunk_id": pa.array(chunk_ids, pa.string()), "vector": pa.FixedSizeListArray.from_arrays(flat, dims)},
-    ).replace_schema_metadata({META_KEY: json.dumps({**meta, "dims": dims}, sort_keys=True)})
+    cols = {"chunk_id": _strings(chunk_ids)}
+    if text_hashes is not None:
+        cols["text_hash"] = _strings(text_hashes)
+    cols["vector"] = pa.FixedSizeListArray.from_arrays(flat, dims)
+    table = pa.table(cols).replace_schema_metadata({META_KEY: json.dumps({**meta, "dims": dims}, sort_keys=True)})
     tmp = path.with_name(path.name + ".tmp")
     pq.write_table(table, tmp, compression="none", row_group_size=ROW_GROUP_ROWS, use_dictionary=False)
     os.replace(tmp, path)
     return path
+
+
+def _strings(values: pa.Array | pa.ChunkedArray | list[str]) -> pa.Array:
+    if isinstance(values, pa.ChunkedArray):
+        return values.combine_chunks()
+    if isinstance(values, pa.Array):
+        return values
+    return pa.array(values, pa.string())
+
+
+def reusable_vectors(path: Path, namespace: str) -> tuple[pa.Array, np.ndarray] | None:
+    """``(text hashes, vectors)`` of the vector shard at ``path`` when it was built for
+    ``namespace`` and records its texts' hashes (None otherwise): the vectors a rebuild of that
+    shard can keep for its unchanged texts without asking the cache."""
+    if not path.exists() or shard_meta(path).get("namespace") != namespace:
+        return None
+    pf = pq.ParquetFile(path)
+    if "text_hash" not in pf.schema_arrow.names:
+        return None
+    table = pf.read(columns=["text_hash", "vector"])
+    col = table.column("vector").combine_chunks()
+    dims = col.type.list_size
+    vecs = _floats(col.values).reshape(-1, dims) if len(col) else np.zeros((0, dims), np.float32)
+    return table.column("text_hash").combine_chunks(), vecs
+
+
+def reusable_hashes(path: Path, namespace: str) -> set[str]:
+    """The text hashes of :func:`reusable_vectors` (no vector is read); empty when none."""
+    if not path.exists() or shard_meta(path).get("namespace") != namespace:
+        return set()
+    pf = pq.ParquetFile(path)
+    if "text_hash" not in pf.schema_arrow.names:
+        return set()
+    return set(pf.read(columns=["text_hash"]).column(0).to_pylist())
 
 
 def shard_meta(path: Path) -> dict[str, str]:

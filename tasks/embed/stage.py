@@ -19,6 +19,7 @@ a fan-out runner (Prefect threads or Dask) calls the three itself. Properties:
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -193,6 +194,42 @@ def _owned_texts(rows: ChunkRows, shard: Shard) -> dict[str, str]:
     return owned
 
 
+_KEPT: dict[tuple[Any, ...], frozenset[str]] = {}
+_KEPT_LOCK = threading.Lock()
+
+
+def _kept_hashes(art: Artifacts, sources: tuple[int, ...] | None, ns: str) -> frozenset[str]:
+    """Text hashes the rebuild of the stale chunk shards ``sources`` keeps from their previous
+    vector shards (:func:`_fill_vector_shard`): those that every stale chunk shard holding them
+    finds in its own previous vector shard of namespace ``ns``. They need neither the model nor a
+    cache lookup. Computed once per process and file versions (the fan-out's shards share it)."""
+    from embedline.tasks.vector_shards import reusable_hashes, source_shards
+
+    wanted = None if sources is None else set(sources)
+    files = [(i, f) for i, f in source_shards(art.chunks) if wanted is None or i in wanted]
+
+    def stamp(p: Path) -> tuple[str, int, int] | None:
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            return None
+        return (str(p), st.st_size, st.st_mtime_ns)
+
+    key = (ns, tuple((stamp(f), stamp(art.vectors / shard_name(i))) for i, f in files))
+    with _KEPT_LOCK:
+        if key not in _KEPT:
+            covered: set[str] = set()
+            uncovered: set[str] = set()
+            for i, f in files:
+                hashes = set(pq.ParquetFile(f).read(columns=["text_hash"]).column(0).to_pylist())
+                prev = reusable_hashes(art.vectors / shard_name(i), ns)
+                covered |= hashes & prev
+                uncovered |= hashes - prev
+            _KEPT.clear()
+            _KEPT[key] = frozenset(covered - uncovered)
+        return _KEPT[key]
+
+
 def embed_shard(
     cfg: Config, art: Artifacts, shard: Shard, progress: Progress | None = None
 ) -> dict[str, Any]:
@@ -205,8 +242,10 @@ def embed_shard(
     embedded = 0
     with EmbeddingCache(cache_path(cfg, art)) as cache:
         cache.register(ns, namespace_spec(params, revision))
-        cached = cache.have(ns, list(owned))  # keys only: the vectors are read when shards are written
-        todo = [h for h in owned if h not in cached]
+        kept = _kept_hashes(art, shard.sources, ns) if not cfg.run.full_rebuild else frozenset()
+        ask = [h for h in owned if h not in kept]  # kept: finalize takes them from the old vector shards
+        cached = cache.have(ns, ask)  # keys only: the vectors are read when shards are written
+        todo = [h for h in ask if h not in cached]
         if todo:
             report = (lambda done: progress(done, rows.num_rows)) if progress else None
             embedded = _embed_into_cache(params, cache, ns, todo, owned, shard, report)
@@ -318,27 +357,40 @@ def _run_parallel(
 
 # ---- finalize --------------------------------------------------------------------------------------
 def _fill_vector_shard(
-    cache: EmbeddingCache, ns: str, table: Any, out: Path, index: int, meta: dict[str, str], dims: int
+    cache: EmbeddingCache, ns: str, table: Any, out: Path, index: int, meta: dict[str, str], dims: int,
+    *, reuse: bool = True,
 ) -> None:
-    """Write the vector shard of one chunk shard (``table``: chunk_id, source, text_hash) from the cache."""
-    from embedline.tasks.vector_shards import write_vector_shard
+    """Write the vector shard of one chunk shard (``table``: chunk_id, source, text_hash): the
+    vectors of texts the shard's previous version holds (same namespace) are kept from it, the
+    rest are read from the cache (``reuse=False``: all from the cache)."""
+    from embedline.tasks.vector_shards import reusable_vectors, write_vector_shard
 
     n = table.num_rows
     vecs = np.empty((n, dims), dtype=np.float32)
-    hashes = table.column("text_hash").to_pylist()
-    for s in range(0, n, 8192):
+    hashes_col = table.column("text_hash").combine_chunks()
+    need = np.arange(n)
+    old = reusable_vectors(out / shard_name(index), ns) if reuse and n else None
+    if old is not None and old[1].shape[1] == dims:
+        pos = pc.index_in(hashes_col, value_set=old[0])
+        found = pos.is_valid().to_numpy(zero_copy_only=False)
+        if found.any():
+            at = np.nonzero(found)[0]
+            vecs[at] = old[1][pos.filter(pos.is_valid()).to_numpy(zero_copy_only=False)]
+            need = np.nonzero(~found)[0]
+    hashes = hashes_col.take(pa.array(need)).to_pylist() if len(need) < n else hashes_col.to_pylist()
+    for s in range(0, len(need), 8192):
         part = hashes[s : s + 8192]
-        found = cache.get_many(ns, part, count=False)
-        missing = [i for i, h in enumerate(part) if h not in found]
+        found_c = cache.get_many(ns, part, count=False)
+        missing = [i for i, h in enumerate(part) if h not in found_c]
         if missing:
-            i = s + missing[0]
+            i = int(need[s + missing[0]])
             raise EmbedError(
                 f"{len(missing)} chunk(s) have no cached vector, e.g. {table.column('chunk_id')[i].as_py()} "
                 f"from {table.column('source')[i].as_py()}: embed every shard before finalize_embed"
             )
         if part:
-            vecs[s : s + len(part)] = np.stack([found[h] for h in part])
-    write_vector_shard(out, index, table.column("chunk_id"), vecs, meta)
+            vecs[need[s : s + len(part)]] = np.stack([found_c[h] for h in part])
+    write_vector_shard(out, index, table.column("chunk_id"), vecs, meta, hashes_col)
 
 
 def _dims(cfg: Config, cache: EmbeddingCache, ns: str, n: int, path: Path) -> int:
@@ -377,7 +429,7 @@ def write_vector_shard_for(cfg: Config, art: Artifacts, index: int) -> dict[str,
     meta = {"chunks": _chunk_digest(f), "namespace": ns}
     with EmbeddingCache(path) as cache:
         dims = _dims(cfg, cache, ns, table.num_rows, path)
-        _fill_vector_shard(cache, ns, table, art.vectors, index, meta, dims)
+        _fill_vector_shard(cache, ns, table, art.vectors, index, meta, dims, reuse=not cfg.run.full_rebuild)
     return {"shard": index, "written": True, "rows": table.num_rows}
 
 

@@ -34,6 +34,7 @@ from typing import Any
 from embedline.tasks import progress
 from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.config import Config
+from embedline.tasks.payloads import PAYLOAD_HASH
 from embedline.tasks.records import read_json, write_json
 from embedline.tasks.vector_shards import file_digest
 from embedline.tasks.vectorsets.base import check_compatible
@@ -79,12 +80,13 @@ class Workspace:
         self.close()
 
 
-def open_workspace(cfg: Config, art: Artifacts) -> Workspace:
-    """The context and the desired state (spilled to disk), with the store's state scanned in."""
+def open_workspace(cfg: Config, art: Artifacts, *, recorded: bool = False) -> Workspace:
+    """The context and the desired state (spilled to disk), with the store's state scanned in
+    (``recorded``: or read from the last sync's record, :meth:`SyncState.scan_store`)."""
     require_rows(art)
     ctx = load_context(cfg, art)
     state = SyncState.of_artifacts(art, fingerprint=ctx.fingerprint, model=ctx.model)
-    state.scan_store(ctx.store, ctx.collection)
+    state.scan_store(ctx.store, ctx.collection, recorded=recorded)
     return Workspace(ctx, state)
 
 
@@ -235,7 +237,7 @@ def run_build(
         total = _unchanged(ctx, digest)
         if total is not None:
             return _skipped(ctx, total, digest, t0)
-    with open_workspace(cfg, art) as ws:
+    with open_workspace(cfg, art, recorded=True) as ws:
         return _build(cfg, ws, t0, dry_run=dry_run, allow_mass_delete=allow_mass_delete, digest=digest)
 
 
@@ -272,6 +274,7 @@ def _build(cfg: Config, ws: Workspace, t0: float, *, dry_run: bool, allow_mass_d
         "unchanged": sp.unchanged,
         "dry_run": dry_run,
         "diff_skipped": False,
+        "store_scanned": not ws.state.existing_recorded,  # False: the last sync's record was read
     }
     if dry_run:
         return {**stats, "points_total": sp.existing, "seconds": round(time.perf_counter() - t0, 3)}
@@ -283,6 +286,9 @@ def _build(cfg: Config, ws: Workspace, t0: float, *, dry_run: bool, allow_mass_d
     write = time.perf_counter() - t1 - index
     validate(ws, "shadow collection" if sp.new_vector_set else "collection")
     points_total = ctx.store.count(ctx.collection)
+    record = getattr(ctx.store, "record_field", None)  # the store now holds exactly the desired state
+    if record is not None:
+        record(ctx.collection, PAYLOAD_HASH, ws.state.desired_pairs())
     write_receipt(ctx, points_total, digest)
     seconds = time.perf_counter() - t0
     return {**stats, "points_total": points_total, "seconds": round(seconds, 3),
@@ -310,7 +316,7 @@ def _embed_backlog(cfg: Config, art: Artifacts) -> tuple[int | None, int | None]
 
 def plan(cfg: Config, art: Artifacts) -> SyncPlan:
     """What ``run_build`` would do now (nothing is written), plus the embedding backlog."""
-    with open_workspace(cfg, art) as ws:
+    with open_workspace(cfg, art, recorded=True) as ws:
         sp = sync_plan(ws.ctx, ws.state)
     texts, tokens = _embed_backlog(cfg, art)
     mass = sp.existing > 0 and sp.delete_fraction > cfg.qdrant.max_delete_fraction

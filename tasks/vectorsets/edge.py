@@ -35,6 +35,7 @@ import array
 import contextlib
 import dataclasses
 import fcntl
+import itertools
 import json
 import os
 import re
@@ -83,6 +84,7 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 
 _shards: dict[Path, Any] = {}  # shard dir -> EdgeShard (process-wide)
 _shards_lock = threading.RLock()
+_unrecorded: set[Path] = set()  # collection dirs this process wrote to since their last record_field
 
 
 def _edge() -> Any:
@@ -274,6 +276,7 @@ class EdgeStore:
 
     def write_prepared(self, collection: str, prepared: Any) -> None:
         """Write a request :meth:`prepare` built (the engine releases the GIL meanwhile)."""
+        self._forget_record(collection)
         self._shard(collection).update(prepared)
 
     @staticmethod
@@ -287,6 +290,7 @@ class EdgeStore:
     def delete(self, collection: str, ids: Sequence[str]) -> None:
         if ids:
             qe = _edge()
+            self._forget_record(collection)
             self._shard(collection).update(qe.UpdateOperation.delete_points([str(i) for i in ids]))
 
     def scan(
@@ -326,6 +330,54 @@ class EdgeStore:
             yield from ((str(r.id), (r.payload or {}).get(field)) for r in recs)
             if offset is None:
                 return
+
+    # ---- the recorded field: what a sync would otherwise scan -----------------------------------
+    def _record_path(self, collection: str, field: str) -> Path:
+        return self._dir(self._resolve(collection)) / f"recorded-{field}.parquet"
+
+    def _forget_record(self, collection: str) -> None:
+        """Before the first write of this process to ``collection``: delete its recorded fields
+        (they describe the points as they were; the next sync scans the store again)."""
+        d = self._dir(self._resolve(collection))
+        with _shards_lock:
+            if d in _unrecorded:
+                return
+            _unrecorded.add(d)
+        for f in d.glob("recorded-*.parquet"):
+            f.unlink(missing_ok=True)
+
+    def record_field(self, collection: str, field: str, pairs: Iterator[tuple[str, str]]) -> None:
+        """Record ``(id, payload[field])`` of every point the collection holds now (the caller
+        knows: a sync that just made the collection equal its desired state). The next sync reads
+        it instead of scanning every point's payload (:meth:`recorded_field`); any write through
+        this store deletes it first (:meth:`_forget_record`)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = self._record_path(collection, field)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        schema = pa.schema([("id", pa.string()), ("value", pa.string())])
+        with pq.ParquetWriter(tmp, schema, compression="none") as writer:
+            while part := list(itertools.islice(pairs, 65_536)):
+                ids, values = zip(*part, strict=True)
+                writer.write_table(pa.table([pa.array(ids, pa.string()), pa.array(values, pa.string())], schema=schema))
+        os.replace(tmp, path)
+        with _shards_lock:
+            _unrecorded.discard(path.parent)
+
+    def recorded_field(self, collection: str, field: str) -> Iterator[tuple[str, str]] | None:
+        """The pairs :meth:`record_field` recorded, if no write came since and the collection
+        still holds as many points (None: scan the store)."""
+        import pyarrow.parquet as pq
+
+        path = self._record_path(collection, field)
+        if not path.exists():
+            return None
+        pf = pq.ParquetFile(path)
+        if pf.metadata.num_rows != self.count(collection):
+            return None
+        return (pair for batch in pf.iter_batches(batch_size=65_536)
+                for pair in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True))
 
     def retrieve(
         self, collection: str, ids: Sequence[str], *, with_vectors: bool = False

@@ -93,6 +93,7 @@ class SyncState:
         )
         self.desired = 0
         self.whole_shards = False  # desired holds every row of its shards (of_artifacts)
+        self.existing_recorded = False  # existing came from the store's record, not a scan
 
     @classmethod
     def of_artifacts(cls, art: Artifacts, *, fingerprint: str, model: str) -> SyncState:
@@ -119,17 +120,30 @@ class SyncState:
         self.db.executemany("INSERT OR REPLACE INTO existing VALUES (?, ?)", rows)
         self.db.commit()
 
-    def scan_store(self, store: VectorStore, collection: str) -> None:
-        """Spill the store's ``id -> payload hash`` (an existing point without a hash is stale)."""
+    def scan_store(self, store: VectorStore, collection: str, *, recorded: bool = False) -> None:
+        """Spill the store's ``id -> payload hash`` (an existing point without a hash is stale).
+        ``recorded``: take it from what the last sync recorded, when the store kept a record that
+        no write has invalidated since (Edge: :meth:`~embedline.tasks.vectorsets.edge.EdgeStore.recorded_field`),
+        instead of reading every point's payload; ``embedline verify`` always scans."""
         self.db.execute("DELETE FROM existing")
+        self.existing_recorded = False
         if store.describe(collection) is not None:
+            record = getattr(store, "recorded_field", None) if recorded else None
+            pairs = record(collection, PAYLOAD_HASH) if record is not None else None
             scan_field = getattr(store, "scan_field", None)  # a store's cheap (id, field) scan (Edge)
-            if scan_field is not None:
+            if pairs is not None:
+                self.add_existing(pairs)
+                self.existing_recorded = True
+            elif scan_field is not None:
                 self.add_existing(scan_field(collection, PAYLOAD_HASH, batch=SCAN_BATCH))
             else:
                 self.add_existing((p.id, (p.payload or {}).get(PAYLOAD_HASH))
                                   for p in store.scan(collection, with_payload=[PAYLOAD_HASH], batch=SCAN_BATCH))
         self.db.commit()
+
+    def desired_pairs(self) -> Iterator[tuple[str, str]]:
+        """``(point id, payload hash)`` of every desired point, by id."""
+        yield from self.db.execute("SELECT id, hash FROM desired ORDER BY id")
 
     def _count(self, sql: str) -> int:
         return int(self.db.execute(sql).fetchone()[0])

@@ -235,3 +235,40 @@ def test_unchanged_embed_reads_no_chunk_texts_and_loads_no_embedder(tmp_path: Pa
     assert edited["vector_shards_written"] == 1 and edited["texts_embedded"] > 0
     changed = {k for k, v in _bytes(art.vectors).items() if vec_bytes.get(k) != v}
     assert changed == {shard_name(shard_of(_doc_id("d1/doc04.txt"), cfg.run.shards))}
+
+
+def test_a_rebuilt_vector_shard_keeps_the_vectors_of_its_unchanged_texts(tmp_path: Path) -> None:
+    """After a one-document edit the rebuilt vector shard takes the vectors of its unchanged texts
+    from its previous version, not from the cache or the model: with the cache deleted, only the
+    edited document's new texts are embedded, and the shards equal a clean build's."""
+    import pyarrow.parquet as pq
+
+    from embedline.tasks.embed.stage import cache_path
+    from embedline.tasks.vector_shards import reusable_hashes
+
+    cfg, art = _project(tmp_path / "p", CORPUS)
+    for name in ("preprocess", "chunk", "embed"):
+        run_stage(name, cfg, art)
+    edited_doc = "d3/doc13.txt"  # its shard holds eight other documents
+    (art.root / "data" / "raw" / edited_doc).write_text(_text("edited", 3))
+    run_stage("preprocess", cfg, art)
+    run_stage("chunk", cfg, art)
+    index = shard_of(_doc_id(edited_doc), cfg.run.shards)
+    rows = pq.read_table(art.chunks / shard_name(index), columns=["doc_id", "text_hash"]).to_pylist()
+    before = reusable_hashes(art.vectors / shard_name(index), "")  # wrong namespace: nothing to keep
+    assert before == set()
+    new_texts = {r["text_hash"] for r in rows} - {
+        h for f in shard_files(art.vectors) for h in pq.read_table(f, columns=["text_hash"]).column(0).to_pylist()}
+    assert new_texts and all(r["doc_id"] == _doc_id(edited_doc) for r in rows if r["text_hash"] in new_texts)
+    assert len({r["text_hash"] for r in rows}) > 2 * len(new_texts)
+    for f in cache_path(cfg, art).parent.glob(cache_path(cfg, art).name + "*"):
+        f.unlink()
+
+    edited = run_stage("embed", cfg, art)
+    assert edited["vector_shards_written"] == 1
+    assert edited["texts_embedded"] == len(new_texts)
+
+    clean_cfg, clean = _project(tmp_path / "clean", {**CORPUS, edited_doc: _text("edited", 3)})
+    for name in ("preprocess", "chunk", "embed"):
+        run_stage(name, clean_cfg, clean)
+    assert _bytes(art.vectors) == _bytes(clean.vectors)

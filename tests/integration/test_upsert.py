@@ -410,3 +410,32 @@ def test_one_edited_document_reads_only_its_deduped_shard(tmp_path: Path) -> Non
     cfg2, art2 = _project(tmp_path / "clean", docs, **{"run.shards": 8})
     _ingest(cfg2, art2)
     assert _state(cfg2, art2) == _state(cfg, art)
+
+
+def test_a_sync_reads_the_last_syncs_record_and_any_other_write_voids_it(tmp_path: Path) -> None:
+    """After a sync the store records every point's payload hash, so the next sync reads that
+    record instead of every point's payload. Any write through the store deletes the record first:
+    a point changed outside the sync is found by the scan that follows and repaired."""
+    cfg, art = _project(tmp_path / "p", CORPUS_A)
+    _ingest(cfg, art)
+    docs = dict(CORPUS_A)
+    docs["notes/beta.txt"] = _text("beta", 8) + " A closing sentence about walnut harbors."
+    _set_corpus(art.root, docs)
+    second = _ingest(cfg, art)["upsert"]
+    assert second["store_scanned"] is False and second["added"] + second["updated"] > 0
+
+    store = _store(cfg, art)
+    tampered = sorted(_state(cfg, art))[0]
+    rec = store.retrieve("embedline", [tampered], with_vectors=True)[0]
+    store.upsert("embedline", [PointRecord(rec.id, rec.vector, {**(rec.payload or {}), "payload_hash": "x"})])
+    docs["notes/delta.txt"] = _text("delta", 6) + " Another closing sentence about cobalt canyons."
+    _set_corpus(art.root, docs)
+    third = _ingest(cfg, art)["upsert"]
+    assert third["store_scanned"] is True and third["updated"] >= 1
+    fourth = _ingest(cfg, art)["upsert"]  # nothing changed: the receipt skips the diff
+    assert fourth["diff_skipped"] is True
+
+    cfg2, art2 = _project(tmp_path / "clean", docs)
+    _ingest(cfg2, art2)
+    assert _state(cfg, art) == _state(cfg2, art2)
+    assert _state(cfg, art)[tampered] != "x"
