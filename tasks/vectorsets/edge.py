@@ -4,6 +4,9 @@ Layout under ``qdrant.path``::
 
     collections/<name>/shard/            one EdgeShard per physical collection
     collections/<name>/vector_set.json   its VectorSetSpec (dims, distance, metadata)
+    collections/<name>/recorded-payload_hash.parquet
+                                         (id, payload hash) of every point, written by the last
+                                         sync; deleted before any write (:meth:`EdgeStore.record_field`)
     aliases.json                         {"alias": "collection"}: replaced atomically (os.replace)
     .lock                                fcntl lock serialising alias/collection changes
 
