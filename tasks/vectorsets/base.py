@@ -212,6 +212,50 @@ class VectorStore(Protocol):
     def close(self) -> None: ...
 
 
+# ---- optional abilities: a store that has one is used through it, the others take the plain path ----
+@runtime_checkable
+class PreparedWrites(Protocol):
+    """Build a write request in the caller's thread and send it from another (Edge: building holds
+    the GIL, writing releases it; :func:`~embedline.tasks.vectorsets.lifecycle.write_points`)."""
+
+    def prepare(self, points: Sequence[PointRecord]) -> Any: ...
+
+    def write_prepared(self, collection: str, prepared: Any) -> None: ...
+
+
+@runtime_checkable
+class ColumnPacking(Protocol):
+    """Payloads built column-wise from a deduped batch, in the store's own stored layout."""
+
+    def pack_columns(
+        self, cols: Mapping[str, list[Any]], *, fingerprint: str, model: str, known_hashes: Sequence[str | None]
+    ) -> list[dict[str, Any]]: ...
+
+
+@runtime_checkable
+class PageRelease(Protocol):
+    """Give back the memory-mapped pages a bulk write touched (the upsert calls it between requests)."""
+
+    def release_pages(self) -> None: ...
+
+
+@runtime_checkable
+class FieldScan(Protocol):
+    """``(id, payload[field])`` of every point, cheaper than :meth:`VectorStore.scan`."""
+
+    def scan_field(self, collection: str, field: str, *, batch: int = 2048) -> Iterator[tuple[str, Any]]: ...
+
+
+@runtime_checkable
+class FieldRecord(Protocol):
+    """A record of ``(id, payload[field])`` written after a sync made the collection equal its
+    desired state, read by the next sync instead of a scan, and void after any other write."""
+
+    def record_field(self, collection: str, field: str, pairs: Iterator[tuple[str, str]]) -> None: ...
+
+    def recorded_field(self, collection: str, field: str) -> Iterator[tuple[str, str]] | None: ...
+
+
 def require_sparse(store: VectorStore, collection: str) -> VectorSetSpec:
     """The spec of ``collection`` if it can answer hybrid queries; else a clear error."""
     spec = store.describe(collection)

@@ -37,7 +37,12 @@ from embedline.tasks.config import Config
 from embedline.tasks.payloads import PAYLOAD_HASH
 from embedline.tasks.records import read_json, write_json
 from embedline.tasks.vector_shards import file_digest
-from embedline.tasks.vectorsets.base import check_compatible
+from embedline.tasks.vectorsets.base import (
+    ColumnPacking,
+    FieldRecord,
+    PageRelease,
+    check_compatible,
+)
 from embedline.tasks.vectorsets.lifecycle import (
     Context,
     MassDeleteError,
@@ -150,7 +155,7 @@ def _records(ws: Workspace, everything: bool, timings: dict[str, float]) -> Iter
     ctx = ws.ctx
     enc = sparse_encoder(ctx.cfg)
     # the store's own payload layout, built column-wise (not with sparse vectors: BM25 reads the payload)
-    packer = getattr(ctx.store, "pack_columns", None) if enc is None else None
+    packer = ctx.store.pack_columns if enc is None and isinstance(ctx.store, ColumnPacking) else None
     for shard, rows in ws.state.to_write(everything):
         timings["deduped_shards_read"] = timings.get("deduped_shards_read", 0) + 1
         for part in shard_slices(ctx.art, shard, rows):  # a whole shard (first ingest) in slices too
@@ -178,7 +183,7 @@ def sync(ws: Workspace, sp: SyncPlan, *, everything: bool = False, timings: dict
         with progress.track("upsert", total=todo, unit="point") as bar:
             records = _records(ws, everything, timings)
             written = write_points(store, ctx.collection, progress.counted(records, bar),
-                                   params=q, dims=ctx.dims, settle=getattr(store, "release_pages", None))
+                                   params=q, dims=ctx.dims, settle=store.release_pages if isinstance(store, PageRelease) else None)
     deleted = delete_points(store, ctx.collection, ws.state.ids("deletes")) if counts["deletes"] else 0
     t1 = time.perf_counter()
     if written or deleted:
@@ -286,9 +291,8 @@ def _build(cfg: Config, ws: Workspace, t0: float, *, dry_run: bool, allow_mass_d
     write = time.perf_counter() - t1 - index
     validate(ws, "shadow collection" if sp.new_vector_set else "collection")
     points_total = ctx.store.count(ctx.collection)
-    record = getattr(ctx.store, "record_field", None)  # the store now holds exactly the desired state
-    if record is not None:
-        record(ctx.collection, PAYLOAD_HASH, ws.state.desired_pairs())
+    if isinstance(ctx.store, FieldRecord):  # the store now holds exactly the desired state
+        ctx.store.record_field(ctx.collection, PAYLOAD_HASH, ws.state.desired_pairs())
     write_receipt(ctx, points_total, digest)
     seconds = time.perf_counter() - t0
     return {**stats, "points_total": points_total, "seconds": round(seconds, 3),

@@ -56,13 +56,19 @@ from embedline.tasks.vectorsets.base import (
     RRF_K,
     SPARSE_VECTOR,
     CollectionNotFoundError,
+    ColumnPacking,
+    FieldRecord,
+    FieldScan,
     Hit,
+    PageRelease,
     PayloadFields,
     PayloadFilter,
     PointRecord,
+    PreparedWrites,
     SparseVector,
     StoreError,
     VectorSetSpec,
+    VectorStore,
     as_vector,
     check_compatible,
     prefetch_limit,
@@ -506,6 +512,11 @@ class EdgeStore:
         with _shards_lock:
             for d in [d for d in _shards if self.root in d.parents]:
                 self._close_shard(d)
+
+
+def _abilities(store: EdgeStore) -> tuple[VectorStore, PreparedWrites, ColumnPacking, PageRelease, FieldScan, FieldRecord]:
+    """EdgeStore is a VectorStore with every optional ability (type-checked here, by mypy)."""
+    return store, store, store, store, store, store
 
 
 def _dense_vectors(points: Sequence[PointRecord]) -> list[Any]:

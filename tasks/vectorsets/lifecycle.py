@@ -26,6 +26,7 @@ from embedline.tasks.artifacts import Artifacts
 from embedline.tasks.config import Config, QdrantParams
 from embedline.tasks.memory import quiet_gc
 from embedline.tasks.vectors import unit
+from embedline.tasks.vectorsets.base import PreparedWrites
 from embedline.tasks.vectorsets.stores import PointRecord, VectorSetSpec, VectorStore, open_store
 from embedline.tasks.vectorsets.sync import PAYLOAD_HASH, SPARSE_ENTRY_BYTES, batched
 
@@ -197,10 +198,9 @@ def write_points(
 def _sender(store: VectorStore, collection: str) -> Callable[[list[PointRecord]], Callable[[], int]]:
     """``send(batch)`` -> a job that writes the batch and returns its size. With ``prepare`` the
     request is built by ``send`` itself (the caller's thread), else by the job (write_points doc)."""
-    prepare = getattr(store, "prepare", None)
-    write = getattr(store, "write_prepared", None)
-    if prepare is None or write is None:
+    if not isinstance(store, PreparedWrites):
         return lambda batch: lambda: _upsert_counted(store, collection, batch)
+    prepare, write = store.prepare, store.write_prepared
 
     def send(batch: list[PointRecord]) -> Callable[[], int]:
         request, n = prepare(batch), len(batch)

@@ -35,14 +35,14 @@ from embedline.tasks.vector_shards import (
     row_groups_of,
     vector_files,
 )
-from embedline.tasks.vectorsets.base import PointRecord
+from embedline.tasks.vectorsets.base import FieldRecord, FieldScan, PointRecord
 from embedline.tasks.vectorsets.stores import VectorStore
 from embedline.tasks.vectorsets.sync import VECTOR_JSON_BYTES
 
 SCAN_BATCH = 2048
 # rows of one shard turned into records at once on the diff path (bounded memory: SyncState.to_write)
 WRITE_SLICE = 2048
-Packer = Callable[..., list[dict[str, Any]]]  # VectorStore.pack_columns
+Packer = Callable[..., list[dict[str, Any]]]  # ColumnPacking.pack_columns
 _ROW_COLS = ["point_id", "row", "chunk_id", "doc_id", "source", "sources", "duplicates", "is_duplicate",
              "canonical_id", "text", "title", "chunk_index", "heading_path", "char_start", "char_end",
              "token_count", "text_hash", "metadata"]
@@ -128,14 +128,12 @@ class SyncState:
         self.db.execute("DELETE FROM existing")
         self.existing_recorded = False
         if store.describe(collection) is not None:
-            record = getattr(store, "recorded_field", None) if recorded else None
-            pairs = record(collection, PAYLOAD_HASH) if record is not None else None
-            scan_field = getattr(store, "scan_field", None)  # a store's cheap (id, field) scan (Edge)
+            pairs = store.recorded_field(collection, PAYLOAD_HASH) if recorded and isinstance(store, FieldRecord) else None
             if pairs is not None:
                 self.add_existing(pairs)
                 self.existing_recorded = True
-            elif scan_field is not None:
-                self.add_existing(scan_field(collection, PAYLOAD_HASH, batch=SCAN_BATCH))
+            elif isinstance(store, FieldScan):  # a store's cheap (id, field) scan (Edge)
+                self.add_existing(store.scan_field(collection, PAYLOAD_HASH, batch=SCAN_BATCH))
             else:
                 self.add_existing((p.id, (p.payload or {}).get(PAYLOAD_HASH))
                                   for p in store.scan(collection, with_payload=[PAYLOAD_HASH], batch=SCAN_BATCH))
