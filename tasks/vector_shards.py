@@ -107,14 +107,14 @@ def reusable_vectors(path: Path, namespace: str) -> tuple[pa.Array, np.ndarray] 
     return table.column("text_hash").combine_chunks(), vecs
 
 
-def reusable_hashes(path: Path, namespace: str) -> set[str]:
-    """The text hashes of :func:`reusable_vectors` (no vector is read); empty when none."""
+def reusable_hashes(path: Path, namespace: str) -> pa.Array | None:
+    """The text hashes of :func:`reusable_vectors` (no vector is read); None when there are none."""
     if not path.exists() or shard_meta(path).get("namespace") != namespace:
-        return set()
+        return None
     pf = pq.ParquetFile(path)
     if "text_hash" not in pf.schema_arrow.names:
-        return set()
-    return set(pf.read(columns=["text_hash"]).column(0).to_pylist())
+        return None
+    return pf.read(columns=["text_hash"]).column(0).combine_chunks()
 
 
 def shard_meta(path: Path) -> dict[str, str]:

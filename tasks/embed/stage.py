@@ -194,15 +194,17 @@ def _owned_texts(rows: ChunkRows, shard: Shard) -> dict[str, str]:
     return owned
 
 
-_KEPT: dict[tuple[Any, ...], frozenset[str]] = {}
+_KEPT: dict[tuple[Any, ...], pa.Array] = {}
 _KEPT_LOCK = threading.Lock()
 
 
-def _kept_hashes(art: Artifacts, sources: tuple[int, ...] | None, ns: str) -> frozenset[str]:
+def _kept_hashes(art: Artifacts, sources: tuple[int, ...] | None, ns: str) -> pa.Array:
     """Text hashes the rebuild of the stale chunk shards ``sources`` keeps from their previous
     vector shards (:func:`_fill_vector_shard`): those that every stale chunk shard holding them
     finds in its own previous vector shard of namespace ``ns``. They need neither the model nor a
-    cache lookup. Computed once per process and file versions (the fan-out's shards share it)."""
+    cache lookup. Arrow string arrays and hash joins, not Python sets (a first run, with no
+    previous shards, reads nothing more); computed once per process and file versions (the
+    fan-out's shards share it)."""
     from embedline.tasks.vector_shards import reusable_hashes, source_shards
 
     wanted = None if sources is None else set(sources)
@@ -218,16 +220,26 @@ def _kept_hashes(art: Artifacts, sources: tuple[int, ...] | None, ns: str) -> fr
     key = (ns, tuple((stamp(f), stamp(art.vectors / shard_name(i))) for i, f in files))
     with _KEPT_LOCK:
         if key not in _KEPT:
-            covered: set[str] = set()
-            uncovered: set[str] = set()
-            for i, f in files:
-                hashes = set(pq.ParquetFile(f).read(columns=["text_hash"]).column(0).to_pylist())
-                prev = reusable_hashes(art.vectors / shard_name(i), ns)
-                covered |= hashes & prev
-                uncovered |= hashes - prev
             _KEPT.clear()
-            _KEPT[key] = frozenset(covered - uncovered)
+            _KEPT[key] = _kept_of(files, art.vectors, ns, reusable_hashes)
         return _KEPT[key]
+
+
+def _kept_of(files: list[tuple[int, Path]], vectors: Path, ns: str,
+             previous: Callable[[Path, str], pa.Array | None]) -> pa.Array:
+    def texts(f: Path) -> pa.Array:
+        return pq.ParquetFile(f).read(columns=["text_hash"]).column(0).combine_chunks()
+
+    prev = {i: previous(vectors / shard_name(i), ns) for i, _ in files}
+    covered = [h.filter(pc.is_in(h, value_set=prev[i])) for i, f in files if prev[i] is not None
+               for h in [texts(f)]]
+    kept = pc.unique(pa.concat_arrays(covered)) if covered else pa.array([], pa.string())
+    for i, f in files if len(kept) else []:  # drop those another stale shard cannot take from its own
+        h = texts(f)
+        elsewhere = h if prev[i] is None else h.filter(pc.invert(pc.is_in(h, value_set=prev[i])))
+        if len(elsewhere):
+            kept = kept.filter(pc.invert(pc.is_in(kept, value_set=elsewhere)))
+    return kept
 
 
 def embed_shard(
@@ -242,8 +254,11 @@ def embed_shard(
     embedded = 0
     with EmbeddingCache(cache_path(cfg, art)) as cache:
         cache.register(ns, namespace_spec(params, revision))
-        kept = _kept_hashes(art, shard.sources, ns) if not cfg.run.full_rebuild else frozenset()
-        ask = [h for h in owned if h not in kept]  # kept: finalize takes them from the old vector shards
+        ask = list(owned)
+        kept = _kept_hashes(art, shard.sources, ns) if not cfg.run.full_rebuild else None
+        if kept is not None and len(kept) and ask:  # kept: finalize takes them from the old vector shards
+            inside = pc.is_in(pa.array(ask, pa.string()), value_set=kept).to_pylist()
+            ask = [h for h, k in zip(ask, inside, strict=True) if not k]
         cached = cache.have(ns, ask)  # keys only: the vectors are read when shards are written
         todo = [h for h in ask if h not in cached]
         if todo:
