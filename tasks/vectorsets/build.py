@@ -57,6 +57,7 @@ from embedline.tasks.vectorsets.lifecycle import (
 from embedline.tasks.vectorsets.source import (
     SyncState,
     deduped_shards,
+    desired_pairs,
     require_rows,
     sample_vectors,
     shard_points,
@@ -292,7 +293,8 @@ def _build(cfg: Config, ws: Workspace, t0: float, *, dry_run: bool, allow_mass_d
     validate(ws, "shadow collection" if sp.new_vector_set else "collection")
     points_total = ctx.store.count(ctx.collection)
     if isinstance(ctx.store, FieldRecord):  # the store now holds exactly the desired state
-        ctx.store.record_field(ctx.collection, PAYLOAD_HASH, ws.state.desired_pairs())
+        ctx.store.record_field(ctx.collection, PAYLOAD_HASH,
+                               desired_pairs(ctx.art, fingerprint=ctx.fingerprint, model=ctx.model))
     write_receipt(ctx, points_total, digest)
     seconds = time.perf_counter() - t0
     return {**stats, "points_total": points_total, "seconds": round(seconds, 3),

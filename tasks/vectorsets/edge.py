@@ -367,7 +367,7 @@ class EdgeStore:
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
         schema = pa.schema([("id", pa.string()), ("value", pa.string())])
         with pq.ParquetWriter(tmp, schema, compression="none") as writer:
-            while part := list(itertools.islice(pairs, 65_536)):
+            while part := list(itertools.islice(pairs, 8192)):
                 ids, values = zip(*part, strict=True)
                 writer.write_table(pa.table([pa.array(ids, pa.string()), pa.array(values, pa.string())], schema=schema))
         os.replace(tmp, path)
@@ -385,7 +385,7 @@ class EdgeStore:
         pf = pq.ParquetFile(path)
         if pf.metadata.num_rows != self.count(collection):
             return None
-        return (pair for batch in pf.iter_batches(batch_size=65_536)
+        return (pair for batch in pf.iter_batches(batch_size=8192)
                 for pair in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True))
 
     def retrieve(

@@ -65,6 +65,15 @@ def _recorded_for(path: Path, fingerprint: str, model: str) -> bool:
     return raw is not None and json.loads(raw) == {"fingerprint": fingerprint, "model": model}
 
 
+def desired_pairs(art: Artifacts, *, fingerprint: str, model: str) -> Iterator[tuple[str, str]]:
+    """``(point id, payload hash)`` of every point the deduped shards describe (what
+    :meth:`SyncState.of_artifacts` spills), one shard at a time: read from the artifacts, not back
+    from the spill, so the record a sync leaves costs no more memory than a shard."""
+    for _, path in deduped_shards(art):
+        ids, hashes, _ = shard_hashes(path, fingerprint=fingerprint, model=model)
+        yield from zip(ids, hashes, strict=True)
+
+
 def shard_hashes(path: Path, *, fingerprint: str, model: str) -> tuple[list[str], list[str], list[int]]:
     """``(point ids, payload hashes, rows)`` of one deduped shard: two columns when the shard was
     written for this fingerprint and model, else every payload rebuilt."""
@@ -138,10 +147,6 @@ class SyncState:
                 self.add_existing((p.id, (p.payload or {}).get(PAYLOAD_HASH))
                                   for p in store.scan(collection, with_payload=[PAYLOAD_HASH], batch=SCAN_BATCH))
         self.db.commit()
-
-    def desired_pairs(self) -> Iterator[tuple[str, str]]:
-        """``(point id, payload hash)`` of every desired point, by id."""
-        yield from self.db.execute("SELECT id, hash FROM desired ORDER BY id")
 
     def _count(self, sql: str) -> int:
         return int(self.db.execute(sql).fetchone()[0])
