@@ -490,9 +490,10 @@ class EdgeStore:
         """Unmap the pages this process wrote or read through the store's memory maps (they stay
         in the OS page cache): the upsert calls it between requests, so its resident set does not
         grow with the points written (:func:`embedline.tasks.memory.release_mapped`)."""
-        from embedline.tasks.memory import release_mapped
+        from embedline.tasks.memory import release_freed, release_mapped
 
         release_mapped(self.root)
+        release_freed()  # and the heap the written requests and their source rows freed
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def _close_shard(self, shard_dir: Path) -> None:

@@ -96,7 +96,7 @@ class SyncState:
         self._dir = tempfile.TemporaryDirectory(prefix="embedline-sync-")
         self.db = sqlite3.connect(Path(self._dir.name) / "sync.sqlite")
         self.db.executescript(
-            "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-65536;"
+            "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-8192;"
             "CREATE TABLE desired (id TEXT PRIMARY KEY, hash TEXT, shard INTEGER, row INTEGER) WITHOUT ROWID;"
             "CREATE TABLE existing (id TEXT PRIMARY KEY, hash TEXT) WITHOUT ROWID;"
         )
@@ -231,11 +231,11 @@ def _deduped_rows(path: Path, rows: list[int] | None, columns: list[str]) -> pa.
     row groups that hold them."""
     pf = pq.ParquetFile(path)
     if rows is None or len(rows) >= pf.metadata.num_rows:
-        return pf.read(columns=columns)
+        return pf.read(columns=columns, use_threads=False)
     want = pa.array(rows, pa.int64())
     at = np.flatnonzero(pc.is_in(pf.read(columns=["row"])["row"], value_set=want).to_numpy(zero_copy_only=False))
     groups, _ = row_groups_of(pf, at)
-    table = pf.read_row_groups(groups, columns=columns)
+    table = pf.read_row_groups(groups, columns=columns, use_threads=False)
     return table.filter(pc.is_in(table["row"], value_set=want))
 
 
