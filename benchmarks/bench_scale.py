@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS, WORK, child_env, stamp, write_result
+from benchmarks.common import RESULTS, WORK, child_env, speed_index, stamp, write_result
 
 PACKAGES = ["python3.11-doc", "git-doc", "debian-reference-en", "developers-reference", "maint-guide",
             "bash-doc", "manpages", "manpages-dev", "libpython3.11-stdlib",
@@ -117,6 +117,7 @@ def make_project(root: Path, source: Path) -> None:
 
 def ingest(root: Path) -> dict[str, Any]:
     """One ingest in a child process: wall seconds, the child's peak RSS and the stage stats."""
+    speed = speed_index()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks.bench_scale", "--child", str(root)],
@@ -129,6 +130,7 @@ def ingest(root: Path) -> dict[str, Any]:
         raise RuntimeError(f"ingest of {root} failed:\n{err[-3000:]}")
     res = json.loads([ln for ln in out.splitlines() if ln.startswith("{")][-1])
     res["wall_seconds"] = round(wall, 2)
+    res["speed_index_before"], res["speed_index_after"] = speed, speed_index()
     res["load_average_1min_after"] = round(os.getloadavg()[0], 2)
     # CPU seconds (user + system) of the child: what a loaded, shared machine inflates least
     res["cpu_seconds"] = round(usage.ru_utime - before.ru_utime + usage.ru_stime - before.ru_stime, 2)
@@ -170,6 +172,9 @@ def _ratios(runs: dict[str, Any], corpus: dict[str, Any]) -> dict[str, Any]:
         "upsert_points_per_s_first": round(
             first["stages"]["upsert"].get("points_total", 0) / first["stages"]["upsert"]["seconds"], 1),
         "load_average_1min_at_end": round(os.getloadavg()[0], 1),
+        # the CPU's speed around each run (common.speed_index): a ratio of runs is only as good as these agree
+        **{f"speed_index_{name}": round((runs[name]["speed_index_before"] + runs[name]["speed_index_after"]) / 2, 2)
+           for name in ("first", "unchanged", "changed_1pct")},
     }
     if "first_10pct" in runs:
         out["rss_100_vs_10"] = round(first["peak_rss_mib"] / runs["first_10pct"]["peak_rss_mib"], 2)

@@ -75,6 +75,17 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def speed_index(seconds: float = 1.0) -> float:
+    """Millions of iterations per second of a fixed pure-Python loop: how fast this machine's CPU
+    is right now. A shared host's speed drifts (here ~2x within minutes, with no steal time
+    reported), so results that compare runs taken minutes apart carry it for each run."""
+    t0 = time.perf_counter()
+    n = 0
+    while time.perf_counter() - t0 < seconds:
+        n += 1
+    return round(n / (time.perf_counter() - t0) / 1e6, 2)
+
+
 def now_iso() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat()
 
