@@ -91,30 +91,29 @@ def _strings(values: pa.Array | pa.ChunkedArray | list[str]) -> pa.Array:
     return pa.array(values, pa.string())
 
 
+def _reusable(path: Path, namespace: str) -> pq.ParquetFile | None:
+    """The vector shard at ``path`` if it was built for ``namespace`` and records its texts' hashes."""
+    if not path.exists() or shard_meta(path).get("namespace") != namespace:
+        return None
+    pf = pq.ParquetFile(path)
+    return pf if "text_hash" in pf.schema_arrow.names else None
+
+
 def reusable_vectors(path: Path, namespace: str) -> tuple[pa.Array, np.ndarray] | None:
     """``(text hashes, vectors)`` of the vector shard at ``path`` when it was built for
     ``namespace`` and records its texts' hashes (None otherwise): the vectors a rebuild of that
     shard can keep for its unchanged texts without asking the cache."""
-    if not path.exists() or shard_meta(path).get("namespace") != namespace:
-        return None
-    pf = pq.ParquetFile(path)
-    if "text_hash" not in pf.schema_arrow.names:
+    pf = _reusable(path, namespace)
+    if pf is None:
         return None
     table = pf.read(columns=["text_hash", "vector"])
-    col = table.column("vector").combine_chunks()
-    dims = col.type.list_size
-    vecs = _floats(col.values).reshape(-1, dims) if len(col) else np.zeros((0, dims), np.float32)
-    return table.column("text_hash").combine_chunks(), vecs
+    return table.column("text_hash").combine_chunks(), _vectors(table)
 
 
 def reusable_hashes(path: Path, namespace: str) -> pa.Array | None:
     """The text hashes of :func:`reusable_vectors` (no vector is read); None when there are none."""
-    if not path.exists() or shard_meta(path).get("namespace") != namespace:
-        return None
-    pf = pq.ParquetFile(path)
-    if "text_hash" not in pf.schema_arrow.names:
-        return None
-    return pf.read(columns=["text_hash"]).column(0).combine_chunks()
+    pf = _reusable(path, namespace)
+    return None if pf is None else pf.read(columns=["text_hash"]).column(0).combine_chunks()
 
 
 def shard_meta(path: Path) -> dict[str, str]:
@@ -142,12 +141,17 @@ def _floats(values: pa.Array) -> np.ndarray:
     return np.frombuffer(values.buffers()[1], dtype=np.float32, count=len(values), offset=values.offset * 4)
 
 
+def _vectors(table: pa.Table) -> np.ndarray:
+    """The ``vector`` column of a vector shard table as a (rows, dims) float32 array."""
+    col = table.column("vector").combine_chunks()
+    dims = col.type.list_size
+    return _floats(col.values).reshape(-1, dims) if len(col) else np.zeros((0, dims), np.float32)
+
+
 def read_vector_shard(path: Path, index: int | None = None, *, ids: bool = True) -> VectorShard:
     cols = ["chunk_id", "vector"] if ids else ["vector"]
     table = pq.ParquetFile(path).read(columns=cols)
-    col = table.column("vector").combine_chunks()
-    dims = col.type.list_size
-    vecs = _floats(col.values).reshape(-1, dims) if len(col) else np.zeros((0, dims), np.float32)
+    vecs = _vectors(table)
     chunk_ids = table.column("chunk_id").to_pylist() if ids else []
     return VectorShard(shard_index(path) if index is None else index, chunk_ids, vecs)
 
@@ -169,9 +173,7 @@ def read_vector_rows(path: Path, rows: np.ndarray) -> np.ndarray:
     groups, starts = row_groups_of(pf, rows)
     if len(groups) == pf.metadata.num_row_groups:
         return read_vector_shard(path, ids=False).vectors[rows]
-    col = pf.read_row_groups(groups, columns=["vector"]).column("vector").combine_chunks()
-    dims = col.type.list_size
-    vecs = _floats(col.values).reshape(-1, dims)
+    vecs = _vectors(pf.read_row_groups(groups, columns=["vector"]))
     held = np.concatenate([np.arange(starts[g], starts[g] + pf.metadata.row_group(g).num_rows) for g in groups])
     return vecs[np.searchsorted(held, rows)]
 
