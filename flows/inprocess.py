@@ -104,7 +104,7 @@ def run_inprocess(
     """The ingest DAG without Prefect: same stage functions, lock, metrics and DVC record; the
     alias moves only for the recorded configuration (or ``promote``), as in the flow."""
     from embedline.flows.runtime import ingest_lock, record_after_swap
-    from embedline.tasks.pipeline import INGEST_STAGES, run_stage
+    from embedline.tasks.pipeline import INGEST_STAGES, run_stage, warm_later
     from embedline.tasks.summary import one_line
     from embedline.tasks.vectorsets.promote import serving_decision
 
@@ -119,7 +119,7 @@ def run_inprocess(
     run: dict[str, dict[str, Any]] = {}
     with ingest_lock(root):
         lock = recorded_state(cfg, root)
-        for name in names:
+        for i, name in enumerate(names):
             if lock is not None and name in REUSABLE and lock.current(name):
                 run[name] = reuse(name, art)
                 log.info("%s: unchanged since dvc.lock recorded it, not re-run", name)
@@ -127,7 +127,11 @@ def run_inprocess(
             log.info("stage %s ...", name)
             options = {"allow_mass_delete": allow_mass_delete} if name == "upsert" else {}
             previous = _metrics_bytes(art, name)
-            run[name] = run_stage(name, cfg, art, **options)
+            imported = warm_later(name, [*names[i + 1 :], "promote"], cfg)
+            try:
+                run[name] = run_stage(name, cfg, art, **options)
+            finally:
+                imported()
             if lock is not None:
                 keep_recorded_metrics(lock, name, art, previous)
             log.info(one_line(name, run[name]))

@@ -72,6 +72,13 @@ def _path(params: QdrantParams, root: Path) -> Path:
 
 
 STORES: dict[str, StoreFactory] = {"edge": _edge, "local": _local, "server": _server}
+# What each backend imports on first use: loaded ahead by pipeline.warm_later while the model computes
+# (qdrant-client alone is ~1 s of imports, pydantic models for its whole HTTP API)
+STORE_MODULES: dict[str, tuple[str, ...]] = {
+    "edge": ("embedline.tasks.vectorsets.edge", "qdrant_edge"),
+    "local": ("embedline.tasks.vectorsets.qdrant", "qdrant_client", "qdrant_client.local.qdrant_local"),
+    "server": ("embedline.tasks.vectorsets.qdrant", "qdrant_client"),
+}
 
 
 def open_store(params: QdrantParams, root: Path | str = Path(".")) -> VectorStore:
@@ -108,6 +115,7 @@ def close_stores() -> None:
 __all__ = [
     "SPARSE_VECTOR",
     "STORES",
+    "STORE_MODULES",
     "CollectionNotFoundError",
     "Hit",
     "PayloadFilter",
