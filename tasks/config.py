@@ -254,6 +254,11 @@ class QdrantParams(_Section):
     max_retries: int = Field(5, ge=0)
     validate_sample: int = Field(32, ge=0, description="vectors read back before an alias swap")
     sparse: bool = False  # also store a BM25 sparse vector per point (hybrid search); a new vector set
+    payload_indexes: tuple[Literal["doc_id", "source", "chunk_id"], ...] = Field(
+        ("doc_id",),
+        description="payload fields with a keyword index (fast filtered search on them); each costs"
+        " RAM per point in the embedded store (~0.2-0.4 KB) and is added to an existing collection on its next upsert",
+    )
 
     @field_validator("collection")
     @classmethod

@@ -35,7 +35,7 @@ class VectorSetSpec:
     distance: Distance = "Cosine"
     on_disk: bool = False
     quantization: Quantization = "none"
-    payload_indexes: tuple[str, ...] = ("doc_id", "source")
+    payload_indexes: tuple[str, ...] = ("doc_id",)  # keyword-indexed payload fields (qdrant.payload_indexes)
     hnsw_m: int = 16
     metadata: Mapping[str, Any] = field(default_factory=dict)
     # also holds the named sparse vector SPARSE_VECTOR (BM25 term weights; Qdrant applies the IDF)

@@ -74,6 +74,7 @@ class Context:
             quantization=q.quantization,
             hnsw_m=q.hnsw_m,
             sparse=q.sparse,
+            payload_indexes=tuple(q.payload_indexes),
             metadata={
                 "fingerprint": self.fingerprint,
                 "model": self.model,

@@ -91,6 +91,9 @@ class QdrantClientStore:
             if existing.name != vector_set.name:
                 raise StoreError(f"{vector_set.name!r} is an alias; a physical collection cannot have its name")
             check_compatible(existing, vector_set)
+            # qdrant.payload_indexes grew: a server indexes the new fields (creating one is idempotent)
+            self._index_fields(vector_set.name, [f for f in vector_set.payload_indexes
+                                                 if f not in existing.payload_indexes])
             return False
         quant = {
             "none": None,
@@ -130,16 +133,20 @@ class QdrantClientStore:
             quantization_config=quant() if quant else None,
             metadata=meta,
         )
+        self._index_fields(vector_set.name, vector_set.payload_indexes)
+        return True
+
+    def _index_fields(self, collection: str, fields: Sequence[str]) -> None:
         # local mode ignores payload indexes (and warns): only a server builds them
-        for field_name in vector_set.payload_indexes if self.backend == "server" else ():
+        m = _models()
+        for field_name in fields if self.backend == "server" else ():
             self._call(
                 "create_payload_index",
-                collection_name=vector_set.name,
+                collection_name=collection,
                 field_name=field_name,
                 field_schema=m.PayloadSchemaType.KEYWORD,
                 wait=True,
             )
-        return True
 
     def describe(self, collection: str) -> VectorSetSpec | None:
         name = self._resolve(collection)

@@ -180,6 +180,7 @@ def import_points(cfg: Config, art: Artifacts, path: Path) -> int:
     spec = VectorSetSpec(
         name=name, dims=int(meta["dims"]), distance=meta.get("distance", "Cosine"), on_disk=q.on_disk,
         quantization=q.quantization, hnsw_m=q.hnsw_m, metadata=vmeta, sparse=bool(meta.get("sparse", False)),
+        payload_indexes=tuple(q.payload_indexes),
     )
     enc = encoder_for(spec) if spec.sparse else None
     created = store.ensure(spec)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import uuid
@@ -177,6 +178,25 @@ def test_alias_swap_and_drop(store: VectorStore) -> None:
     assert v1 not in store.list_collections() and store.describe(v1) is None
     with pytest.raises(CollectionNotFoundError):
         store.swap_alias(alias, _name("missing"))
+
+
+def test_edge_indexes_the_configured_fields_and_adds_new_ones_to_an_existing_collection(tmp_path: Path) -> None:
+    # each keyword index lives in RAM per point while the segment is appendable (docs/scaling.md):
+    # only the fields listed are indexed, and listing one more indexes the points already there
+    store = open_store(QdrantParams.model_validate({"backend": "edge", "path": str(tmp_path / "q")}), tmp_path)
+    name = _name("idx")
+    assert store.ensure(_spec(name))  # the default: doc_id only
+    pts, vecs = _points(6)
+    store.upsert(name, pts)
+    shard = store._shard(name)  # type: ignore[attr-defined]
+    assert set(shard.info().payload_schema) == {"doc_id"}
+    spec = dataclasses.replace(_spec(name), payload_indexes=("doc_id", "source"))
+    assert not store.ensure(spec)
+    assert set(shard.info().payload_schema) == {"doc_id", "source"}
+    assert store.describe(name).payload_indexes == ("doc_id", "source")  # type: ignore[union-attr]
+    hits = store.search(name, vecs[4], k=3, filter={"source": "s4.md"})
+    assert [h.payload["source"] for h in hits] == ["s4.md"]  # type: ignore[index]
+    close_stores()
 
 
 @pytest.mark.parametrize("backend", ["edge", "local"])

@@ -51,6 +51,7 @@ def test_override_types_are_parsed() -> None:
         ("dedupe.threshold=1.5", "dedupe.threshold"),
         ("source.x=1", "'source'"),
         ("nonsense", "section.key=value"),
+        ("qdrant.payload_indexes=[doc_id,text]", "Input should be 'doc_id', 'source' or 'chunk_id'"),
     ],
 )
 def test_bad_overrides_name_the_key(override: str, needle: str) -> None:
