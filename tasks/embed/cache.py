@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from embedline.tasks.config import EmbedParams, stable_hash
 
@@ -95,7 +94,16 @@ def _is_locked(exc: BaseException) -> bool:
 
 
 def _when_unlocked(op: Callable[[], Any], timeout_ms: int) -> Any:
-    """Run ``op``, retrying while another connection holds the lock (bounded by ``timeout_ms``)."""
+    """Run ``op``, retrying while another connection holds the lock (bounded by ``timeout_ms``).
+    tenacity is imported only when the lock is held (its import, which pulls in tornado where that
+    is installed, was ~0.1 s of every process that opened the cache)."""
+    try:
+        return op()
+    except sqlite3.OperationalError as exc:
+        if not _is_locked(exc):
+            raise
+    from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
+
     retrying = Retrying(
         retry=retry_if_exception(_is_locked),
         stop=stop_after_delay(timeout_ms / 1000),

@@ -173,3 +173,28 @@ def test_a_cache_in_the_old_layout_is_migrated_with_its_vectors(tmp_path: Path) 
     assert {h: v.tolist() for h, v in got.items()} == {h: v.tolist() for h, v in vecs.items()}
     sql = sqlite3.connect(path).execute("SELECT sql FROM sqlite_master WHERE name = 'vectors'").fetchone()[0]
     assert "WITHOUT ROWID" not in sql.upper()
+
+
+def test_a_locked_cache_is_retried_and_other_errors_are_not() -> None:
+    import sqlite3
+
+    from embedline.tasks.embed.cache import _when_unlocked
+
+    calls: list[int] = []
+
+    def locked_twice() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise sqlite3.OperationalError("database is locked")
+        return "done"
+
+    assert _when_unlocked(locked_twice, 5_000) == "done" and len(calls) == 3
+
+    def broken() -> None:
+        calls.append(1)
+        raise sqlite3.OperationalError("no such table: vectors")
+
+    calls.clear()
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        _when_unlocked(broken, 5_000)
+    assert len(calls) == 1  # not retried
