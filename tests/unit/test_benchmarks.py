@@ -83,3 +83,21 @@ def test_report_shows_missing_as_not_measured_and_names_the_run(tmp_path: Path, 
     assert "12,346 points/s" in md and "| run 2026-01-01 00:00 |" in md  # the run that measured it
     assert "Run `2026-01-01T00:00:00+00:00`: store, 1.0 min" in md
     assert "2026-02-02T00:00:00+00:00" not in md  # a run with no figure in the table is not listed
+
+
+def test_peer_ratios_keep_each_systems_best_round_and_pair_rounds() -> None:
+    from benchmarks.bench_peers import compute_ratios
+
+    def run(seconds: float) -> dict[str, float]:
+        return {"process_seconds": seconds, "seconds": seconds - 1, "process_cpu_seconds": seconds * 1.5}
+
+    def system(firsts: list[float]) -> dict[str, object]:
+        rounds = [{"round": i + 1, "mode": "first", **run(s)} for i, s in enumerate(firsts)]
+        rounds += [{"round": i + 1, "mode": "rerun", **run(2.0)} for i in range(len(firsts))]
+        return {"first": run(min(firsts)), "rerun": run(2.0), "rounds": rounds}
+
+    results = {"embedline": system([12.0, 10.0, 14.0]), "peer": system([30.0, 24.0, 21.0])}
+    r = compute_ratios(results, ["peer"], {})["peer"]
+    assert r["first_run"] == 2.1  # best / best
+    assert r["first_run_per_round"] == [2.5, 2.4, 1.5]  # the same round's runs
+    assert r["first_run_median_of_rounds"] == 2.4
