@@ -91,9 +91,13 @@ class QdrantClientStore:
             if existing.name != vector_set.name:
                 raise StoreError(f"{vector_set.name!r} is an alias; a physical collection cannot have its name")
             check_compatible(existing, vector_set)
-            # qdrant.payload_indexes grew: a server indexes the new fields (creating one is idempotent)
-            self._index_fields(vector_set.name, [f for f in vector_set.payload_indexes
-                                                 if f not in existing.payload_indexes])
+            missing = [f for f in vector_set.payload_indexes if f not in existing.payload_indexes]
+            if missing:  # qdrant.payload_indexes grew: index the new fields, then record them
+                self._index_fields(vector_set.name, missing)
+                info = self._call("get_collection", vector_set.name)
+                raw = dict((getattr(info.config, "metadata", None) or {}).get("embedline", {}))
+                raw["payload_indexes"] = [*existing.payload_indexes, *missing]
+                self._call("update_collection", collection_name=vector_set.name, metadata={"embedline": raw})
             return False
         quant = {
             "none": None,

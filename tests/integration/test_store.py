@@ -199,6 +199,19 @@ def test_edge_indexes_the_configured_fields_and_adds_new_ones_to_an_existing_col
     close_stores()
 
 
+def test_a_client_store_records_fields_added_to_payload_indexes(tmp_path: Path) -> None:
+    # local mode builds no payload index (only a server does), but the collection records the
+    # fields, so a later run does not ask for them again
+    store = open_store(QdrantParams.model_validate({"backend": "local", "path": str(tmp_path / "q")}), tmp_path)
+    name = _name("idx")
+    assert store.ensure(_spec(name))
+    assert not store.ensure(dataclasses.replace(_spec(name), payload_indexes=("doc_id", "chunk_id")))
+    spec = store.describe(name)
+    assert spec is not None and spec.payload_indexes == ("doc_id", "chunk_id")
+    assert spec.metadata.get("fingerprint") == "fp1"  # the rest of the record is kept
+    close_stores()
+
+
 @pytest.mark.parametrize("backend", ["edge", "local"])
 def test_reopen_keeps_points_and_aliases(backend: str, tmp_path: Path) -> None:
     params = QdrantParams.model_validate({"backend": backend, "path": str(tmp_path / "q")})
