@@ -22,6 +22,7 @@ from embedline.tasks.config import EmbedParams, stable_hash
 from embedline.tasks.embed.cache import EmbeddingCache, namespace_for, namespace_spec
 from embedline.tasks.embed.protocol import truncate_dims, validate_vectors, with_prompt
 from embedline.tasks.embed.registry import get_embedder, revision_for
+from embedline.tasks.embed.requests import fixed_groups
 from embedline.tasks.records import content_hash
 
 if TYPE_CHECKING:
@@ -50,10 +51,18 @@ def _embed_light(fast: QueryEncoder, params: EmbedParams, texts: list[str], prom
     return validate_vectors(vecs, len(texts), None, f"{LIGHT_BACKEND}:{params.model}")
 
 
-def _fill(cache: EmbeddingCache, ns: str, todo: list[str], first: dict[str, str], bs: int,
+def _groups(params: EmbedParams, texts: list[str], bs: int) -> list[list[int]]:
+    """How the embed stage would cut ``texts`` into calls: the provider's plan (OpenVINO and ONNX
+    per-text take several batches per call, since every call ends on a barrier), else ``bs``."""
+    from embedline.tasks.embed.registry import request_groups
+
+    return request_groups(get_embedder(params), params, texts, bs)
+
+
+def _fill(cache: EmbeddingCache, ns: str, todo: list[str], first: dict[str, str], groups: list[list[int]],
           embed: Callable[[list[str]], np.ndarray], got: dict[str, np.ndarray]) -> None:
-    for i in range(0, len(todo), bs):
-        part = todo[i : i + bs]
+    for group in groups:
+        part = [todo[i] for i in group]
         vecs = embed([first[h] for h in part])
         cache.put_many(ns, zip(part, vecs, strict=True))
         got.update(zip(part, vecs, strict=True))
@@ -91,9 +100,11 @@ def embed_cached(
             cache.register(light_ns, light_spec)
             got.update(cache.get_many(light_ns, todo, count=False))
             todo = [h for h in todo if h not in got]
-            _fill(cache, light_ns, todo, first, bs, lambda t: _embed_light(fast, params, t, prompt), got)
-        else:
-            _fill(cache, ns, todo, first, bs, lambda t: _embed(params, t, prompt), got)
+            _fill(cache, light_ns, todo, first, fixed_groups(len(todo), bs),
+                  lambda t: _embed_light(fast, params, t, prompt), got)
+        elif todo:
+            groups = _groups(params, [first[h] for h in todo], bs)
+            _fill(cache, ns, todo, first, groups, lambda t: _embed(params, t, prompt), got)
     return np.stack([got[h] for h in hashes]).astype(np.float32, copy=False)
 
 

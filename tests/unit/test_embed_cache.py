@@ -198,3 +198,50 @@ def test_a_locked_cache_is_retried_and_other_errors_are_not() -> None:
     with pytest.raises(sqlite3.OperationalError, match="no such table"):
         _when_unlocked(broken, 5_000)
     assert len(calls) == 1  # not retried
+
+
+def test_cached_texts_are_embedded_in_the_groups_the_provider_plans(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whole documents and queries go to the embedder in the calls the embed stage would make
+    (OpenVINO and ONNX per-text plan several batches per call: each call ends on a barrier), one
+    cache commit per call; cached texts are not planned again."""
+    from embedline.tasks.embed import cached, query, registry
+    from embedline.tasks.embed.registry import clear_embedders, get_embedder
+
+    clear_embedders()
+    monkeypatch.setattr(query, "light_encoder", lambda p, bulk=False: None)
+    params = EmbedParams.model_validate({"provider": "fake", "batch_size": 2})
+    planned: list[list[str]] = []
+
+    def plan(emb: object, p: EmbedParams, texts: list[str], default: int) -> list[list[int]]:
+        planned.append(list(texts))
+        return [list(range(len(texts) - 1)), [len(texts) - 1]]  # all but one, then the last
+
+    monkeypatch.setattr(registry, "request_groups", plan)
+    path = tmp_path / "cache.sqlite"
+    vecs = cached.embed_cached(params, ["a b", "c d", "e f", "g h"], "", path)
+    assert planned == [["a b", "c d", "e f", "g h"]]
+    assert get_embedder(params).calls == 2  # the plan's two groups, not batch_size's
+    cached.embed_cached(params, ["e f", "x y"], "", path)
+    assert planned[-1] == ["x y"] and get_embedder(params).calls == 4  # only the new text
+    with EmbeddingCache(path) as cache:
+        assert cache.count(namespace_for(params, registry.revision_for(params), "")) == 5
+    assert vecs.shape == (4, get_embedder(params).dims)
+
+
+@pytest.mark.parametrize(
+    ("texts", "batch_size", "requests", "expected"),
+    [
+        (256, 32, 2, 16),  # a full call: each request takes a half batch
+        (54, 32, 2, 7),  # a short call: ~4 sub-batches per request, not 2 of 16 and a long tail
+        (3, 32, 2, 1),
+        (0, 32, 2, 1),
+        (100, 8, 1, 8),  # never more than the batch
+    ],
+)
+def test_openvino_sub_batches_shrink_for_short_calls(texts: int, batch_size: int, requests: int,
+                                                     expected: int) -> None:
+    from embedline.tasks.embed.providers.onnx_backend import sub_batch
+
+    assert sub_batch(texts, batch_size, requests) == expected
