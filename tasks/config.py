@@ -285,6 +285,12 @@ class EvalParams(_Section):
     # require the hybrid method (fails without a sparse vector); it is scored anyway when there is one
     hybrid: bool = False
     map_sample: int = Field(2000, ge=10)
+    baselines: tuple[Literal["bm25", "wholedoc"], ...] = Field(
+        ("bm25", "wholedoc"),
+        description="baselines scored next to the dense set: BM25 on the same documents, and each whole"
+        " document embedded with the same model (its inference is most of a first evaluate; with an API"
+        " provider it is billed, once per document text)",
+    )
 
 
 class RunParams(_Section):

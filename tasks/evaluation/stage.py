@@ -84,9 +84,14 @@ def score_methods(
     return results, curves
 
 
+BASELINES = frozenset({"bm25", "wholedoc"})  # scored only when listed in ``eval.baselines``
+
+
 def methods_for(cfg: Config, store: Any, collection: str, methods: Sequence[str] = METHODS) -> list[str]:
-    """``methods`` minus those needing the sparse vector when ``collection`` has none (unless
-    ``eval.hybrid`` asks for them: then their retriever fails with a clear error)."""
+    """``methods`` minus the baselines ``eval.baselines`` leaves out, and minus those needing the
+    sparse vector when ``collection`` has none (unless ``eval.hybrid`` asks for them: then their
+    retriever fails with a clear error)."""
+    methods = [m for m in methods if m not in BASELINES or m in cfg.eval.baselines]
     spec = store.describe(collection)
     if cfg.eval.hybrid or (spec is not None and spec.sparse):
         return list(methods)

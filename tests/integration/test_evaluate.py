@@ -117,6 +117,31 @@ def test_run_evaluate_reports_sane_metrics_and_writes_plots(project: Path) -> No
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
 
+def test_baselines_left_out_of_eval_baselines_are_not_computed(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``eval.baselines: [bm25]``: no whole-document vector is embedded (its retriever is never
+    built), its metrics and curve column are absent, and the summary shows a dash for it."""
+    from embedline.tasks.evaluate import run_evaluate
+    from embedline.tasks.evaluation import retrieval
+    from embedline.tasks.summary import summary_rows
+
+    cfg, art = config(project, "eval.baselines=[bm25]"), Artifacts(project)
+    stats = ingest(cfg, art)
+
+    def refused(ctx: retrieval.EvalContext) -> retrieval.Retriever:
+        raise AssertionError("the whole-document baseline was built although eval.baselines leaves it out")
+
+    monkeypatch.setitem(retrieval.RETRIEVERS, "wholedoc", refused)
+    m = run_evaluate(cfg, art)
+    assert m["ndcg@10"] > 0.7 and m["bm25_ndcg@10"] > 0.7
+    assert not [k for k in m if k.startswith("wholedoc_")]
+    curve = (project / "data" / "metrics" / "recall_curve.csv").read_text().splitlines()
+    assert curve[0] == "k,dense,bm25"
+    rows = dict(summary_rows({**stats, "evaluate": m}))
+    assert rows["nDCG@10 (dense / bm25 / whole-doc)"].endswith(" / -")
+
+
 def test_missing_dataset_is_a_note_not_a_failure(project: Path) -> None:
     from embedline.tasks.evaluate import run_evaluate
 

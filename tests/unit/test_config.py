@@ -52,6 +52,7 @@ def test_override_types_are_parsed() -> None:
         ("source.x=1", "'source'"),
         ("nonsense", "section.key=value"),
         ("qdrant.payload_indexes=[doc_id,text]", "Input should be 'doc_id', 'source' or 'chunk_id'"),
+        ("eval.baselines=[bm25,dense]", "Input should be 'bm25' or 'wholedoc'"),
     ],
 )
 def test_bad_overrides_name_the_key(override: str, needle: str) -> None:
