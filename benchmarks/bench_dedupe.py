@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import stamp, write_result  # noqa: E402
 from embedline.tasks.records import CHUNK_SCHEMA, chunk_id_for, content_hash, doc_id_for, write_json  # noqa: E402
 from embedline.tasks.shards import shard_files, shard_index, shard_name  # noqa: E402
 from embedline.tasks.vector_shards import write_vector_shard  # noqa: E402
@@ -217,8 +218,7 @@ def main() -> None:
     big = [r for r in results if r["rows"] >= 1_000_000]
     if big:
         doc["meets_targets"] = all(r["seconds"] <= 600 and r["peak_rss_mib"] <= 4096 for r in big)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    write_result(args.out, stamp(doc))  # run id and date: the README table names the run
     print(f"wrote {args.out}")
 
 

@@ -35,6 +35,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import stamp, write_result  # noqa: E402
 from embedline.tasks.artifacts import Artifacts  # noqa: E402
 from embedline.tasks.config import EmbedParams, load_config  # noqa: E402
 from embedline.tasks.embed import clear_embedders, get_embedder, run_embed  # noqa: E402
@@ -255,8 +256,7 @@ def main() -> None:
         "targets": {"pipeline_vs_raw_encode": ">= 0.90", "best_accelerated_vs_torch": ">= 3.0 at mean cosine >= 0.99",
                     "rerun_vs_first_run": "<= 0.05"},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, stamp(result))  # run id and date: the README table names the run
     for name, b in backends.items():
         if "texts_per_second" in b:
             print(f"{name:14s} {b['texts_per_second']:7.1f} texts/s  x{b['vs_torch_fp32']:.2f} torch  "
