@@ -10,6 +10,7 @@ import json
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from benchmarks.common import RESULTS, ROOT
