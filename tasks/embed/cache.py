@@ -39,6 +39,10 @@ CREATE TABLE IF NOT EXISTS namespaces (
 );
 """
 PAGE_SIZE = 8192
+# how OpenVINO batches are padded (each text at its own width, a multiple of
+# providers.onnx_backend.PAD_MULTIPLE): part of its namespace, so vectors padded otherwise are not
+# mixed with these
+PADDING = "own-width-16"
 
 
 def _old_layout(conn: sqlite3.Connection) -> bool:
@@ -71,7 +75,7 @@ _IN_CHUNK = 500  # stay well below SQLite's host-parameter limit
 
 def namespace_spec(params: EmbedParams, revision: str, prompt: str | None = None) -> dict[str, Any]:
     """What decides a vector besides its text; ``prompt`` defaults to the passage prompt."""
-    return {
+    spec: dict[str, Any] = {
         "provider": params.provider,
         "model": params.model,
         "revision": revision,
@@ -81,6 +85,9 @@ def namespace_spec(params: EmbedParams, revision: str, prompt: str | None = None
         "dimensions": params.dimensions,
         "normalize": params.normalize,
     }
+    if params.backend == "openvino":  # padded batches: each text at a width of its own (onnx_backend)
+        spec["padding"] = PADDING
+    return spec
 
 
 def namespace_for(params: EmbedParams, revision: str, prompt: str | None = None) -> str:

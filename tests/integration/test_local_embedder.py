@@ -146,6 +146,22 @@ def test_accelerated_backends(tmp_path: Path, backend: str, precision: str, floo
         assert list((tmp_path / "m").glob("*/openvino-cache/*"))
 
 
+@pytest.mark.slow
+def test_an_openvino_vector_does_not_depend_on_its_batch(tmp_path: Path) -> None:
+    """Each text is padded to a width of its own, so what the embedding cache hands back (vectors
+    made in earlier batches) equals what a fresh run computes. With batches padded to their
+    longest text, 16 of these 32 vectors differed from the same texts embedded alone."""
+    base = ("Rivers carry water from the mountains to the sea, cutting valleys, moving sand and gravel, "
+            "feeding wetlands and farms, and flooding their plains when snow melts or storms stall overhead. ")
+    words = (base * 12).split()
+    mixed = [" ".join(words[:n]) for n in range(40, 200, 5)]  # 32 texts of 50-245 tokens
+    emb = get_embedder(st(backend="openvino", models_dir=str(tmp_path / "m"), batch_size=32))
+    together = emb.embed(mixed)
+    alone = np.concatenate([emb.embed([t]) for t in mixed])
+    assert np.array_equal(together, alone)
+    assert np.array_equal(emb.embed(mixed[::-1]), together[::-1])
+
+
 def test_torch_backend_plans_one_batch_per_request() -> None:
     emb = get_embedder(st(batch_size=3))
     assert emb.plan_groups(["a"] * 7) == [[0, 1, 2], [3, 4, 5], [6]]

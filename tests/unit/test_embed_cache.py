@@ -245,3 +245,25 @@ def test_openvino_sub_batches_shrink_for_short_calls(texts: int, batch_size: int
     from embedline.tasks.embed.providers.onnx_backend import sub_batch
 
     assert sub_batch(texts, batch_size, requests) == expected
+
+
+def test_openvino_vectors_are_keyed_by_their_padding_rule() -> None:
+    """OpenVINO batches pad each text to a width of its own; vectors made under another padding
+    rule (an older cache) must not be read back as these."""
+    from embedline.tasks.embed.cache import PADDING, namespace_spec
+    from embedline.tasks.embed.providers.onnx_backend import PAD_MULTIPLE
+
+    st = {"provider": "sentence-transformers"}
+    ov = EmbedParams.model_validate({**st, "backend": "openvino"})
+    onnx = EmbedParams.model_validate({**st, "backend": "onnx"})
+    assert namespace_spec(ov, "r")["padding"] == PADDING and PADDING.endswith(f"-{PAD_MULTIPLE}")
+    assert "padding" not in namespace_spec(onnx, "r")  # one text per call on the CPU: no padding
+
+
+@pytest.mark.parametrize(("length", "window", "width"), [(1, 256, 16), (16, 256, 16), (17, 256, 32),
+                                                          (250, 256, 256), (256, 256, 256), (505, 510, 510),
+                                                          (40, None, 48)])
+def test_a_text_is_always_padded_to_a_width_of_its_own(length: int, window: int | None, width: int) -> None:
+    from embedline.tasks.embed.providers.onnx_backend import padded_width
+
+    assert padded_width(length, window) == width
