@@ -401,6 +401,8 @@ class Config(BaseModel):
             "preprocess": {k: v for k, v in _jsonable(self.preprocess).items() if k not in _PAYLOAD_ONLY},
             "chunk": _jsonable(self.chunk),
         }
+        if e.backend == "openvino":  # how its batches are padded decides the bits (onnx_backend)
+            params["embed"]["padding"] = OPENVINO_PADDING
         if self.qdrant.sparse:  # a collection schema of its own; absent when off, so dense-only
             params["sparse"] = dict(SPARSE_BM25)  # fingerprints stay what they were
         return params
@@ -410,6 +412,11 @@ class Config(BaseModel):
         payload = {"params": self.vector_params(), "model_revision": model_revision}
         return stable_hash(payload)[:16]
 
+
+# How OpenVINO batches are padded: each text at a width of its own, its length rounded up to 16
+# (providers.onnx_backend.PAD_MULTIPLE). Part of OpenVINO's vector-set fingerprint and cache
+# namespace: vectors padded another way differ in their last bits, and are never mixed with these.
+OPENVINO_PADDING = "own-width-16"
 
 # preprocess params that shape payloads, never vectors: not part of the fingerprint
 _PAYLOAD_ONLY = frozenset({"max_metadata_bytes"})

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from embedline.tasks.config import EmbedParams, stable_hash
+from embedline.tasks.config import OPENVINO_PADDING, EmbedParams, stable_hash
 
 # A rowid table with a unique key index, not ``WITHOUT ROWID``: a 1-1.5 KB vector blob is larger
 # than a WITHOUT ROWID (index b-tree) page keeps inline (~1,000 bytes on a 4 KiB page), so every row
@@ -39,10 +39,7 @@ CREATE TABLE IF NOT EXISTS namespaces (
 );
 """
 PAGE_SIZE = 8192
-# how OpenVINO batches are padded (each text at its own width, a multiple of
-# providers.onnx_backend.PAD_MULTIPLE): part of its namespace, so vectors padded otherwise are not
-# mixed with these
-PADDING = "own-width-16"
+PADDING = OPENVINO_PADDING  # part of OpenVINO's namespace (see config.OPENVINO_PADDING)
 
 
 def _old_layout(conn: sqlite3.Connection) -> bool:

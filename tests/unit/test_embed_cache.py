@@ -267,3 +267,22 @@ def test_a_text_is_always_padded_to_a_width_of_its_own(length: int, window: int 
     from embedline.tasks.embed.providers.onnx_backend import padded_width
 
     assert padded_width(length, window) == width
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx", "openvino"])
+def test_whatever_keys_a_cached_vector_also_names_its_vector_set(backend: str) -> None:
+    """A cache namespace change makes the embed stage compute vectors again; if the fingerprint did
+    not change with it, the upsert (which diffs payloads within one vector set) would keep the old
+    vectors in Qdrant and the read-back check before the alias swap would fail. So every key of
+    the namespace (but the model revision and prompt, which the fingerprint holds under other
+    names) is part of the fingerprint's embed params, with the same value."""
+    from embedline.tasks.config import load_config
+    from embedline.tasks.embed.cache import namespace_spec
+
+    cfg = load_config(None, ["embed.provider=sentence-transformers", f"embed.backend={backend}"])
+    spec = namespace_spec(cfg.embed, "rev")
+    vector = cfg.vector_params()["embed"]
+    for key, value in spec.items():
+        if key not in ("revision", "prompt"):
+            assert vector.get(key, "<missing>") == value, key
+    assert spec["prompt"] == vector["passage_prompt"]
