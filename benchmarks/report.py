@@ -40,11 +40,12 @@ def _committed(path: Path) -> str | None:
                                capture_output=True, text=True, timeout=10)
         if dirty.returncode != 0 or dirty.stdout.strip():
             return None
-        out = subprocess.run(["git", "log", "-1", "--format=%cI", "--", str(path)], cwd=path.parent,
+        out = subprocess.run(["git", "log", "-1", "--format=%ct", "--", str(path)], cwd=path.parent,
                              capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    stamp = out.stdout.strip()
+    return datetime.fromtimestamp(int(stamp), UTC).isoformat() if stamp.isdigit() else None  # UTC, as stamped dates
 
 
 def _run_label(doc: dict[str, Any]) -> str:

@@ -6,8 +6,10 @@ covers everything that decides the vector (:func:`~embedline.tasks.embed.cache.n
 including the prompt. Passage texts therefore share the stage's entries (a document whose whole
 text is one chunk costs nothing) and query texts get their own namespace (the query prompt);
 when both prompts are equal the model sees the same string, so sharing is exact. Each distinct
-text is embedded once, uncached texts in ``embed.batch_size`` batches, each committed as soon as it
-is back (a kill loses at most one batch). A re-run with nothing new sends no request.
+text is embedded once, uncached texts in the calls the embed stage would make (the provider's
+request plan on the prompted texts: token-packed API requests, several local batches per call),
+each committed as soon as it is back; when a call fails, its requests that succeeded are committed
+too (they were paid for). A re-run with nothing new sends no request.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 
 from embedline.tasks.config import EmbedParams, stable_hash
 from embedline.tasks.embed.cache import EmbeddingCache, namespace_for, namespace_spec
-from embedline.tasks.embed.protocol import truncate_dims, validate_vectors, with_prompt
+from embedline.tasks.embed.protocol import EmbedError, truncate_dims, validate_vectors, with_prompt
 from embedline.tasks.embed.registry import get_embedder, revision_for
 from embedline.tasks.embed.requests import fixed_groups
 from embedline.tasks.records import content_hash
@@ -51,19 +53,28 @@ def _embed_light(fast: QueryEncoder, params: EmbedParams, texts: list[str], prom
     return validate_vectors(vecs, len(texts), None, f"{LIGHT_BACKEND}:{params.model}")
 
 
-def _groups(params: EmbedParams, texts: list[str], bs: int) -> list[list[int]]:
-    """How the embed stage would cut ``texts`` into calls: the provider's plan (OpenVINO and ONNX
-    per-text take several batches per call, since every call ends on a barrier), else ``bs``."""
+def _groups(params: EmbedParams, texts: list[str], prompt: str, bs: int) -> list[list[int]]:
+    """How the embed stage would cut ``texts`` into calls: the provider's plan on the prompted texts
+    (API requests packed by tokens; OpenVINO and ONNX per text take several batches per call, since
+    every call ends on a barrier), else ``bs`` texts per call."""
     from embedline.tasks.embed.registry import request_groups
 
-    return request_groups(get_embedder(params), params, texts, bs)
+    return request_groups(get_embedder(params), params, with_prompt(texts, prompt), bs)
 
 
 def _fill(cache: EmbeddingCache, ns: str, todo: list[str], first: dict[str, str], groups: list[list[int]],
           embed: Callable[[list[str]], np.ndarray], got: dict[str, np.ndarray]) -> None:
     for group in groups:
         part = [todo[i] for i in group]
-        vecs = embed([first[h] for h in part])
+        try:
+            vecs = embed([first[h] for h in part])
+        except EmbedError as exc:  # the call's requests that succeeded before it failed: paid for, kept
+            partial: dict[int, np.ndarray] = getattr(exc, "partial", None) or {}
+            if partial:
+                kept = [part[j] for j in partial]
+                cache.put_many(ns, zip(kept, validate_vectors(np.stack(list(partial.values())), len(kept),
+                                                              None, "partial"), strict=True))
+            raise
         cache.put_many(ns, zip(part, vecs, strict=True))
         got.update(zip(part, vecs, strict=True))
 
@@ -103,7 +114,7 @@ def embed_cached(
             _fill(cache, light_ns, todo, first, fixed_groups(len(todo), bs),
                   lambda t: _embed_light(fast, params, t, prompt), got)
         elif todo:
-            groups = _groups(params, [first[h] for h in todo], bs)
+            groups = _groups(params, [first[h] for h in todo], prompt, bs)
             _fill(cache, ns, todo, first, groups, lambda t: _embed(params, t, prompt), got)
     return np.stack([got[h] for h in hashes]).astype(np.float32, copy=False)
 

@@ -265,6 +265,7 @@ class _ExportedBackend:
         widths = np.array([padded_width(int(n), self.max_seq_length) for n in lengths], dtype=np.int64)
         order = np.lexsort((np.arange(len(texts)), -widths))  # widest first, then input order
         wanted = [k for k in self.input_names if k in enc]
+        batch_size = max(1, batch_size)
         start = 0
         while start < len(order):
             width = int(widths[order[start]])
