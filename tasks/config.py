@@ -277,6 +277,9 @@ class QdrantParams(_Section):
         return self
 
 
+Baseline = Literal["bm25", "wholedoc"]  # the retrieval baselines the evaluate stage can score
+
+
 class EvalParams(_Section):
     dataset: str = Field("data/eval", description="BEIR-layout folder: queries.jsonl + qrels/")
     k: tuple[int, ...] = (1, 5, 10, 100)
@@ -285,7 +288,7 @@ class EvalParams(_Section):
     # require the hybrid method (fails without a sparse vector); it is scored anyway when there is one
     hybrid: bool = False
     map_sample: int = Field(2000, ge=10)
-    baselines: tuple[Literal["bm25", "wholedoc"], ...] = Field(
+    baselines: tuple[Baseline, ...] = Field(
         ("bm25", "wholedoc"),
         description="baselines scored next to the dense set: BM25 on the same documents, and each whole"
         " document embedded with the same model (its inference is most of a first evaluate; with an API"
@@ -401,8 +404,7 @@ class Config(BaseModel):
             "preprocess": {k: v for k, v in _jsonable(self.preprocess).items() if k not in _PAYLOAD_ONLY},
             "chunk": _jsonable(self.chunk),
         }
-        if e.backend == "openvino":  # how its batches are padded decides the bits (onnx_backend)
-            params["embed"]["padding"] = OPENVINO_PADDING
+        params["embed"].update(computation_marks(e))
         if self.qdrant.sparse:  # a collection schema of its own; absent when off, so dense-only
             params["sparse"] = dict(SPARSE_BM25)  # fingerprints stay what they were
         return params
@@ -414,9 +416,15 @@ class Config(BaseModel):
 
 
 # How OpenVINO batches are padded: each text at a width of its own, its length rounded up to 16
-# (providers.onnx_backend.PAD_MULTIPLE). Part of OpenVINO's vector-set fingerprint and cache
-# namespace: vectors padded another way differ in their last bits, and are never mixed with these.
+# (providers.onnx_backend.PAD_MULTIPLE).
 OPENVINO_PADDING = "own-width-16"
+
+
+def computation_marks(e: EmbedParams) -> dict[str, str]:
+    """What decides a vector's bits besides the embed params: OpenVINO's padding rule (vectors padded
+    another way differ in their last bits). Part of both the vector-set fingerprint and the
+    embedding-cache namespace, so such vectors are never mixed with these."""
+    return {"padding": OPENVINO_PADDING} if e.backend == "openvino" else {}
 
 # preprocess params that shape payloads, never vectors: not part of the fingerprint
 _PAYLOAD_ONLY = frozenset({"max_metadata_bytes"})

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from embedline.tasks.config import OPENVINO_PADDING, EmbedParams, stable_hash
+from embedline.tasks.config import EmbedParams, computation_marks, stable_hash
 
 # A rowid table with a unique key index, not ``WITHOUT ROWID``: a 1-1.5 KB vector blob is larger
 # than a WITHOUT ROWID (index b-tree) page keeps inline (~1,000 bytes on a 4 KiB page), so every row
@@ -39,7 +39,6 @@ CREATE TABLE IF NOT EXISTS namespaces (
 );
 """
 PAGE_SIZE = 8192
-PADDING = OPENVINO_PADDING  # part of OpenVINO's namespace (see config.OPENVINO_PADDING)
 
 
 def _old_layout(conn: sqlite3.Connection) -> bool:
@@ -72,7 +71,7 @@ _IN_CHUNK = 500  # stay well below SQLite's host-parameter limit
 
 def namespace_spec(params: EmbedParams, revision: str, prompt: str | None = None) -> dict[str, Any]:
     """What decides a vector besides its text; ``prompt`` defaults to the passage prompt."""
-    spec: dict[str, Any] = {
+    return {
         "provider": params.provider,
         "model": params.model,
         "revision": revision,
@@ -81,10 +80,8 @@ def namespace_spec(params: EmbedParams, revision: str, prompt: str | None = None
         "prompt": params.passage_prompt if prompt is None else prompt,
         "dimensions": params.dimensions,
         "normalize": params.normalize,
+        **computation_marks(params),
     }
-    if params.backend == "openvino":  # padded batches: each text at a width of its own (onnx_backend)
-        spec["padding"] = PADDING
-    return spec
 
 
 def namespace_for(params: EmbedParams, revision: str, prompt: str | None = None) -> str:

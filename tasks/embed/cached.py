@@ -22,7 +22,13 @@ import numpy as np
 
 from embedline.tasks.config import EmbedParams, stable_hash
 from embedline.tasks.embed.cache import EmbeddingCache, namespace_for, namespace_spec
-from embedline.tasks.embed.protocol import EmbedError, truncate_dims, validate_vectors, with_prompt
+from embedline.tasks.embed.protocol import (
+    EmbedError,
+    paid_for,
+    truncate_dims,
+    validate_vectors,
+    with_prompt,
+)
 from embedline.tasks.embed.registry import get_embedder, revision_for
 from embedline.tasks.embed.requests import fixed_groups
 from embedline.tasks.records import content_hash
@@ -69,11 +75,9 @@ def _fill(cache: EmbeddingCache, ns: str, todo: list[str], first: dict[str, str]
         try:
             vecs = embed([first[h] for h in part])
         except EmbedError as exc:  # the call's requests that succeeded before it failed: paid for, kept
-            partial: dict[int, np.ndarray] = getattr(exc, "partial", None) or {}
-            if partial:
-                kept = [part[j] for j in partial]
-                cache.put_many(ns, zip(kept, validate_vectors(np.stack(list(partial.values())), len(kept),
-                                                              None, "partial"), strict=True))
+            paid = paid_for(exc, None, "partial")
+            if paid:
+                cache.put_many(ns, zip([part[j] for j in paid[0]], paid[1], strict=True))
             raise
         cache.put_many(ns, zip(part, vecs, strict=True))
         got.update(zip(part, vecs, strict=True))

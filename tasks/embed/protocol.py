@@ -114,6 +114,17 @@ class EmbedResponseError(EmbedError):
     """A provider returned vectors we refuse to store (wrong count/length, NaN, all-zero)."""
 
 
+def paid_for(exc: BaseException, dims: int | None, who: str) -> tuple[list[int], np.ndarray] | None:
+    """The vectors a failed call had already been answered (and billed) for: ``exc.partial``
+    (positions in the call -> vector, attached by a provider that splits a call into requests) as
+    (positions, validated vectors), or None when there are none."""
+    partial: dict[int, np.ndarray] = getattr(exc, "partial", None) or {}
+    if not partial:
+        return None
+    vecs = np.stack(list(partial.values()))
+    return list(partial), validate_vectors(vecs, len(vecs), dims, who)
+
+
 def validate_vectors(vecs: np.ndarray, n: int, dims: int | None, who: str) -> np.ndarray:
     """Check a provider's output and return it as contiguous float32; raise a clear error if bad."""
     arr = np.ascontiguousarray(vecs, dtype=np.float32)

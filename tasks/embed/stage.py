@@ -40,6 +40,7 @@ from embedline.tasks.embed.protocol import (
     Capability,
     EmbedError,
     EmbedInputError,
+    paid_for,
     validate_vectors,
     with_prompt,
 )
@@ -300,10 +301,9 @@ def _embed_into_cache(
         try:
             vecs = emb.embed([texts[i] for i in group])
         except EmbedError as exc:  # requests of this group that succeeded before it failed
-            partial: dict[int, np.ndarray] = getattr(exc, "partial", None) or {}
-            if partial:
-                got = np.stack(list(partial.values()))
-                exc.salvage = ([group[j] for j in partial], validate_vectors(got, len(got), width, emb.name))  # type: ignore[attr-defined]
+            paid = paid_for(exc, width, emb.name)
+            if paid:
+                exc.salvage = ([group[j] for j in paid[0]], paid[1])  # type: ignore[attr-defined]
             raise
         return group, validate_vectors(vecs, len(group), width, emb.name)
 

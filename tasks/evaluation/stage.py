@@ -20,11 +20,11 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from embedline.tasks import progress
 from embedline.tasks.artifacts import Artifacts, atomic_path
-from embedline.tasks.config import Config, apply_overrides, validate
+from embedline.tasks.config import Baseline, Config, apply_overrides, validate
 from embedline.tasks.evaluation.beir import BeirDataset, is_beir_dir, load_beir
 from embedline.tasks.evaluation.gate import collection_embed_params
 from embedline.tasks.evaluation.intrinsic import intrinsic_job, write_curve
@@ -84,7 +84,7 @@ def score_methods(
     return results, curves
 
 
-BASELINES = frozenset({"bm25", "wholedoc"})  # scored only when listed in ``eval.baselines``
+BASELINES = frozenset(get_args(Baseline))  # scored only when listed in ``eval.baselines``
 
 
 def methods_for(cfg: Config, store: Any, collection: str, methods: Sequence[str] = METHODS) -> list[str]:

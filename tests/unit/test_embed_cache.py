@@ -252,7 +252,8 @@ def test_openvino_sub_batches_shrink_for_short_calls(texts: int, batch_size: int
 def test_openvino_vectors_are_keyed_by_their_padding_rule() -> None:
     """OpenVINO batches pad each text to a width of its own; vectors made under another padding
     rule (an older cache) must not be read back as these."""
-    from embedline.tasks.embed.cache import PADDING, namespace_spec
+    from embedline.tasks.config import OPENVINO_PADDING as PADDING
+    from embedline.tasks.embed.cache import namespace_spec
     from embedline.tasks.embed.providers.onnx_backend import PAD_MULTIPLE
 
     st = {"provider": "sentence-transformers"}
