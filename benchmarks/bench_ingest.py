@@ -60,7 +60,7 @@ OVERRIDES = ["dedupe.policy=keep_canonical"]
 STAGE_KEYS = {
     "preprocess": ("documents", "files", "rejected", "bytes_in"),
     "chunk": ("chunks", "documents", "tokens_total"),
-    "embed": ("rows", "unique_texts", "cache_hits", "texts_embedded"),
+    "embed": ("rows", "unique_texts", "cache_hits", "texts_embedded", "backend", "precision"),
     "dedupe": ("input_rows", "points", "exact_removed", "near_duplicates", "method"),
     "upsert": ("added", "updated", "deleted", "unchanged", "points_total", "backend"),
 }

@@ -83,7 +83,8 @@ def _rows_ingest(d: dict[str, Any]) -> list[tuple[str, str, str]]:
         ("Preprocess (1x, first run)", f"{_fmt(t.get('preprocess_mb_per_s'), '.2f')} MB/s, "
          f"{_fmt(t.get('preprocess_docs_per_s'), '.0f')} docs/s", ""),
         ("Chunk (model tokenizer)", f"{_fmt(t.get('chunk_chunks_per_s'), ',.0f')} chunks/s", ""),
-        ("Embed stage (torch fp32, CPU)", f"{_fmt(t.get('embed_texts_per_s'), '.1f')} texts/s "
+        (f"Embed stage ({_get(st, 'embed.backend') or 'torch'} {_get(st, 'embed.precision') or 'fp32'}, CPU)",
+         f"{_fmt(t.get('embed_texts_per_s'), '.1f')} texts/s "
          f"({_get(st, 'embed.texts_embedded')} texts)", ""),
         ("Dedupe stage", f"{_fmt(t.get('dedupe_chunks_per_s'), ',.0f')} chunks/s", ""),
         ("Upsert stage (Qdrant Edge)", f"{_fmt(t.get('upsert_points_per_s'), ',.0f')} points/s "
